@@ -1,0 +1,164 @@
+//! The client side of the bus: protobuf request/reply and JetStream publishing.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::{HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use prost::Message;
+use tracing::Instrument;
+
+use crate::error::{BusError, ErrorCode, RpcError};
+use crate::trace;
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    /// Name shown in `nats server report connections`, e.g. "sspr-verification".
+    pub client_name: String,
+    /// Default timeout of a request/reply call.
+    pub request_timeout: Duration,
+}
+
+impl BusConfig {
+    pub fn new(url: impl Into<String>, client_name: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client_name: client_name.into(),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connected bus handle; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    request_timeout: Duration,
+}
+
+impl Bus {
+    /// Connects, retrying the first connection for a short while so services can start in any
+    /// order next to a nats-server that is still coming up.
+    pub async fn connect(config: &BusConfig) -> Result<Self, async_nats::ConnectError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(&config.client_name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(config.request_timeout))
+            .connect(&config.url)
+            .await?;
+        // retry_on_initial_connect returns at once; wait until the connection is really up.
+        let mut waited = Duration::ZERO;
+        while client.connection_state() != async_nats::connection::State::Connected
+            && waited < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        }
+        Ok(Self::from_client(client, config.request_timeout))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: async_nats::Client, request_timeout: Duration) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js, request_timeout }
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// True while the client holds a live connection to the server.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Sends `request` to `subject` and decodes the protobuf reply. A refusal by the remote
+    /// handler comes back as [`BusError::Rpc`] with its code and message.
+    pub async fn request<Req, Resp>(&self, subject: &str, request: &Req) -> Result<Resp, BusError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let span = tracing::info_span!(
+            "nats.request",
+            otel.name = %format!("send {subject}"),
+            otel.kind = "client",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %subject,
+            rpc.system = "nats",
+        );
+        async {
+            let mut headers = HeaderMap::new();
+            trace::inject_current(&mut headers);
+            let req = async_nats::Request::new()
+                .payload(Bytes::from(request.encode_to_vec()))
+                .headers(headers)
+                .timeout(Some(self.request_timeout));
+            let reply = self
+                .client
+                .send_request(subject.to_owned(), req)
+                .await
+                .map_err(|e| match e.kind() {
+                    RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_owned()),
+                    RequestErrorKind::TimedOut => BusError::Timeout(subject.to_owned()),
+                    _ => BusError::Request { subject: subject.to_owned(), source: e },
+                })?;
+            if let Some(headers) = reply.headers.as_ref()
+                && let Some(code) = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE)
+            {
+                let code = code.as_str().parse::<usize>().unwrap_or(13);
+                let message = headers
+                    .get(async_nats::service::NATS_SERVICE_ERROR)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
+                return Err(BusError::Rpc(RpcError::new(ErrorCode::from_number(code), message)));
+            }
+            Resp::decode(reply.payload)
+                .map_err(|source| BusError::Decode { subject: subject.to_owned(), source })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes to JetStream with `Nats-Msg-Id` = `msg_id` and waits for the stream's ack.
+    /// A publish the stream recognises as a duplicate counts as success.
+    pub async fn publish_durable(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        headers.insert("Nats-Msg-Id", msg_id);
+        let err = |message: String| BusError::Publish { subject: subject.to_owned(), message };
+        let ack = self
+            .js
+            .send_publish(
+                subject.to_owned(),
+                jetstream::message::PublishMessage::build().payload(payload).headers(headers),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(err("ack timed out".into())),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Flushes pending writes to the server (used at shutdown).
+    pub async fn flush(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing the nats connection failed");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The serving side of the bus: a NATS micro-service whose endpoints speak protobuf.
+//!
+//! Each endpoint is subscribed in the queue group `sspr-<service>`, so replicas share the load,
+//! and the service answers `$SRV.PING`/`$SRV.INFO`/`$SRV.STATS` for discovery. Every request
+//! runs in its own task, inside a span continued from the caller's `traceparent`. On shutdown
+//! the endpoints stop taking requests and the ones in flight finish before `serve` returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::client::Bus;
+use crate::error::{BusError, ErrorCode, RpcError};
+use crate::{subjects, trace};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler = Arc<dyn Fn(RequestContext, Bytes) -> BoxFuture<Result<Bytes, RpcError>> + Send + Sync>;
+
+/// What a handler may know about the request besides its body.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub subject: String,
+}
+
+/// The endpoints of one service.
+pub struct Router {
+    service: String,
+    description: String,
+    routes: Vec<(&'static str, Handler)>,
+}
+
+impl Router {
+    /// `service` is the short name (`directory`); the NATS service is `sspr-<service>`.
+    pub fn new(service: &str, description: &str) -> Self {
+        Self { service: service.to_owned(), description: description.to_owned(), routes: Vec::new() }
+    }
+
+    /// Serves `subject` with `handler`, decoding `Req` and encoding `Resp` as protobuf. A body
+    /// that does not decode is answered with `INVALID_ARGUMENT` without calling the handler.
+    pub fn route<Req, Resp, F, Fut>(mut self, subject: &'static str, handler: F) -> Self
+    where
+        Req: Message + Default + 'static,
+        Resp: Message + 'static,
+        F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, body: Bytes| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let req = Req::decode(body)
+                    .map_err(|_| RpcError::invalid_argument("malformed request"))?;
+                let resp = handler(ctx, req).await?;
+                Ok(Bytes::from(resp.encode_to_vec()))
+            })
+        });
+        self.routes.push((subject, erased));
+        self
+    }
+}
+
+/// Runs the service until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    bus: &Bus,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BusError> {
+    let name = format!("sspr-{}", router.service);
+    let nats_service = bus
+        .client()
+        .service_builder()
+        .description(&router.description)
+        .queue_group(&name)
+        .start(&name, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| BusError::JetStream(format!("starting service {name}: {e}")))?;
+
+    let mut endpoints = Vec::new();
+    for (subject, handler) in router.routes {
+        let endpoint = nats_service
+            .endpoint_builder()
+            .name(subjects::method_of(subject))
+            .add(subject)
+            .await
+            .map_err(|e| BusError::JetStream(format!("endpoint {subject}: {e}")))?;
+        endpoints.push((subject, handler, endpoint));
+    }
+    tracing::info!(service = %name, endpoints = endpoints.len(), "serving on nats");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = JoinSet::new();
+    for (subject, handler, endpoint) in endpoints {
+        loops.spawn(endpoint_loop(subject, handler, endpoint, stop_rx.clone()));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while loops.join_next().await.is_some() {}
+    if let Err(e) = nats_service.stop().await {
+        tracing::warn!(error = %e, service = %name, "stopping the nats service failed");
+    }
+    Ok(())
+}
+
+async fn endpoint_loop(
+    subject: &'static str,
+    handler: Handler,
+    mut endpoint: service::endpoint::Endpoint,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            next = endpoint.next() => {
+                let Some(request) = next else { break };
+                in_flight.spawn(handle(subject, Arc::clone(&handler), request));
+            }
+        }
+    }
+    let _ = endpoint.stop().await;
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn handle(subject: &'static str, handler: Handler, request: service::Request) {
+    let span = tracing::info_span!(
+        "nats.process",
+        otel.name = %format!("process {subject}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %subject,
+        rpc.system = "nats",
+        rpc.method = %subjects::method_of(subject),
+        error.code = tracing::field::Empty,
+    );
+    trace::set_parent_from(&span, request.message.headers.as_ref());
+    async {
+        let ctx = RequestContext { subject: subject.to_owned() };
+        let result = handler(ctx, request.message.payload.clone()).await;
+        let response = match result {
+            Ok(body) => Ok(body),
+            Err(e) => {
+                let span = tracing::Span::current();
+                span.record("error.code", e.code as i32);
+                if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+                    span.record("otel.status_code", "ERROR");
+                }
+                Err(service::error::Error { status: e.message, code: e.code as usize })
+            }
+        };
+        if let Err(e) = request.respond(response).await {
+            tracing::warn!(error = %e, "could not send the reply");
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,80 @@
+//! Subject names: a public contract, never renamed.
+//!
+//! Request/reply subjects are `sspr.rpc.<service>.<method>`; public events are
+//! `sspr.events.v1.<noun>.<verb>`; deliveries are `sspr.delivery.v1.<channel>`.
+
+/// The JetStream stream holding every public event.
+pub const EVENTS_STREAM: &str = "SSPR_EVENTS";
+/// Subjects captured by [`EVENTS_STREAM`].
+pub const EVENTS_WILDCARD: &str = "sspr.events.v1.>";
+/// The JetStream work-queue stream carrying encrypted code deliveries to notification.
+pub const DELIVERY_STREAM: &str = "SSPR_DELIVERY";
+/// Subjects captured by [`DELIVERY_STREAM`].
+pub const DELIVERY_WILDCARD: &str = "sspr.delivery.v1.>";
+/// Durable pull consumer shared by every notification replica.
+pub const DELIVERY_CONSUMER: &str = "sspr-notification";
+
+/// Public event subjects.
+pub mod events {
+    pub const POLICY_CHANGED: &str = "sspr.events.v1.policy.changed";
+    pub const METHOD_REGISTERED: &str = "sspr.events.v1.method.registered";
+    pub const RESET_STARTED: &str = "sspr.events.v1.reset.started";
+    pub const CODE_ISSUED: &str = "sspr.events.v1.code.issued";
+    pub const CODE_DELIVERED: &str = "sspr.events.v1.code.delivered";
+    pub const CODE_VERIFIED: &str = "sspr.events.v1.code.verified";
+    pub const CODE_REJECTED: &str = "sspr.events.v1.code.rejected";
+    pub const RESET_COMPLETED: &str = "sspr.events.v1.reset.completed";
+    pub const PASSWORD_CHANGED: &str = "sspr.events.v1.password.changed";
+    pub const USER_DELETED: &str = "sspr.events.v1.user.deleted";
+}
+
+/// Delivery subjects, one per channel.
+pub mod delivery {
+    pub const EMAIL: &str = "sspr.delivery.v1.email";
+    pub const SMS: &str = "sspr.delivery.v1.sms";
+}
+
+/// Request/reply subjects, `sspr.rpc.<service>.<method>`.
+pub mod rpc {
+    pub mod directory {
+        pub const SERVICE: &str = "directory";
+        pub const GET_USER: &str = "sspr.rpc.directory.get_user";
+        pub const AUTHENTICATE: &str = "sspr.rpc.directory.authenticate";
+        pub const SET_PASSWORD: &str = "sspr.rpc.directory.set_password";
+        pub const UPSERT_USER: &str = "sspr.rpc.directory.upsert_user";
+        pub const DELETE_USER: &str = "sspr.rpc.directory.delete_user";
+    }
+    pub mod policy {
+        pub const SERVICE: &str = "policy";
+        pub const GET_POLICY: &str = "sspr.rpc.policy.get_policy";
+        pub const SET_POLICY: &str = "sspr.rpc.policy.set_policy";
+        pub const EVALUATE: &str = "sspr.rpc.policy.evaluate";
+        pub const CHECK_PASSWORD: &str = "sspr.rpc.policy.check_password";
+    }
+    pub mod enrolment {
+        pub const SERVICE: &str = "enrolment";
+        pub const BEGIN_REGISTRATION: &str = "sspr.rpc.enrolment.begin_registration";
+        pub const ADD_METHOD: &str = "sspr.rpc.enrolment.add_method";
+        pub const CONFIRM_METHOD: &str = "sspr.rpc.enrolment.confirm_method";
+        pub const LIST_METHODS: &str = "sspr.rpc.enrolment.list_methods";
+        pub const GET_DESTINATION: &str = "sspr.rpc.enrolment.get_destination";
+    }
+    pub mod verification {
+        pub const SERVICE: &str = "verification";
+        pub const START_RESET: &str = "sspr.rpc.verification.start_reset";
+        pub const SEND_CODE: &str = "sspr.rpc.verification.send_code";
+        pub const VERIFY_CODE: &str = "sspr.rpc.verification.verify_code";
+        pub const COMPLETE_RESET: &str = "sspr.rpc.verification.complete_reset";
+        pub const ISSUE_CODE: &str = "sspr.rpc.verification.issue_code";
+        pub const CHECK_CODE: &str = "sspr.rpc.verification.check_code";
+    }
+    pub mod notification {
+        pub const SERVICE: &str = "notification";
+        pub const GET_DELIVERY: &str = "sspr.rpc.notification.get_delivery";
+    }
+}
+
+/// The method part of `sspr.rpc.<service>.<method>`, used as the endpoint name.
+pub fn method_of(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or(subject)
+}

@@ -1,0 +1,101 @@
+//! Connecting to the service's own database.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot connect to the {service} database: {source}")]
+    Connect { service: String, source: sea_orm::DbErr },
+    #[error("migrating the {service} database failed: {source}")]
+    Migrate { service: String, source: sea_orm::DbErr },
+    #[error("SSPR_DATABASE_URL must start with postgres:// or postgresql://")]
+    UnsupportedUrl,
+}
+
+/// Where a service keeps its data.
+#[derive(Clone)]
+pub struct DbSettings {
+    /// Directory of the SQLite files (`SSPR_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (`SSPR_DATABASE_URL`); when set, SQLite is not used.
+    pub database_url: Option<String>,
+}
+
+impl std::fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("DbSettings")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Opens the database of `service` (a short name such as `verification`).
+pub async fn connect(service: &str, settings: &DbSettings) -> Result<DatabaseConnection, StorageError> {
+    let err = |source| StorageError::Connect { service: service.to_owned(), source };
+    match &settings.database_url {
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(StorageError::UnsupportedUrl);
+            }
+            let schema = format!("sspr_{}", service.replace('-', "_"));
+            // Create the schema with a plain connection, then connect with it on the search path
+            // so the service's tables and migration table live there.
+            let mut bootstrap = ConnectOptions::new(url.clone());
+            bootstrap.max_connections(1).sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+            let admin = Database::connect(bootstrap).await.map_err(err)?;
+            admin
+                .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .map_err(err)?;
+            admin.close().await.map_err(err)?;
+            let mut opts = ConnectOptions::new(url.clone());
+            opts.max_connections(16)
+                .min_connections(1)
+                .connect_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(10))
+                .set_schema_search_path(schema)
+                .sqlx_logging(false);
+            Database::connect(opts).await.map_err(err)
+        }
+        None => {
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| StorageError::DataDir {
+                path: settings.data_dir.clone(),
+                source,
+            })?;
+            let path = settings.data_dir.join(format!("{service}.db"));
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let mut opts = ConnectOptions::new(url);
+            opts.max_connections(8)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .sqlx_logging(false)
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                });
+            let db = Database::connect(opts).await.map_err(err)?;
+            debug_assert_eq!(db.get_database_backend(), DbBackend::Sqlite);
+            Ok(db)
+        }
+    }
+}
+
+/// Applies the service's pending migrations.
+pub async fn run_migrations<M: MigratorTrait>(
+    service: &str,
+    db: &DatabaseConnection,
+) -> Result<(), StorageError> {
+    M::up(db, None)
+        .await
+        .map_err(|source| StorageError::Migrate { service: service.to_owned(), source })
+}

@@ -1,0 +1,16 @@
+//! Storage shared by the services that own data.
+//!
+//! - [`connect`]: one database per service. By default a SQLite file `<data_dir>/<service>.db`;
+//!   with a PostgreSQL URL, a schema `sspr_<service>` of that database holding the service's
+//!   tables and its migration history, so services given the same URL never see each other's
+//!   rows. Replicas of one service share its schema.
+//! - [`outbox`]: the transactional outbox. A state change and the events it causes commit in
+//!   one transaction; [`outbox::OutboxRelay`] publishes them to JetStream with `Nats-Msg-Id` and
+//!   marks them sent only after the stream acknowledged them.
+
+mod connect;
+pub mod outbox;
+
+pub use connect::{DbSettings, StorageError, connect, run_migrations};
+pub use sea_orm;
+pub use sea_orm_migration;

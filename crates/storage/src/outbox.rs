@@ -1,0 +1,238 @@
+//! The transactional outbox.
+//!
+//! Invariants:
+//! - A row is written with [`enqueue`] inside the same transaction as the state change it
+//!   reports, so either both exist or neither does.
+//! - The relay publishes rows in insertion order, each with `Nats-Msg-Id` = the row's message
+//!   id, and marks a row published only after JetStream acknowledged it. A crash between the ack
+//!   and the mark republishes the row; the stream's duplicate window drops the copy.
+//! - On a publish failure the relay stops at that row and retries later, so order is kept.
+//! - Rows carry the `traceparent` of the span that wrote them, so the consumer's span joins the
+//!   trace of the request that caused the message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use sea_orm_migration::prelude::{
+    ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
+};
+use sspr_bus::Bus;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The `outbox` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub msg_id: String,
+        pub subject: String,
+        pub payload: Vec<u8>,
+        pub traceparent: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub published_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Migration creating the `outbox` table; include it in every emitting service's migrator.
+pub struct CreateOutbox;
+
+impl MigrationName for CreateOutbox {
+    fn name(&self) -> &str {
+        "m0000_create_outbox"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Id,
+    MsgId,
+    Subject,
+    Payload,
+    Traceparent,
+    CreatedAt,
+    PublishedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOutbox {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Outbox::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(ColumnDef::new(Outbox::MsgId).string().not_null().unique_key())
+                    .col(ColumnDef::new(Outbox::Subject).string().not_null())
+                    .col(ColumnDef::new(Outbox::Payload).blob().not_null())
+                    .col(ColumnDef::new(Outbox::Traceparent).string().null())
+                    .col(ColumnDef::new(Outbox::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Outbox::PublishedAt).timestamp_with_time_zone().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_outbox_unpublished")
+                    .table(Outbox::Table)
+                    .col(Outbox::PublishedAt)
+                    .col(Outbox::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(Outbox::Table).to_owned()).await
+    }
+}
+
+/// A message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub subject: String,
+    /// Becomes `Nats-Msg-Id`: the event id for events, the delivery id for deliveries.
+    pub msg_id: String,
+    pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
+}
+
+impl OutboxMessage {
+    /// A message for `subject` carrying `body`, tied to the current span's trace.
+    pub fn new(subject: &str, msg_id: impl Into<String>, body: &impl prost::Message) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            msg_id: msg_id.into(),
+            payload: body.encode_to_vec(),
+            traceparent: sspr_bus::trace::current_traceparent(),
+        }
+    }
+}
+
+/// Adds `msg` to the outbox, inside the caller's transaction.
+pub async fn enqueue<C: ConnectionTrait>(
+    conn: &C,
+    msg: OutboxMessage,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbErr> {
+    entity::ActiveModel {
+        msg_id: Set(msg.msg_id),
+        subject: Set(msg.subject),
+        payload: Set(msg.payload),
+        traceparent: Set(msg.traceparent),
+        created_at: Set(now),
+        published_at: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Wakes the relay after a commit; cheap to clone.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// Call after committing a transaction that enqueued messages.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Publishes outbox rows to JetStream.
+pub struct OutboxRelay {
+    db: DatabaseConnection,
+    bus: Bus,
+    signal: OutboxSignal,
+    batch: u64,
+    poll: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(db: DatabaseConnection, bus: Bus, signal: OutboxSignal) -> Self {
+        Self { db, bus, signal, batch: 256, poll: Duration::from_millis(500) }
+    }
+
+    /// Publishes until `shutdown` is cancelled, then drains what is left once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let more = match self.drain_once().await {
+                Ok(n) => n as u64 == self.batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay: publishing failed, will retry");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.signal.0.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+        if let Err(e) = self.drain_once().await {
+            tracing::warn!(error = %e, "outbox relay: final drain incomplete; rows stay for the next start");
+        }
+    }
+
+    /// Publishes one batch in order; returns how many rows were published.
+    pub async fn drain_once(&self) -> Result<usize, RelayError> {
+        let rows = entity::Entity::find()
+            .filter(entity::Column::PublishedAt.is_null())
+            .order_by_asc(entity::Column::Id)
+            .limit(self.batch)
+            .all(&self.db)
+            .await?;
+        let mut published = 0;
+        for row in rows {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(tp) = &row.traceparent {
+                headers.insert("traceparent", tp.as_str());
+            }
+            self.bus
+                .publish_durable(&row.subject, &row.msg_id, headers, Bytes::from(row.payload.clone()))
+                .await?;
+            let id = row.id;
+            let mut active: entity::ActiveModel = row.into();
+            active.published_at = Set(Some(chrono::Utc::now()));
+            active.update(&self.db).await?;
+            tracing::debug!(outbox_id = id, "outbox row published");
+            published += 1;
+        }
+        Ok(published)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error(transparent)]
+    Bus(#[from] sspr_bus::BusError),
+}

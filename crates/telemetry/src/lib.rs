@@ -1,0 +1,13 @@
+//! Telemetry for every sspr binary: structured logs, OpenTelemetry traces, health endpoints.
+//!
+//! - [`init`] installs the global `tracing` subscriber (logs to stderr, filter from `RUST_LOG`)
+//!   with an OpenTelemetry layer, so every span has a W3C trace id that the bus propagates.
+//!   Spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`health`] serves `/healthz` (the process is up) and `/readyz` (its dependencies answer).
+//!
+//! Never record a secret (code, password, session id, token, key) in a span field or log line.
+
+pub mod health;
+mod tracing_setup;
+
+pub use tracing_setup::{Telemetry, TelemetryError, init};
