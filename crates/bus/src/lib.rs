@@ -13,6 +13,7 @@
 mod client;
 mod error;
 mod server;
+pub mod sealed;
 pub mod streams;
 pub mod subjects;
 pub mod trace;
