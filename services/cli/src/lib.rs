@@ -1,0 +1,10 @@
+//! The `sspr` command as a library.
+//!
+//! - [`dev`]: the whole system in one process ([`dev::Stack`]), used by `sspr dev` and by the
+//!   end-to-end tests.
+//! - [`client`]: the `admin`, `register` and `reset` subcommands, thin gRPC clients of the
+//!   gateway that print JSON.
+
+pub mod client;
+pub mod dev;
+pub mod nats_server;

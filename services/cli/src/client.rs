@@ -1,0 +1,368 @@
+//! Gateway clients for `sspr admin`, `sspr register` and `sspr reset`. Each prints the answer as
+//! one JSON object on stdout; a refused call prints the gRPC status on stderr and fails.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use sspr_proto::admin::v1 as admin;
+use sspr_proto::common::v1::{ContactMethod, MethodKind};
+use sspr_proto::registration::v1 as registration;
+use sspr_proto::reset::v1 as reset;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// Where the gateway is and how to authenticate to its Admin API.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// URL of the gateway's gRPC API.
+    #[arg(long, env = "SSPR_GATEWAY_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    pub gateway: String,
+    /// Admin bearer token; by default SSPR_ADMIN_TOKEN, else the token `sspr dev` wrote to
+    /// <data dir>/admin-token.
+    #[arg(long, env = "SSPR_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Data directory of `sspr dev`, to find its admin token.
+    #[arg(long, env = "SSPR_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// W3C traceparent to send with the call, to tie several calls into one trace.
+    #[arg(long, global = true)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum ScopeArg {
+    None,
+    Selected,
+    All,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum KindArg {
+    Email,
+    Sms,
+}
+
+impl From<KindArg> for MethodKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Email => MethodKind::Email,
+            KindArg::Sms => MethodKind::Sms,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Show the self-service password reset policy.
+    GetPolicy,
+    /// Replace the policy.
+    SetPolicy {
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// Group allowed to reset (repeat; with --scope selected).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Methods a user must verify: 1 or 2 (admins always 2).
+        #[arg(long, default_value_t = 1)]
+        methods_required: u32,
+        /// Allowed method kinds.
+        #[arg(long = "allow", value_enum, value_delimiter = ',', default_values_t = [KindArg::Email, KindArg::Sms])]
+        allowed: Vec<KindArg>,
+    },
+    /// Create or update a user.
+    UpsertUser {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "en")]
+        locale: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        admin: bool,
+        /// Initial password (else SSPR_USER_PASSWORD; empty keeps the current one).
+        #[arg(long, env = "SSPR_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Delete a user.
+    DeleteUser { user_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RegisterCommand {
+    /// Sign in and open a registration session.
+    Begin {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long, env = "SSPR_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "")]
+        locale: String,
+    },
+    /// Add a method; a code is sent to it.
+    Add {
+        #[arg(long)]
+        session: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        #[arg(long)]
+        destination: String,
+    },
+    /// Confirm a method with the code it received.
+    Confirm {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        code: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResetCommand {
+    /// Start a reset for a user id.
+    Start {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long, default_value = "")]
+        locale: String,
+    },
+    /// Send a code to one of the listed methods.
+    Send {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
+    },
+    /// Verify a received code.
+    Verify {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        code: String,
+    },
+    /// Set the new password.
+    Complete {
+        #[arg(long)]
+        session: String,
+        #[arg(long, env = "SSPR_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+}
+
+async fn channel(args: &GatewayArgs) -> anyhow::Result<Channel> {
+    Channel::from_shared(args.gateway.clone())
+        .with_context(|| format!("invalid gateway URL {:?}", args.gateway))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}", args.gateway))
+}
+
+fn admin_token(args: &GatewayArgs) -> anyhow::Result<String> {
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
+    let path = args.data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(_) => bail!("no admin token: set SSPR_ADMIN_TOKEN or --token (or run `sspr dev`, which writes {})", path.display()),
+    }
+}
+
+fn request<T>(args: &GatewayArgs, body: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(body);
+    if let Some(token) = token {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).context("the admin token has invalid characters")?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    if let Some(tp) = &args.traceparent {
+        let value = MetadataValue::try_from(tp.as_str()).context("invalid traceparent")?;
+        req.metadata_mut().insert("traceparent", value);
+    }
+    Ok(req)
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+fn print(v: Value) {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match MethodKind::try_from(kind) {
+        Ok(MethodKind::Email) => "email",
+        Ok(MethodKind::Sms) => "sms",
+        _ => "unspecified",
+    }
+}
+
+fn methods_json(methods: &[ContactMethod]) -> Value {
+    Value::Array(
+        methods
+            .iter()
+            .map(|m| json!({"method_id": m.method_id, "kind": kind_name(m.kind), "masked_destination": m.masked_destination}))
+            .collect(),
+    )
+}
+
+fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
+    t.as_ref()
+        .and_then(sspr_proto::time::from_timestamp)
+        .map(|t| Value::String(t.to_rfc3339()))
+        .unwrap_or(Value::Null)
+}
+
+fn policy_json(p: &admin::Policy) -> Value {
+    let scope = match admin::Scope::try_from(p.scope) {
+        Ok(admin::Scope::None) => "none",
+        Ok(admin::Scope::Selected) => "selected",
+        Ok(admin::Scope::All) => "all",
+        _ => "unspecified",
+    };
+    json!({
+        "scope": scope,
+        "group_ids": p.group_ids,
+        "methods_required": p.methods_required,
+        "allowed_methods": p.allowed_methods.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
+        "version": p.version,
+    })
+}
+
+pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<()> {
+    let token = admin_token(args)?;
+    let mut client = admin::admin_client::AdminClient::new(channel(args).await?);
+    let t = Some(token.as_str());
+    match command {
+        AdminCommand::GetPolicy => {
+            let p = client.get_policy(request(args, admin::GetPolicyRequest {}, t)?).await.map_err(status_error)?;
+            print(policy_json(p.get_ref()));
+        }
+        AdminCommand::SetPolicy { scope, groups, methods_required, allowed } => {
+            let scope = match scope {
+                ScopeArg::None => admin::Scope::None,
+                ScopeArg::Selected => admin::Scope::Selected,
+                ScopeArg::All => admin::Scope::All,
+            };
+            let policy = admin::Policy {
+                scope: scope as i32,
+                group_ids: groups,
+                methods_required,
+                allowed_methods: allowed.into_iter().map(|k| MethodKind::from(k) as i32).collect(),
+                version: 0,
+            };
+            let p = client
+                .set_policy(request(args, admin::SetPolicyRequest { policy: Some(policy) }, t)?)
+                .await
+                .map_err(status_error)?;
+            print(policy_json(p.get_ref()));
+        }
+        AdminCommand::UpsertUser { user_id, display_name, locale, groups, admin: is_admin, password } => {
+            let body = admin::UpsertUserRequest {
+                user_id,
+                display_name,
+                locale,
+                group_ids: groups,
+                is_admin,
+                password: password.unwrap_or_default(),
+                enabled: None,
+            };
+            let u = client.upsert_user(request(args, body, t)?).await.map_err(status_error)?.into_inner();
+            print(json!({
+                "user_id": u.user_id, "display_name": u.display_name, "locale": u.locale,
+                "group_ids": u.group_ids, "is_admin": u.is_admin, "enabled": u.enabled,
+                "has_password": u.has_password,
+            }));
+        }
+        AdminCommand::DeleteUser { user_id } => {
+            client
+                .delete_user(request(args, admin::DeleteUserRequest { user_id: user_id.clone() }, t)?)
+                .await
+                .map_err(status_error)?;
+            print(json!({"deleted": user_id}));
+        }
+    }
+    Ok(())
+}
+
+pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::Result<()> {
+    let mut client = registration::registration_client::RegistrationClient::new(channel(args).await?);
+    match command {
+        RegisterCommand::Begin { user_id, password, locale } => {
+            let r = client
+                .begin_registration(request(args, registration::BeginRegistrationRequest { user_id, password, locale }, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "session_id": r.session_id,
+                "methods_required": r.methods_required,
+                "allowed_kinds": r.allowed_kinds.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
+                "registered": methods_json(&r.registered),
+                "registration_required": r.registration_required,
+                "expires_at": time_json(&r.expires_at),
+            }));
+        }
+        RegisterCommand::Add { session, kind, destination } => {
+            let body = registration::AddMethodRequest {
+                session_id: session,
+                kind: MethodKind::from(kind) as i32,
+                destination,
+            };
+            let r = client.add_method(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+            print(json!({"method_id": r.method_id, "expires_at": time_json(&r.expires_at)}));
+        }
+        RegisterCommand::Confirm { session, method, code } => {
+            let body = registration::ConfirmMethodRequest { session_id: session, method_id: method, code };
+            let r = client.confirm_method(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+            print(json!({"registration_complete": r.registration_complete}));
+        }
+    }
+    Ok(())
+}
+
+pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<()> {
+    let mut client = reset::password_reset_client::PasswordResetClient::new(channel(args).await?);
+    match command {
+        ResetCommand::Start { user_id, locale } => {
+            let r = client
+                .start_reset(request(args, reset::StartResetRequest { user_id, locale }, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "session_id": r.session_id,
+                "flow_id": r.flow_id,
+                "methods": methods_json(&r.methods),
+                "methods_required": r.methods_required,
+                "expires_at": time_json(&r.expires_at),
+            }));
+        }
+        ResetCommand::Send { session, method } => {
+            let r = client
+                .send_code(request(args, reset::SendCodeRequest { session_id: session, method_id: method }, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({"expires_at": time_json(&r.expires_at), "resend_after": time_json(&r.resend_after)}));
+        }
+        ResetCommand::Verify { session, method, code } => {
+            let body = reset::VerifyCodeRequest { session_id: session, method_id: method, code };
+            let r = client.verify_code(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+            print(json!({"methods_remaining": r.methods_remaining}));
+        }
+        ResetCommand::Complete { session, new_password } => {
+            let body = reset::CompleteResetRequest { session_id: session, new_password };
+            client.complete_reset(request(args, body, None)?).await.map_err(status_error)?;
+            print(json!({"completed": true}));
+        }
+    }
+    Ok(())
+}

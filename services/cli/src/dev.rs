@@ -1,0 +1,251 @@
+//! The whole system in one process.
+//!
+//! [`Stack`] starts the six services and the gateway as tasks, each with its own NATS
+//! connection and its own database (SQLite file per service, or a PostgreSQL schema each),
+//! exactly as the separate binaries would run. `sspr dev` adds the embedded defaults: a local
+//! nats-server, mail written as .eml files, and generated keys kept in the data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use rand::RngCore;
+use sspr_bus::{Bus, BusConfig};
+use sspr_clock::SharedClock;
+use sspr_runtime::{Secret, ServiceContext};
+use sspr_storage::DbSettings;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::nats_server::LocalNatsServer;
+
+/// How to run the stack.
+pub struct StackOptions {
+    pub nats_url: String,
+    pub db: DbSettings,
+    pub mail: sspr_notification::MailTransport,
+    pub mail_from: Option<String>,
+    pub sms_webhook_url: Option<String>,
+    pub code_key: [u8; 32],
+    pub admin_token: String,
+    pub grpc_addr: SocketAddr,
+    pub clock: SharedClock,
+    /// Minimum time between two codes for one method.
+    pub resend_after: Duration,
+}
+
+/// The running services.
+pub struct Stack {
+    grpc_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+async fn context(service: &str, opts: &StackOptions) -> anyhow::Result<ServiceContext> {
+    let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), format!("sspr-{service}")))
+        .await
+        .with_context(|| format!("{service}: cannot connect to NATS at {}", opts.nats_url))?;
+    let db = sspr_storage::connect(service, &opts.db).await?;
+    Ok(ServiceContext { bus, db, clock: opts.clock.clone() })
+}
+
+impl Stack {
+    /// Starts every service and returns once all of them answer on NATS and the gateway listens.
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let ctx = context(sspr_directory::SERVICE, &opts).await?;
+        let (cfg, token) = (sspr_directory::Config::default(), shutdown.clone());
+        tasks.spawn(async move { ("directory", sspr_directory::run(ctx, cfg, token).await) });
+
+        let ctx = context(sspr_policy::SERVICE, &opts).await?;
+        let (cfg, token) = (sspr_policy::Config::default(), shutdown.clone());
+        tasks.spawn(async move { ("policy", sspr_policy::run(ctx, cfg, token).await) });
+
+        let ctx = context(sspr_enrolment::SERVICE, &opts).await?;
+        let (cfg, token) = (sspr_enrolment::Config::default(), shutdown.clone());
+        tasks.spawn(async move { ("enrolment", sspr_enrolment::run(ctx, cfg, token).await) });
+
+        let ctx = context(sspr_verification::SERVICE, &opts).await?;
+        let mut cfg = sspr_verification::Config::new(Secret::new(opts.code_key));
+        cfg.resend_after = opts.resend_after;
+        let token = shutdown.clone();
+        tasks.spawn(async move { ("verification", sspr_verification::run(ctx, cfg, token).await) });
+
+        let ctx = context(sspr_notification::SERVICE, &opts).await?;
+        let mut cfg = sspr_notification::Config::new(opts.mail.clone(), Secret::new(opts.code_key));
+        if let Some(from) = &opts.mail_from {
+            cfg.mail_from = from.parse().context("SSPR_MAIL_FROM is not a valid mailbox")?;
+        }
+        cfg.sms_webhook_url = opts.sms_webhook_url.clone();
+        let token = shutdown.clone();
+        tasks.spawn(async move { ("notification", sspr_notification::run(ctx, cfg, token).await) });
+
+        let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), "sspr-gateway")).await?;
+        let cfg = sspr_gateway::Config {
+            grpc_addr: opts.grpc_addr,
+            admin_token: Secret::new(opts.admin_token.clone()),
+            trusted_proxy_hops: 0,
+        };
+        let (grpc_addr, serve) = sspr_gateway::bind(bus.clone(), cfg, shutdown.clone()).await?;
+        tasks.spawn(async move { ("gateway", serve.await) });
+
+        let mut stack = Self { grpc_addr, shutdown, tasks };
+        if let Err(e) = stack.wait_until_serving(&bus).await {
+            stack.stop().await;
+            return Err(e);
+        }
+        Ok(stack)
+    }
+
+    /// Waits until every service answers `$SRV.PING`, or one of them fails to start.
+    async fn wait_until_serving(&mut self, bus: &Bus) -> anyhow::Result<()> {
+        let services = ["directory", "policy", "enrolment", "verification", "notification"];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for service in services {
+            let subject = format!("$SRV.PING.sspr-{service}");
+            loop {
+                if let Some(Ok((name, result))) = self.tasks.try_join_next() {
+                    anyhow::bail!("{name} stopped while starting: {:?}", result.err());
+                }
+                let ping = bus.client().request(subject.clone(), Default::default());
+                if tokio::time::timeout(Duration::from_millis(500), ping).await.is_ok_and(|r| r.is_ok()) {
+                    break;
+                }
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{service} did not start within 30 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Address of the public gRPC API.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Resolves when a service stopped on its own (an error), with its name and outcome.
+    pub async fn stopped(&mut self) -> Option<(&'static str, anyhow::Result<()>)> {
+        match self.tasks.join_next().await? {
+            Ok(r) => Some(r),
+            Err(e) => Some(("task", Err(anyhow::anyhow!("a service task panicked: {e}")))),
+        }
+    }
+
+    /// Stops every service and waits for them to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((name, Err(e))) => tracing::warn!(service = name, error = %format!("{e:#}"), "stopped with an error"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "a service task panicked"),
+            }
+        }
+    }
+}
+
+/// Reads a secret kept in `path`, or creates it with 32 random bytes (mode 0600).
+fn persistent_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let value = base64::engine::general_purpose::STANDARD.encode(bytes);
+    std::fs::write(path, format!("{value}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(value)
+}
+
+fn dev_nats_port() -> u16 {
+    // 4222 when free; otherwise (another server already runs there) any free port.
+    match std::net::TcpListener::bind(("127.0.0.1", 4222)) {
+        Ok(_) => 4222,
+        Err(_) => std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(4222),
+    }
+}
+
+/// `sspr dev`.
+pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()> {
+    let telemetry = sspr_telemetry::init("sspr-dev")?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+
+    let mut local_nats = None;
+    let nats_url = match sspr_runtime::settings::var("SSPR_NATS_URL") {
+        Some(url) => url,
+        None => {
+            let server = LocalNatsServer::start(dev_nats_port(), &data_dir.join("nats"), &data_dir.join("nats-server.log")).await?;
+            let url = server.url().to_owned();
+            local_nats = Some(server);
+            url
+        }
+    };
+    let code_key_b64 = match sspr_runtime::settings::var("SSPR_CODE_KEY") {
+        Some(k) => k,
+        None => persistent_secret(&data_dir.join("code-key"))?,
+    };
+    let code_key = *sspr_runtime::settings::parse_key("SSPR_CODE_KEY", &code_key_b64)?.expose();
+    let admin_token = match sspr_runtime::settings::var("SSPR_ADMIN_TOKEN") {
+        Some(t) => t,
+        None => persistent_secret(&data_dir.join("admin-token"))?,
+    };
+    let (mail, mail_desc) = match sspr_runtime::settings::var("SSPR_SMTP_URL") {
+        Some(url) => (sspr_notification::MailTransport::smtp(&url)?, url),
+        None => {
+            let dir = data_dir.join("mail");
+            std::fs::create_dir_all(&dir)?;
+            let desc = format!("files in {}", dir.display());
+            (sspr_notification::MailTransport::Files { dir }, desc)
+        }
+    };
+    let db = DbSettings { data_dir: data_dir.clone(), database_url: sspr_runtime::settings::var("SSPR_DATABASE_URL") };
+    let opts = StackOptions {
+        nats_url: nats_url.clone(),
+        db,
+        mail,
+        mail_from: sspr_runtime::settings::var("SSPR_MAIL_FROM"),
+        sms_webhook_url: sspr_runtime::settings::var("SSPR_SMS_WEBHOOK_URL"),
+        code_key,
+        admin_token,
+        grpc_addr,
+        clock: sspr_clock::system(),
+        resend_after: Duration::from_secs(30),
+    };
+    let mut stack = Stack::start(opts).await?;
+    let shutdown = sspr_runtime::shutdown_token();
+    let metrics_addr = sspr_runtime::settings::socket_addr("SSPR_METRICS_ADDR", "127.0.0.1:9100")?;
+    let health_bus = Bus::connect(&BusConfig::new(nats_url.clone(), "sspr-dev-health")).await?;
+    sspr_runtime::serve_health(metrics_addr, sspr_runtime::ready_check(health_bus, None), &shutdown).await?;
+
+    eprintln!(
+        "sspr dev is running\n  gRPC API:     http://{}\n  NATS:         {nats_url}\n  mail:         {mail_desc}\n  admin token:  {} (or SSPR_ADMIN_TOKEN)\n  health:       http://{metrics_addr}/readyz\nPress Ctrl-C to stop.",
+        stack.grpc_addr(),
+        data_dir.join("admin-token").display(),
+    );
+
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        stopped = stack.stopped() => match stopped {
+            Some((name, Err(e))) => Err(e.context(format!("{name} stopped"))),
+            Some((name, Ok(()))) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+            None => Ok(()),
+        },
+    };
+    stack.stop().await;
+    if let Some(server) = local_nats {
+        server.stop().await;
+    }
+    telemetry.shutdown();
+    outcome
+}

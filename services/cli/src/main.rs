@@ -1,0 +1,67 @@
+//! `sspr`: run the whole system for development, and talk to a running gateway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sspr_cli::client::{self, AdminCommand, GatewayArgs, RegisterCommand, ResetCommand};
+
+#[derive(Parser)]
+#[command(name = "sspr", version, about = "Self-service password reset")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process on embedded defaults: a local nats-server, SQLite files
+    /// and mail written as .eml files under the data directory.
+    Dev {
+        /// Where databases, mail, the NATS store and the generated keys live.
+        #[arg(long, env = "SSPR_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Address of the public gRPC API.
+        #[arg(long, env = "SSPR_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+        grpc_addr: std::net::SocketAddr,
+    },
+    /// Administration through the gateway's Admin API.
+    Admin {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Register contact methods as an end user would at sign-in.
+    Register {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[command(subcommand)]
+        command: RegisterCommand,
+    },
+    /// Reset a password as an end user would.
+    Reset {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        #[command(subcommand)]
+        command: ResetCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev { data_dir, grpc_addr } => sspr_cli::dev::main(data_dir, grpc_addr).await,
+        Command::Admin { gateway, command } => client::admin(&gateway, command).await,
+        Command::Register { gateway, command } => client::register(&gateway, command).await,
+        Command::Reset { gateway, command } => client::reset(&gateway, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sspr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
