@@ -65,7 +65,9 @@ pub struct World {
 impl World {
     /// Starts everything; `Ok(None)` when PostgreSQL was asked for but is not configured.
     pub async fn start(backend: Backend) -> anyhow::Result<Option<World>> {
-        sspr_testkit::init_test_tracing();
+        // The real telemetry setup (with its OpenTelemetry layer), so trace context is created
+        // and propagated exactly as in the binaries; the first test to get here installs it.
+        let _ = sspr_telemetry::init("sspr-e2e");
         let db = match backend {
             Backend::Sqlite => TestDb::sqlite()?,
             Backend::Postgres => match TestDb::postgres().await? {
@@ -99,7 +101,7 @@ impl World {
         let opts = StackOptions {
             nats_url: nats.url(),
             db: db.settings(),
-            mail: sspr_notification::MailTransport::smtp(&smtp.url())?,
+            mail: sspr_cli::dev::smtp_transport(&smtp.url())?,
             mail_from: Some("sspr <no-reply@sspr.test>".to_owned()),
             sms_webhook_url: Some(sms.url()),
             code_key,

@@ -50,6 +50,12 @@ struct Process {
     metrics_port: u16,
 }
 
+fn auth<T>(body: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(body);
+    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
+    req
+}
+
 fn with_traceparent<T>(body: T, traceparent: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(body);
     req.metadata_mut().insert("traceparent", traceparent.parse().expect("ascii"));
@@ -127,11 +133,6 @@ async fn one_trace_across_processes() {
         .await
         .expect("gateway");
     let mut admin_client = admin::admin_client::AdminClient::new(channel.clone());
-    let auth = |body| {
-        let mut req = tonic::Request::new(body);
-        req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
-        req
-    };
     let policy = admin::Policy {
         scope: Scope::All as i32,
         methods_required: 1,

@@ -71,7 +71,7 @@ impl Stack {
 
         let ctx = context(sspr_verification::SERVICE, &opts).await?;
         let mut cfg = sspr_verification::Config::new(Secret::new(opts.code_key));
-        cfg.resend_after = opts.resend_after;
+        cfg.resend_after = chrono::Duration::from_std(opts.resend_after).context("resend_after is too large")?;
         let token = shutdown.clone();
         tasks.spawn(async move { ("verification", sspr_verification::run(ctx, cfg, token).await) });
 
@@ -80,7 +80,12 @@ impl Stack {
         if let Some(from) = &opts.mail_from {
             cfg.mail_from = from.parse().context("SSPR_MAIL_FROM is not a valid mailbox")?;
         }
-        cfg.sms_webhook_url = opts.sms_webhook_url.clone();
+        if let Some(url) = &opts.sms_webhook_url {
+            cfg.sms_webhook_url = Some(
+                sspr_notification::SmsWebhookUrl::parse(url)
+                    .map_err(|p| anyhow::anyhow!("SSPR_SMS_WEBHOOK_URL {p}"))?,
+            );
+        }
         let token = shutdown.clone();
         tasks.spawn(async move { ("notification", sspr_notification::run(ctx, cfg, token).await) });
 
@@ -176,6 +181,12 @@ fn dev_nats_port() -> u16 {
     }
 }
 
+/// Mail through the SMTP server at `url` (`smtp://host:port`).
+pub fn smtp_transport(url: &str) -> anyhow::Result<sspr_notification::MailTransport> {
+    let url = sspr_notification::SmtpUrl::parse(url).map_err(|p| anyhow::anyhow!("SSPR_SMTP_URL {p}"))?;
+    Ok(sspr_notification::MailTransport::Smtp { url })
+}
+
 /// `sspr dev`.
 pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()> {
     let telemetry = sspr_telemetry::init("sspr-dev")?;
@@ -201,7 +212,7 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         None => persistent_secret(&data_dir.join("admin-token"))?,
     };
     let (mail, mail_desc) = match sspr_runtime::settings::var("SSPR_SMTP_URL") {
-        Some(url) => (sspr_notification::MailTransport::smtp(&url)?, url),
+        Some(url) => (smtp_transport(&url)?, url),
         None => {
             let dir = data_dir.join("mail");
             std::fs::create_dir_all(&dir)?;

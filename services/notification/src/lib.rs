@@ -1,0 +1,127 @@
+//! The notification service: delivers one-time codes by email and SMS.
+//!
+//! Verification publishes each code as a sealed (encrypted) delivery on the JetStream
+//! work-queue stream `SSPR_DELIVERY`; every replica of this service pulls from one shared
+//! durable consumer ([`delivery_worker`]), opens the delivery with `SSPR_CODE_KEY`, renders the
+//! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS webhook, and
+//! records the outcome ([`adapters::db`]). A successful send commits the SENT record and the
+//! `code.delivered` event in one transaction (outbox). The only request/reply endpoint is
+//! `sspr.rpc.notification.get_delivery` ([`handlers`]).
+//!
+//! Invariants: a code is acknowledged only once the provider accepted it, is never delivered
+//! after it expired, and never appears (nor does the destination) in a log, span, record,
+//! event or error message.
+
+pub mod adapters;
+mod config;
+pub mod delivery_worker;
+pub mod domain;
+pub mod handlers;
+pub mod ports;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sspr_runtime::ServiceContext;
+use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    Config, DEFAULT_MAIL_FROM, MailTransport, SmsWebhookUrl, SmtpUrl, default_mail_from,
+};
+pub use lettre::message::Mailbox;
+
+use crate::adapters::db::DbDeliveryStore;
+use crate::adapters::mail_files::FileMailer;
+use crate::adapters::sms_webhook::{NoSmsProvider, WebhookSms};
+use crate::adapters::smtp::SmtpMailer;
+use crate::delivery_worker::DeliveryWorker;
+use crate::ports::{SharedMailer, SharedSmsSender};
+
+/// Short name: database name, NATS service `sspr-notification`.
+pub const SERVICE: &str = "notification";
+
+/// Runs the service until `shutdown` is cancelled: migrations, streams, outbox relay, the
+/// delivery consumer and the NATS endpoints. On shutdown it stops pulling, finishes the
+/// deliveries in flight, publishes their events, and returns.
+pub async fn run(
+    ctx: ServiceContext,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
+    sspr_bus::streams::ensure(
+        ctx.bus.jetstream(),
+        &sspr_bus::streams::StreamSettings::default(),
+    )
+    .await
+    .context("setting up the JetStream streams")?;
+
+    let signal = OutboxSignal::default();
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
+    );
+    let store = Arc::new(DbDeliveryStore::new(ctx.db.clone(), signal));
+
+    let (mailer, smtp): (SharedMailer, Option<Arc<SmtpMailer>>) = match config.mail {
+        MailTransport::Smtp { url } => {
+            tracing::info!(smtp = %url, from = %config.mail_from, "mail goes to the SMTP server");
+            let smtp = Arc::new(SmtpMailer::new(url, config.mail_from.clone()));
+            (smtp.clone(), Some(smtp))
+        }
+        MailTransport::Files { dir } => {
+            tracing::warn!(dir = %dir.display(), "development mode: mail is written as .eml files, not sent");
+            (
+                Arc::new(FileMailer::new(dir, config.mail_from.clone())),
+                None,
+            )
+        }
+    };
+    let sms: SharedSmsSender = match config.sms_webhook_url {
+        Some(url) => {
+            tracing::info!(host = %url.url().host_str().unwrap_or_default(), "SMS goes to the webhook");
+            Arc::new(WebhookSms::new(url).context("building the SMS webhook client")?)
+        }
+        None => {
+            tracing::warn!("SSPR_SMS_WEBHOOK_URL is not set: SMS deliveries will fail");
+            Arc::new(NoSmsProvider)
+        }
+    };
+
+    let worker = Arc::new(DeliveryWorker {
+        key: config.code_key,
+        store: store.clone(),
+        mailer,
+        sms,
+        clock: ctx.clock.clone(),
+    });
+    let stop = shutdown.child_token();
+    let consumer = tokio::spawn(delivery_worker::consume(
+        ctx.bus.jetstream().clone(),
+        worker,
+        stop.clone(),
+    ));
+
+    let served = sspr_bus::serve(
+        &ctx.bus,
+        handlers::router(store),
+        stop.clone().cancelled_owned(),
+    )
+    .await;
+    // If serving failed to start, stop the consumer too.
+    stop.cancel();
+    if let Err(e) = consumer.await {
+        tracing::error!(error = %e, "the delivery consumer panicked");
+    }
+    relay_stop.cancel();
+    if let Err(e) = relay.await {
+        tracing::error!(error = %e, "the outbox relay panicked");
+    }
+    if let Some(smtp) = smtp {
+        smtp.shutdown().await;
+    }
+    ctx.bus.flush().await;
+    served.context("serving the notification endpoints")?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! sspr-verification: the reset flow's state machine and every one-time code.
+//!
+//! It owns reset sessions, codes (for reset and for registration, stored only as keyed hashes),
+//! attempt counters and the resend throttle, and it queues code deliveries, sealed with
+//! `SSPR_CODE_KEY`, on the `SSPR_DELIVERY` work queue. It answers on
+//! `sspr.rpc.verification.*` and consults directory, policy and enrolment over NATS.
+//!
+//! Invariants:
+//! - Every state change and the events and deliveries it causes commit in one transaction
+//!   (outbox); the relay publishes them afterwards.
+//! - No code, session token, destination or password appears in a log line, span field, event or
+//!   error message.
+//! - Unknown, disabled, out-of-scope and unregistered users get decoy flows with the same shape,
+//!   statuses and messages as real ones; a decoy never delivers anything and never verifies.
+
+pub mod adapters;
+mod config;
+pub mod domain;
+mod error;
+pub mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sspr_runtime::ServiceContext;
+use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, DEFAULT_RESEND_AFTER};
+pub use error::Error;
+
+/// Short name: database name and NATS service `sspr-verification`.
+pub const SERVICE: &str = "verification";
+
+/// How often expired sessions and codes are purged, and how long after expiry they are kept.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+const KEEP_EXPIRED_FOR: chrono::Duration = chrono::Duration::hours(24);
+
+/// Migrates, ensures the streams, starts the outbox relay and serves the NATS endpoints until
+/// `shutdown` is cancelled; then drains requests and the outbox.
+pub async fn run(
+    ctx: ServiceContext,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
+    sspr_bus::streams::ensure(
+        ctx.bus.jetstream(),
+        &sspr_bus::streams::StreamSettings::default(),
+    )
+    .await
+    .context("setting up the JetStream streams")?;
+
+    let signal = OutboxSignal::default();
+    // The relay gets its own token so it can drain what the last requests enqueued after the
+    // endpoints stopped.
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
+    );
+
+    let store = adapters::store::Store::new(ctx.db.clone());
+    let purge = tokio::spawn(purge_loop(
+        store.clone(),
+        ctx.clock.clone(),
+        shutdown.clone(),
+    ));
+
+    let service = Arc::new(handlers::Verification::new(
+        store,
+        adapters::peers::Peers::new(ctx.bus.clone()),
+        ctx.clock.clone(),
+        config,
+        signal,
+    ));
+    let served = sspr_bus::serve(
+        &ctx.bus,
+        handlers::router(service),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
+
+    relay_stop.cancel();
+    let _ = relay.await;
+    let _ = purge.await;
+    ctx.bus.flush().await;
+    served.context("serving the verification endpoints")?;
+    Ok(())
+}
+
+async fn purge_loop(
+    store: adapters::store::Store,
+    clock: sspr_clock::SharedClock,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+        match store.purge_expired(clock.now() - KEEP_EXPIRED_FOR).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired sessions and codes"),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions and codes failed"),
+        }
+    }
+}

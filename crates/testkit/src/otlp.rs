@@ -1,0 +1,279 @@
+//! An OTLP/gRPC trace receiver for tests: what an OpenTelemetry collector would receive.
+//!
+//! It implements the real `opentelemetry.proto.collector.trace.v1.TraceService` over tonic, so
+//! services export to it exactly as to a production collector (`OTEL_EXPORTER_OTLP_ENDPOINT` =
+//! [`OtlpReceiver::endpoint`]). Invariant: every span of every export request is kept, flattened,
+//! with the `service.name` of its resource, so a test can follow one trace across processes.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::collector::Collector;
+
+/// One span as received, with ids in lower-case hex (as in a `traceparent`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSpan {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// 16 hex digits, or empty for a root span.
+    pub parent_span_id: String,
+    pub name: String,
+    /// `service.name` of the resource that exported the span (empty if missing).
+    pub service_name: String,
+    /// `internal`, `server`, `client`, `producer`, `consumer` or `unspecified`.
+    pub kind: String,
+    /// Span attributes; non-string values rendered as text (`true`, `42`, `[a, b]`).
+    pub attributes: Vec<(String, String)>,
+    /// Name of the instrumentation scope (the tracer's name).
+    pub scope_name: String,
+    /// `unset`, `ok` or `error`.
+    pub status: String,
+    /// The status message (set with an error status).
+    pub status_message: String,
+}
+
+impl ReceivedSpan {
+    /// The value of attribute `key`, if present.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for a span without a parent.
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id.is_empty()
+    }
+}
+
+/// A running OTLP gRPC receiver on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    addr: SocketAddr,
+    spans: Arc<Collector<ReceivedSpan>>,
+    server: JoinHandle<()>,
+}
+
+impl OtlpReceiver {
+    /// Binds a random port on 127.0.0.1 and starts serving the OTLP TraceService.
+    pub async fn start() -> anyhow::Result<OtlpReceiver> {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("binding the OTLP receiver")?;
+        let addr = listener.local_addr().context("OTLP receiver address")?;
+        let spans = Collector::new();
+        let service = TraceServiceServer::new(Receiver {
+            spans: Arc::clone(&spans),
+        });
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::warn!(error = %e, "OTLP receiver stopped");
+            }
+        });
+        Ok(OtlpReceiver {
+            addr,
+            spans,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`, the form `OTEL_EXPORTER_OTLP_ENDPOINT` takes.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every span received so far, in order of arrival.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.snapshot()
+    }
+
+    /// The spans of one trace received so far.
+    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    }
+
+    /// Forgets the spans received so far.
+    pub fn clear(&self) {
+        self.spans.clear();
+    }
+
+    /// The first span matching `pred`, waiting up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        pred: impl FnMut(&ReceivedSpan) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<ReceivedSpan> {
+        self.spans.wait_for("span", pred, timeout).await
+    }
+
+    /// All spans once there are at least `n`, waiting up to `timeout`.
+    pub async fn wait_for_count(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ReceivedSpan>> {
+        self.spans.wait_for_count("spans", n, timeout).await
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct Receiver {
+    spans: Arc<Collector<ReceivedSpan>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        for resource_spans in request.into_inner().resource_spans {
+            let service_name = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref())
+                .map(render_value)
+                .unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                let scope_name = scope_spans.scope.map(|s| s.name).unwrap_or_default();
+                for span in scope_spans.spans {
+                    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+                    let (status, status_message) = match span.status {
+                        Some(s) => (
+                            StatusCode::try_from(s.code).unwrap_or(StatusCode::Unset),
+                            s.message,
+                        ),
+                        None => (StatusCode::Unset, String::new()),
+                    };
+                    self.spans.push(ReceivedSpan {
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        name: span.name,
+                        service_name: service_name.clone(),
+                        kind: kind_name(kind).to_owned(),
+                        attributes: span.attributes.iter().map(render_attribute).collect(),
+                        scope_name: scope_name.clone(),
+                        status: status_name(status).to_owned(),
+                        status_message,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn kind_name(kind: SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Unspecified => "unspecified",
+        SpanKind::Internal => "internal",
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+    }
+}
+
+fn status_name(code: StatusCode) -> &'static str {
+    match code {
+        StatusCode::Unset => "unset",
+        StatusCode::Ok => "ok",
+        StatusCode::Error => "error",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn render_attribute(kv: &KeyValue) -> (String, String) {
+    (
+        kv.key.clone(),
+        kv.value.as_ref().map(render_value).unwrap_or_default(),
+    )
+}
+
+fn render_value(value: &AnyValue) -> String {
+    match &value.value {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex(b),
+        Some(any_value::Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(render_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            let items: Vec<String> = l
+                .values
+                .iter()
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv.key,
+                        kv.value.as_ref().map(render_value).unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => format!("#{i}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex;
+
+    #[test]
+    fn hex_is_lower_case() {
+        assert_eq!(hex(&[0x0a, 0xff, 0x00]), "0aff00");
+        assert_eq!(hex(&[]), "");
+    }
+}

@@ -1,0 +1,433 @@
+//! An SMTP server for tests that speaks the real protocol (RFC 5321 subset) and keeps every
+//! accepted message in memory.
+//!
+//! Supported: 220 greeting, EHLO (multi-line 250) / HELO, MAIL FROM, RCPT TO, DATA (354, dot
+//! unstuffing, ends at CRLF.CRLF), RSET, NOOP, VRFY, QUIT (221); anything else gets 500. Several
+//! connections at once and several messages per connection (lettre pools connections).
+//! Invariants: a message is recorded only when the server answers 250 to its DATA, exactly like a
+//! real relay accepting responsibility for it; a rejected message (see [`SmtpSink::reject_next`])
+//! is never recorded.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::collector::Collector;
+
+const HOSTNAME: &str = "sspr-testkit";
+/// Longest command line accepted (RFC 5321 allows 512; be generous with parameters).
+const MAX_COMMAND_LINE: usize = 4096;
+/// Largest message accepted, also advertised with SIZE.
+const MAX_MESSAGE: usize = 10 * 1024 * 1024;
+
+/// A message the sink accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMail {
+    /// The envelope sender (MAIL FROM), without angle brackets.
+    pub from: String,
+    /// The envelope recipients (RCPT TO), without angle brackets.
+    pub to: Vec<String>,
+    /// The message as transmitted (headers and body, CRLF line ends), after dot unstuffing.
+    pub data: String,
+}
+
+impl ReceivedMail {
+    /// The first header called `name` (case-insensitive), unfolded and trimmed, still encoded
+    /// (an RFC 2047 encoded-word stays as sent; use [`ReceivedMail::subject`] for the subject).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let mut found: Option<String> = None;
+        for line in self.data.split("\r\n").flat_map(|l| l.split('\n')) {
+            if line.is_empty() {
+                break;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some(value) = found.as_mut() {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+                continue;
+            }
+            if found.is_some() {
+                break;
+            }
+            if let Some((key, value)) = line.split_once(':')
+                && key.trim().eq_ignore_ascii_case(name)
+            {
+                found = Some(value.trim().to_owned());
+            }
+        }
+        found
+    }
+
+    /// The decoded `Subject` (RFC 2047 encoded-words decoded).
+    pub fn subject(&self) -> Option<String> {
+        let parser = mail_parser::MessageParser::default();
+        let message = parser.parse(self.data.as_bytes())?;
+        message.subject().map(str::to_owned)
+    }
+
+    /// The decoded text/plain body (the text/plain alternative of a multipart message;
+    /// quoted-printable, base64, 7bit and 8bit all decoded).
+    pub fn text_body(&self) -> Option<String> {
+        let parser = mail_parser::MessageParser::default();
+        let message = parser.parse(self.data.as_bytes())?;
+        message.body_text(0).map(Cow::into_owned)
+    }
+
+    /// The decoded text/html body, if the message has one.
+    pub fn html_body(&self) -> Option<String> {
+        let parser = mail_parser::MessageParser::default();
+        let message = parser.parse(self.data.as_bytes())?;
+        message.body_html(0).map(Cow::into_owned)
+    }
+}
+
+/// A reply the sink gives instead of accepting a message.
+#[derive(Debug, Clone)]
+struct Rejection {
+    code: u16,
+    text: String,
+}
+
+#[derive(Debug)]
+struct SmtpState {
+    mails: Arc<Collector<ReceivedMail>>,
+    connections: AtomicUsize,
+    rejections: Mutex<VecDeque<Rejection>>,
+}
+
+impl SmtpState {
+    fn next_rejection(&self) -> Option<Rejection> {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+}
+
+/// A running SMTP sink on 127.0.0.1; stops accepting when dropped.
+#[derive(Debug)]
+pub struct SmtpSink {
+    addr: SocketAddr,
+    state: Arc<SmtpState>,
+    server: JoinHandle<()>,
+}
+
+impl SmtpSink {
+    /// Binds a random port on 127.0.0.1 and starts serving.
+    pub async fn start() -> anyhow::Result<SmtpSink> {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("binding the SMTP sink")?;
+        let addr = listener.local_addr().context("SMTP sink address")?;
+        let state = Arc::new(SmtpState {
+            mails: Collector::new(),
+            connections: AtomicUsize::new(0),
+            rejections: Mutex::new(VecDeque::new()),
+        });
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(SmtpSink {
+            addr,
+            state,
+            server,
+        })
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `smtp://127.0.0.1:<port>`, the form `SSPR_SMTP_URL` takes.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// Every message accepted so far, in order of acceptance.
+    pub fn messages(&self) -> Vec<ReceivedMail> {
+        self.state.mails.snapshot()
+    }
+
+    /// How many SMTP connections clients have opened so far.
+    pub fn connection_count(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Forgets the messages received so far.
+    pub fn clear(&self) {
+        self.state.mails.clear();
+    }
+
+    /// The first accepted message matching `pred`, waiting up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        pred: impl FnMut(&ReceivedMail) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<ReceivedMail> {
+        self.state.mails.wait_for("mail", pred, timeout).await
+    }
+
+    /// All accepted messages once there are at least `n`, waiting up to `timeout`.
+    pub async fn wait_for_count(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ReceivedMail>> {
+        self.state.mails.wait_for_count("mails", n, timeout).await
+    }
+
+    /// Answers the end of DATA of the next `n` messages with `code` (e.g. 451 for a transient,
+    /// 550 for a permanent failure) instead of 250; those messages are not recorded.
+    pub fn reject_next(&self, n: usize, code: u16) {
+        let text = if (400..500).contains(&code) {
+            "Requested action aborted: try again later"
+        } else {
+            "Requested action not taken: rejected by test"
+        };
+        let mut queue = self
+            .state
+            .rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        queue.extend(std::iter::repeat_n(
+            Rejection {
+                code,
+                text: text.to_owned(),
+            },
+            n,
+        ));
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<SmtpState>) {
+    // Connection tasks live in a JoinSet so they end with the accept loop (when the sink drops).
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    state.connections.fetch_add(1, Ordering::SeqCst);
+                    connections.spawn(serve_connection(stream, Arc::clone(&state)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMTP sink accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// The envelope being built between MAIL FROM and the end of DATA.
+#[derive(Default)]
+struct Transaction {
+    from: Option<String>,
+    to: Vec<String>,
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<SmtpState>) {
+    if let Err(e) = converse(stream, &state).await {
+        tracing::debug!(error = %e, "SMTP sink connection ended with an error");
+    }
+}
+
+async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    write
+        .write_all(format!("220 {HOSTNAME} ESMTP ready\r\n").as_bytes())
+        .await?;
+    let mut tx = Transaction::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_COMMAND_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with(b"\n") {
+            write.write_all(b"500 5.5.2 Line too long\r\n").await?;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let command = text.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = match command.split_once(' ') {
+            Some((verb, arg)) => (verb.to_ascii_uppercase(), arg.trim()),
+            None => (command.to_ascii_uppercase(), ""),
+        };
+        let reply: Cow<'static, str> = match verb.as_str() {
+            "EHLO" => {
+                tx = Transaction::default();
+                format!(
+                    "250-{HOSTNAME} greets {arg}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n\
+                     250-ENHANCEDSTATUSCODES\r\n250 SIZE {MAX_MESSAGE}\r\n"
+                )
+                .into()
+            }
+            "HELO" => {
+                tx = Transaction::default();
+                format!("250 {HOSTNAME}\r\n").into()
+            }
+            "MAIL" => match path_argument(arg, "FROM:") {
+                Some(from) if tx.from.is_none() => {
+                    tx.from = Some(from);
+                    "250 2.1.0 OK\r\n".into()
+                }
+                Some(_) => "503 5.5.1 Nested MAIL command\r\n".into(),
+                None => "501 5.5.4 Syntax: MAIL FROM:<address>\r\n".into(),
+            },
+            "RCPT" => match path_argument(arg, "TO:") {
+                _ if tx.from.is_none() => "503 5.5.1 Need MAIL before RCPT\r\n".into(),
+                Some(to) if !to.is_empty() => {
+                    tx.to.push(to);
+                    "250 2.1.5 OK\r\n".into()
+                }
+                _ => "501 5.5.4 Syntax: RCPT TO:<address>\r\n".into(),
+            },
+            "DATA" if tx.from.is_none() || tx.to.is_empty() => {
+                "503 5.5.1 Need MAIL and RCPT before DATA\r\n".into()
+            }
+            "DATA" => {
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let data = match read_data(&mut reader).await? {
+                    Some(data) => data,
+                    None => return Ok(()),
+                };
+                let from = tx.from.take().unwrap_or_default();
+                let to = std::mem::take(&mut tx.to);
+                if data.len() > MAX_MESSAGE {
+                    "552 5.3.4 Message too big\r\n".into()
+                } else if let Some(rejection) = state.next_rejection() {
+                    format!("{} {}\r\n", rejection.code, rejection.text).into()
+                } else {
+                    let data = String::from_utf8_lossy(&data).into_owned();
+                    state.mails.push(ReceivedMail { from, to, data });
+                    "250 2.0.0 OK: queued\r\n".into()
+                }
+            }
+            "RSET" => {
+                tx = Transaction::default();
+                "250 2.0.0 OK\r\n".into()
+            }
+            "NOOP" => "250 2.0.0 OK\r\n".into(),
+            "VRFY" => "252 2.1.5 Cannot VRFY user, but will accept message\r\n".into(),
+            "QUIT" => {
+                write
+                    .write_all(format!("221 2.0.0 {HOSTNAME} closing\r\n").as_bytes())
+                    .await?;
+                return Ok(());
+            }
+            _ => "500 5.5.2 Command not recognized\r\n".into(),
+        };
+        write.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// `FROM:<a@b> SIZE=1` -> `a@b` (also accepts a missing space after the colon and no brackets).
+fn path_argument(arg: &str, keyword: &str) -> Option<String> {
+    let head = arg.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start();
+    let path = match rest.strip_prefix('<') {
+        Some(inner) => inner.split_once('>')?.0,
+        None => rest.split_whitespace().next()?,
+    };
+    Some(path.to_owned())
+}
+
+/// Reads DATA lines until `.` alone on a line, undoing dot stuffing. `None` if the client
+/// disconnected before the end.
+async fn read_data<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(None);
+        }
+        if line == b".\r\n" || line == b".\n" {
+            return Ok(Some(data));
+        }
+        // Keep reading past the limit (so the reply comes at the right time) but stop storing.
+        if data.len() <= MAX_MESSAGE {
+            let unstuffed = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            data.extend_from_slice(unstuffed);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths() {
+        assert_eq!(
+            path_argument("FROM:<a@b.c> SIZE=10", "FROM:").as_deref(),
+            Some("a@b.c")
+        );
+        assert_eq!(
+            path_argument("from: <a@b.c>", "FROM:").as_deref(),
+            Some("a@b.c")
+        );
+        assert_eq!(path_argument("FROM:<>", "FROM:").as_deref(), Some(""));
+        assert_eq!(path_argument("TO:a@b.c", "TO:").as_deref(), Some("a@b.c"));
+        assert_eq!(path_argument("FROM:<a@b.c>", "TO:"), None);
+        assert_eq!(path_argument("", "TO:"), None);
+    }
+
+    #[test]
+    fn reads_unfolded_headers() {
+        let mail = ReceivedMail {
+            from: String::new(),
+            to: vec![],
+            data: "Subject: hello\r\n world\r\nX-Test: 1\r\n\r\nX-Test: body\r\n".into(),
+        };
+        assert_eq!(mail.header("subject").as_deref(), Some("hello world"));
+        assert_eq!(mail.header("x-test").as_deref(), Some("1"));
+        assert_eq!(mail.header("missing"), None);
+    }
+
+    #[tokio::test]
+    async fn unstuffs_dots() {
+        let mut input: &[u8] = b"a\r\n..b\r\n.\r\nnext";
+        let data = read_data(&mut input).await.unwrap().unwrap();
+        assert_eq!(data, b"a\r\n.b\r\n");
+        let mut cut: &[u8] = b"a\r\n";
+        assert!(read_data(&mut cut).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,138 @@
+//! Migrations of the directory database, applied in order at start. Never edit a released
+//! migration: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(sspr_storage::outbox::CreateOutbox),
+            Box::new(CreateUsers),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    UserId,
+    DisplayName,
+    Locale,
+    IsAdmin,
+    Enabled,
+    PasswordHash,
+    CreatedAt,
+    UpdatedAt,
+    PasswordChangedAt,
+}
+
+#[derive(DeriveIden)]
+enum UserGroups {
+    Table,
+    UserId,
+    GroupId,
+}
+
+struct CreateUsers;
+
+impl MigrationName for CreateUsers {
+    fn name(&self) -> &str {
+        "m0001_create_users"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateUsers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Users::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Users::UserId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Users::DisplayName)
+                            .string_len(256)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Users::Locale).string_len(35).not_null())
+                    .col(ColumnDef::new(Users::IsAdmin).boolean().not_null())
+                    .col(ColumnDef::new(Users::Enabled).boolean().not_null())
+                    .col(ColumnDef::new(Users::PasswordHash).text().null())
+                    .col(
+                        ColumnDef::new(Users::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Users::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Users::PasswordChangedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(UserGroups::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(UserGroups::UserId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(UserGroups::GroupId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(UserGroups::UserId)
+                            .col(UserGroups::GroupId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_user_groups_user")
+                            .from(UserGroups::Table, UserGroups::UserId)
+                            .to(Users::Table, Users::UserId)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // For "who is in group X" look-ups (group-scoped policies, admin views).
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_user_groups_group")
+                    .table(UserGroups::Table)
+                    .col(UserGroups::GroupId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(UserGroups::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Users::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,264 @@
+//! NATS endpoints of the directory: decode, validate into domain types at this edge, apply the
+//! rules, store, reply.
+//!
+//! Invariants:
+//! - Passwords are never logged, traced or put in an error; span fields carry only the user id
+//!   and flow id.
+//! - `authenticate` does one Argon2id computation and gives the same answer for an unknown
+//!   user, a wrong password, a disabled account and an account without a password.
+//! - A new password is checked by the policy service before it is hashed; if policy cannot be
+//!   reached the change is refused (`UNAVAILABLE`), never made without the check.
+
+use std::sync::Arc;
+
+use sspr_bus::subjects::rpc::directory as subjects;
+use sspr_bus::{RequestContext, Router, RpcError};
+use sspr_clock::SharedClock;
+use sspr_proto::internal::directory::v1::{
+    AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
+    GetUserRequest, GetUserResponse, SetPasswordRequest, SetPasswordResponse, UpsertUserRequest,
+    UpsertUserResponse, UserRecord,
+};
+
+use crate::SERVICE;
+use crate::domain::ids::UserId;
+use crate::domain::password::{ChangeReason, Password, PasswordHash};
+use crate::domain::user::{InvalidInput, Profile, ProfileDraft, User};
+use crate::error::Error;
+use crate::events;
+use crate::hashing::Hasher;
+use crate::ports::{PasswordRules, UserStore};
+
+/// Longest flow id accepted from a caller, in characters.
+const MAX_FLOW_ID_CHARS: usize = 128;
+
+/// The state every endpoint shares; cheap to clone.
+#[derive(Clone)]
+pub struct DirectoryHandlers {
+    store: Arc<dyn UserStore>,
+    rules: Arc<dyn PasswordRules>,
+    hasher: Hasher,
+    clock: SharedClock,
+}
+
+impl DirectoryHandlers {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        rules: Arc<dyn PasswordRules>,
+        hasher: Hasher,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            store,
+            rules,
+            hasher,
+            clock,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn get_user(&self, req: GetUserRequest) -> Result<GetUserResponse, Error> {
+        let user_id = parse_user_id(&req.user_id)?;
+        Ok(match self.store.find(&user_id).await? {
+            Some(user) => GetUserResponse {
+                found: true,
+                user: Some(record(&user)),
+            },
+            None => GetUserResponse {
+                found: false,
+                user: None,
+            },
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn authenticate(
+        &self,
+        req: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, Error> {
+        let password = Password::new(&req.password);
+        // A malformed id is just another unknown user: same work, same answer.
+        let user = match UserId::parse(&req.user_id) {
+            Some(id) => self.store.find(&id).await?,
+            None => None,
+        };
+        let stored = user.as_ref().and_then(|u| u.sign_in_hash().cloned());
+        let matches = self.hasher.verify(password, stored).await?;
+        match user {
+            Some(user) if matches => {
+                tracing::info!("sign-in accepted");
+                Ok(AuthenticateResponse {
+                    user: Some(record(&user)),
+                })
+            }
+            _ => {
+                tracing::info!("sign-in refused");
+                Err(Error::WrongCredentials)
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id, flow_id = %req.flow_id))]
+    pub async fn set_password(
+        &self,
+        req: SetPasswordRequest,
+    ) -> Result<SetPasswordResponse, Error> {
+        let user_id = parse_user_id(&req.user_id)?;
+        let reason = ChangeReason::parse(&req.reason).ok_or_else(|| {
+            Error::InvalidArgument("reason must be \"self_service_reset\" or \"admin\"".to_owned())
+        })?;
+        if req.flow_id.chars().count() > MAX_FLOW_ID_CHARS
+            || req.flow_id.chars().any(char::is_control)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "flow_id must be at most {MAX_FLOW_ID_CHARS} printable characters"
+            )));
+        }
+        let user = self.store.find(&user_id).await?.ok_or(Error::UnknownUser)?;
+        let password = Password::new(&req.new_password);
+        let hash = self
+            .accept_password(password, &user_id, user.profile.display_name.as_str())
+            .await?;
+        let now = self.clock.now();
+        let event = events::password_changed(&user_id, &req.flow_id, reason, now);
+        if !self
+            .store
+            .set_password(&user_id, &hash, now, vec![event])
+            .await?
+        {
+            // Deleted between the look-up and the write.
+            return Err(Error::UnknownUser);
+        }
+        tracing::info!(reason = reason.as_str(), "password changed");
+        Ok(SetPasswordResponse {})
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn upsert_user(&self, req: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
+        let profile = Profile::parse(ProfileDraft {
+            user_id: req.user_id,
+            display_name: req.display_name,
+            locale: req.locale,
+            group_ids: req.group_ids,
+            is_admin: req.is_admin,
+        })?;
+        let hash = if req.password.is_empty() {
+            None
+        } else {
+            let password = Password::new(&req.password);
+            Some(
+                self.accept_password(password, &profile.user_id, profile.display_name.as_str())
+                    .await?,
+            )
+        };
+        let now = self.clock.now();
+        let events = match hash {
+            Some(_) => vec![events::password_changed(
+                &profile.user_id,
+                "",
+                ChangeReason::Admin,
+                now,
+            )],
+            None => Vec::new(),
+        };
+        let user = self
+            .store
+            .upsert(&profile, req.enabled, hash.as_ref(), now, events)
+            .await?;
+        tracing::info!(
+            password_set = hash.is_some(),
+            is_admin = user.profile.is_admin,
+            enabled = user.enabled,
+            groups = user.profile.group_ids.len(),
+            "account upserted"
+        );
+        Ok(UpsertUserResponse {
+            user: Some(record(&user)),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, Error> {
+        let user_id = parse_user_id(&req.user_id)?;
+        let now = self.clock.now();
+        let event = events::user_deleted(&user_id, now);
+        if !self.store.delete(&user_id, now, vec![event]).await? {
+            return Err(Error::UnknownUser);
+        }
+        tracing::info!("account deleted");
+        Ok(DeleteUserResponse {})
+    }
+
+    /// Asks the policy service about `password`, then hashes it.
+    async fn accept_password(
+        &self,
+        password: Password,
+        user_id: &UserId,
+        display_name: &str,
+    ) -> Result<PasswordHash, Error> {
+        let verdict = self.rules.check(&password, user_id, display_name).await?;
+        if !verdict.accepted {
+            let mut reasons = verdict.violations;
+            if reasons.is_empty() {
+                reasons.push("does not meet the password policy".to_owned());
+            }
+            tracing::info!(violations = reasons.len(), "password refused by policy");
+            return Err(Error::PasswordRejected(reasons));
+        }
+        self.hasher.hash(password).await
+    }
+}
+
+fn parse_user_id(raw: &str) -> Result<UserId, Error> {
+    UserId::parse(raw).ok_or(Error::Invalid(InvalidInput::UserId))
+}
+
+fn record(user: &User) -> UserRecord {
+    UserRecord {
+        user_id: user.profile.user_id.as_str().to_owned(),
+        display_name: user.profile.display_name.as_str().to_owned(),
+        locale: user.profile.locale.as_str().to_owned(),
+        group_ids: user
+            .profile
+            .group_ids
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+        is_admin: user.profile.is_admin,
+        enabled: user.enabled,
+        has_password: user.has_password(),
+    }
+}
+
+/// The service's NATS endpoints.
+pub fn router(handlers: DirectoryHandlers) -> Router {
+    let get = handlers.clone();
+    let auth = handlers.clone();
+    let set = handlers.clone();
+    let upsert = handlers.clone();
+    let delete = handlers;
+    Router::new(
+        SERVICE,
+        "sspr directory: accounts, groups and password hashes",
+    )
+    .route(subjects::GET_USER, move |_: RequestContext, req| {
+        let h = get.clone();
+        async move { h.get_user(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::AUTHENTICATE, move |_: RequestContext, req| {
+        let h = auth.clone();
+        async move { h.authenticate(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::SET_PASSWORD, move |_: RequestContext, req| {
+        let h = set.clone();
+        async move { h.set_password(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::UPSERT_USER, move |_: RequestContext, req| {
+        let h = upsert.clone();
+        async move { h.upsert_user(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::DELETE_USER, move |_: RequestContext, req| {
+        let h = delete.clone();
+        async move { h.delete_user(req).await.map_err(RpcError::from) }
+    })
+}

@@ -1,0 +1,26 @@
+//! `registration_sessions`: one row per registration flow, keyed by the SHA-256 of its token
+//! (the token itself is never stored).
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "registration_sessions")]
+pub struct Model {
+    /// Lower-case hex SHA-256 of the session token.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub token_hash: String,
+    /// Public UUID v7 of the flow.
+    pub flow_id: String,
+    pub user_id: String,
+    pub locale: String,
+    pub methods_required: i32,
+    /// Allowed method kinds as comma-separated `MethodKind` numbers, e.g. `1,2`.
+    pub allowed_kinds: String,
+    pub created_at: DateTimeUtc,
+    pub expires_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,175 @@
+//! Enrolment's schema: the outbox, `registration_sessions` and `methods`. Migrations are
+//! append-only: never edit one that has shipped, add a new one.
+
+use sea_orm_migration::prelude::*;
+use sspr_storage::outbox::CreateOutbox;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateOutbox), Box::new(CreateEnrolmentTables)]
+    }
+}
+
+struct CreateEnrolmentTables;
+
+impl MigrationName for CreateEnrolmentTables {
+    fn name(&self) -> &str {
+        "m0001_create_enrolment_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RegistrationSessions {
+    Table,
+    TokenHash,
+    FlowId,
+    UserId,
+    Locale,
+    MethodsRequired,
+    AllowedKinds,
+    CreatedAt,
+    ExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum Methods {
+    Table,
+    MethodId,
+    UserId,
+    Kind,
+    Destination,
+    Masked,
+    Status,
+    CreatedAt,
+    ConfirmedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateEnrolmentTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RegistrationSessions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(RegistrationSessions::TokenHash)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::FlowId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::UserId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::Locale)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::MethodsRequired)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::AllowedKinds)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RegistrationSessions::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_registration_sessions_expires_at")
+                    .table(RegistrationSessions::Table)
+                    .col(RegistrationSessions::ExpiresAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Methods::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Methods::MethodId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Methods::UserId).string().not_null())
+                    .col(ColumnDef::new(Methods::Kind).integer().not_null())
+                    .col(ColumnDef::new(Methods::Destination).string().not_null())
+                    .col(ColumnDef::new(Methods::Masked).string().not_null())
+                    .col(ColumnDef::new(Methods::Status).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Methods::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Methods::ConfirmedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_methods_user_id")
+                    .table(Methods::Table)
+                    .col(Methods::UserId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        // One row per destination per user: concurrent adds of the same address collide here
+        // instead of creating two methods.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_methods_user_kind_destination")
+                    .table(Methods::Table)
+                    .col(Methods::UserId)
+                    .col(Methods::Kind)
+                    .col(Methods::Destination)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Methods::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(RegistrationSessions::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,309 @@
+//! [`EnrolmentStore`] on sea-orm (SQLite or PostgreSQL).
+//!
+//! Invariants:
+//! - Every write transaction starts with a write statement. On SQLite (WAL) a transaction that
+//!   reads first and writes later fails at once with `SQLITE_BUSY` if another connection wrote
+//!   in between; writing first takes the write lock up front, so concurrent requests queue on
+//!   the busy timeout instead.
+//! - The unique index on (user_id, kind, destination) is the last word on duplicates: a
+//!   concurrent insert that loses the race is retried and then sees the winner's row.
+//! - Errors that reach the log name tables and ids only; a row's destination is never put in
+//!   an error.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+};
+use sspr_storage::outbox::{self, OutboxSignal};
+
+use super::entities::{method, registration_session};
+use super::events;
+use crate::domain::{
+    AddPlan, Destination, FlowId, Locale, MethodId, MethodKind, MethodStatus, RegisteredMethod,
+    RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, plan_add,
+};
+use crate::error::Error;
+use crate::ports::EnrolmentStore;
+
+/// How often an add that lost a race on the unique index is retried.
+const ADD_ATTEMPTS: usize = 3;
+
+/// The store over the service's own database.
+#[derive(Clone)]
+pub struct SeaOrmStore {
+    db: DatabaseConnection,
+    outbox: OutboxSignal,
+}
+
+impl SeaOrmStore {
+    /// `outbox` is notified after every commit that enqueued an event.
+    pub fn new(db: DatabaseConnection, outbox: OutboxSignal) -> Self {
+        Self { db, outbox }
+    }
+
+    async fn try_prepare_pending(
+        &self,
+        user: &UserId,
+        destination: &Destination,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredMethod, Error> {
+        let txn = self.db.begin().await?;
+        // Write first (see the module header), dropping pending methods nobody can confirm.
+        method::Entity::delete_many()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Pending.as_str()))
+            .filter(method::Column::CreatedAt.lte(abandoned_cutoff(now)))
+            .exec(&txn)
+            .await?;
+        let existing = method::Entity::find()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Kind.eq(destination.kind().code()))
+            .filter(method::Column::Destination.eq(destination.as_str()))
+            .one(&txn)
+            .await?
+            .map(method_from_row)
+            .transpose()?;
+        let counted = method::Entity::find()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .count(&txn)
+            .await?;
+        let prepared = match (plan_add(existing.as_ref(), counted)?, existing) {
+            (AddPlan::Reuse(_), Some(mut existing)) => {
+                // A new code is about to be sent: the pending method starts its life again.
+                method::Entity::update_many()
+                    .col_expr(method::Column::CreatedAt, Expr::value(now))
+                    .filter(method::Column::MethodId.eq(existing.method_id.as_str()))
+                    .exec(&txn)
+                    .await?;
+                existing.created_at = now;
+                existing
+            }
+            _ => {
+                let new = RegisteredMethod::pending(user.clone(), destination.clone(), now);
+                method::Entity::insert(method::ActiveModel {
+                    method_id: Set(new.method_id.as_str().to_owned()),
+                    user_id: Set(new.user_id.as_str().to_owned()),
+                    kind: Set(new.kind().code()),
+                    destination: Set(new.destination.as_str().to_owned()),
+                    masked: Set(new.masked()),
+                    status: Set(new.status.as_str().to_owned()),
+                    created_at: Set(new.created_at),
+                    confirmed_at: Set(None),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+                new
+            }
+        };
+        txn.commit().await?;
+        Ok(prepared)
+    }
+}
+
+#[async_trait]
+impl EnrolmentStore for SeaOrmStore {
+    async fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &RegistrationSession,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let txn = self.db.begin().await?;
+        registration_session::Entity::delete_many()
+            .filter(registration_session::Column::ExpiresAt.lte(now))
+            .exec(&txn)
+            .await?;
+        registration_session::Entity::insert(registration_session::ActiveModel {
+            token_hash: Set(hash.as_str().to_owned()),
+            flow_id: Set(session.flow_id.to_string()),
+            user_id: Set(session.user_id.as_str().to_owned()),
+            locale: Set(session.locale.as_str().to_owned()),
+            methods_required: Set(
+                i32::try_from(session.requirements.methods_required()).unwrap_or(i32::MAX)
+            ),
+            allowed_kinds: Set(encode_kinds(session.requirements.allowed_kinds())),
+            created_at: Set(session.created_at),
+            expires_at: Set(session.expires_at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, hash: &TokenHash) -> Result<Option<RegistrationSession>, Error> {
+        registration_session::Entity::find_by_id(hash.as_str().to_owned())
+            .one(&self.db)
+            .await?
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn confirmed_methods(&self, user: &UserId) -> Result<Vec<RegisteredMethod>, Error> {
+        method::Entity::find()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .order_by_asc(method::Column::ConfirmedAt)
+            .order_by_asc(method::Column::MethodId)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(method_from_row)
+            .collect()
+    }
+
+    async fn find_method(
+        &self,
+        user: &UserId,
+        id: &MethodId,
+    ) -> Result<Option<RegisteredMethod>, Error> {
+        method::Entity::find_by_id(id.as_str().to_owned())
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .one(&self.db)
+            .await?
+            .map(method_from_row)
+            .transpose()
+    }
+
+    async fn prepare_pending(
+        &self,
+        user: &UserId,
+        destination: &Destination,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredMethod, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.try_prepare_pending(user, destination, now).await {
+                Err(Error::Db(e)) if is_unique_violation(&e) && attempt < ADD_ATTEMPTS => {
+                    tracing::debug!(user_id = %user, "concurrent add of the same destination; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn confirm(
+        &self,
+        m: &RegisteredMethod,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error> {
+        let txn = self.db.begin().await?;
+        let updated = method::Entity::update_many()
+            .col_expr(
+                method::Column::Status,
+                Expr::value(MethodStatus::Confirmed.as_str()),
+            )
+            .col_expr(method::Column::ConfirmedAt, Expr::value(Some(now)))
+            .filter(method::Column::MethodId.eq(m.method_id.as_str()))
+            .filter(method::Column::UserId.eq(m.user_id.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            // Someone else got there first, or the method is gone.
+            let still_there = method::Entity::find_by_id(m.method_id.as_str().to_owned())
+                .one(&txn)
+                .await?;
+            return Err(match still_there {
+                Some(row) if row.status == MethodStatus::Confirmed.as_str() => {
+                    Error::AlreadyConfirmed
+                }
+                _ => Error::UnknownMethod,
+            });
+        }
+        let confirmed = method::Entity::find()
+            .filter(method::Column::UserId.eq(m.user_id.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .count(&txn)
+            .await?;
+        let confirmed = u32::try_from(confirmed).unwrap_or(u32::MAX);
+        outbox::enqueue(
+            &txn,
+            events::method_registered(m, flow_id, confirmed, now),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(confirmed)
+    }
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// `[Email, Sms]` -> `"1,2"`.
+fn encode_kinds(kinds: &[MethodKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.code().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `"1,2"` -> `[Email, Sms]`; `None` if any part is not a known kind.
+fn decode_kinds(raw: &str) -> Option<Vec<MethodKind>> {
+    if raw.is_empty() {
+        return Some(Vec::new());
+    }
+    raw.split(',')
+        .map(|part| part.trim().parse().ok().and_then(MethodKind::from_code))
+        .collect()
+}
+
+fn session_from_row(row: registration_session::Model) -> Result<RegistrationSession, Error> {
+    let corrupt = |what: &str| {
+        Error::Corrupt(format!(
+            "registration_sessions row of flow {}: {what}",
+            row.flow_id
+        ))
+    };
+    let kinds = decode_kinds(&row.allowed_kinds).ok_or_else(|| corrupt("allowed_kinds"))?;
+    let methods_required =
+        u32::try_from(row.methods_required).map_err(|_| corrupt("methods_required"))?;
+    Ok(RegistrationSession {
+        flow_id: FlowId::parse(&row.flow_id).map_err(|_| corrupt("flow_id"))?,
+        user_id: UserId::parse(&row.user_id).map_err(|_| corrupt("user_id"))?,
+        locale: Locale::parse(&row.locale).map_err(|_| corrupt("locale"))?,
+        requirements: Requirements::from_policy(true, methods_required, kinds)
+            .ok_or_else(|| corrupt("no allowed kinds"))?,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    })
+}
+
+fn method_from_row(row: method::Model) -> Result<RegisteredMethod, Error> {
+    let corrupt = |what: &str| Error::Corrupt(format!("methods row {}: {what}", row.method_id));
+    let kind = MethodKind::from_code(row.kind).ok_or_else(|| corrupt("kind"))?;
+    Ok(RegisteredMethod {
+        method_id: MethodId::parse(&row.method_id).map_err(|_| corrupt("method_id"))?,
+        user_id: UserId::parse(&row.user_id).map_err(|_| corrupt("user_id"))?,
+        destination: Destination::parse(kind, &row.destination)
+            .map_err(|_| corrupt("destination"))?,
+        status: MethodStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?,
+        created_at: row.created_at,
+        confirmed_at: row.confirmed_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        let all = [MethodKind::Email, MethodKind::Sms];
+        assert_eq!(encode_kinds(&all), "1,2");
+        assert_eq!(decode_kinds("1,2").as_deref(), Some(&all[..]));
+        assert_eq!(decode_kinds("2").as_deref(), Some(&[MethodKind::Sms][..]));
+        assert_eq!(decode_kinds(""), Some(Vec::new()));
+        assert_eq!(decode_kinds("1,0"), None);
+        assert_eq!(decode_kinds("1,x"), None);
+    }
+}

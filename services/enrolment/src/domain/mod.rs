@@ -1,0 +1,18 @@
+//! Enrolment's pure rules: contact methods and their masking, typed ids, registration sessions
+//! and the add/confirm rules. No IO here (no NATS, no database): time comes in as arguments.
+
+pub mod contact;
+pub mod ids;
+pub mod method;
+pub mod session;
+
+pub use contact::{Destination, DestinationError, Email, MethodKind, PhoneNumber};
+pub use ids::{FlowId, IdError, Locale, MethodId, UserId};
+pub use method::{
+    AddPlan, AddRefusal, MAX_METHODS_PER_USER, MethodStatus, PENDING_TTL, RegisteredMethod,
+    abandoned_cutoff, plan_add,
+};
+pub use session::{
+    EntropyError, MalformedToken, RegistrationSession, Requirements, SESSION_TTL, SessionToken,
+    TokenHash,
+};

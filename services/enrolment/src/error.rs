@@ -1,0 +1,164 @@
+//! The enrolment error type and its one mapping to the status a caller sees.
+//!
+//! Refusals carry a message safe for the end user; infrastructure failures are logged here (with
+//! no secret and no destination: messages are built from fixed text and ids only) and reach the
+//! caller as a bare `INTERNAL`. A peer service's refusal passes through unchanged.
+
+use sspr_bus::{BusError, RpcError};
+
+use crate::domain::{
+    AddRefusal, DestinationError, EntropyError, IdError, MalformedToken, MethodKind,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; the text says what is wrong and is shown to the user.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("unknown or expired session")]
+    UnknownSession,
+    #[error("self-service password reset is not enabled for this account")]
+    NotEligible,
+    #[error("{0} is not an allowed contact method for this account")]
+    KindNotAllowed(MethodKind),
+    #[error("this destination is already registered")]
+    AlreadyRegistered,
+    #[error("too many contact methods: at most 10 may be registered or pending")]
+    TooManyMethods,
+    #[error("unknown method")]
+    UnknownMethod,
+    #[error("this method is already confirmed")]
+    AlreadyConfirmed,
+    /// A call to another service failed or was refused.
+    #[error(transparent)]
+    Peer(#[from] BusError),
+    /// Another service answered something we cannot use.
+    #[error("{0}")]
+    BadPeerReply(&'static str),
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A stored row does not parse; the text names the row, never its contents.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
+}
+
+impl From<DestinationError> for Error {
+    fn from(e: DestinationError) -> Self {
+        Error::InvalidArgument(e.reason().to_owned())
+    }
+}
+
+impl From<IdError> for Error {
+    fn from(e: IdError) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<MalformedToken> for Error {
+    fn from(_: MalformedToken) -> Self {
+        Error::UnknownSession
+    }
+}
+
+impl From<AddRefusal> for Error {
+    fn from(e: AddRefusal) -> Self {
+        match e {
+            AddRefusal::AlreadyRegistered => Error::AlreadyRegistered,
+            AddRefusal::TooManyMethods => Error::TooManyMethods,
+        }
+    }
+}
+
+impl From<Error> for RpcError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(m) => RpcError::invalid_argument(m),
+            Error::UnknownSession => RpcError::unauthenticated(e.to_string()),
+            Error::NotEligible | Error::KindNotAllowed(_) | Error::AlreadyConfirmed => {
+                RpcError::failed_precondition(e.to_string())
+            }
+            Error::AlreadyRegistered => {
+                RpcError::new(sspr_bus::ErrorCode::AlreadyExists, e.to_string())
+            }
+            Error::TooManyMethods => RpcError::resource_exhausted(e.to_string()),
+            Error::UnknownMethod => RpcError::not_found(e.to_string()),
+            Error::Peer(e) => e.into_rpc(),
+            Error::BadPeerReply(_) | Error::Db(_) | Error::Corrupt(_) | Error::Entropy(_) => {
+                tracing::error!(error = %e, "enrolment request failed");
+                RpcError::internal()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sspr_bus::ErrorCode;
+
+    use super::*;
+
+    fn code(e: Error) -> ErrorCode {
+        RpcError::from(e).code
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(
+            code(Error::InvalidArgument("x".into())),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(code(Error::UnknownSession), ErrorCode::Unauthenticated);
+        assert_eq!(code(Error::NotEligible), ErrorCode::FailedPrecondition);
+        assert_eq!(
+            code(Error::KindNotAllowed(MethodKind::Sms)),
+            ErrorCode::FailedPrecondition
+        );
+        assert_eq!(code(Error::AlreadyConfirmed), ErrorCode::FailedPrecondition);
+        assert_eq!(code(Error::AlreadyRegistered), ErrorCode::AlreadyExists);
+        assert_eq!(code(Error::TooManyMethods), ErrorCode::ResourceExhausted);
+        assert_eq!(code(Error::UnknownMethod), ErrorCode::NotFound);
+        assert_eq!(
+            code(Error::Corrupt("methods row m_1".into())),
+            ErrorCode::Internal
+        );
+    }
+
+    #[test]
+    fn peer_refusals_pass_through() {
+        let refused = RpcError::unauthenticated("wrong user id or password");
+        assert_eq!(
+            RpcError::from(Error::Peer(BusError::Rpc(refused.clone()))),
+            refused
+        );
+        let down = RpcError::from(Error::Peer(BusError::NoResponders(
+            "sspr.rpc.directory.authenticate".into(),
+        )));
+        assert_eq!(down.code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn internal_details_stay_inside() {
+        let e = RpcError::from(Error::Db(sea_orm::DbErr::Custom(
+            "table methods is locked".into(),
+        )));
+        assert_eq!(e, RpcError::internal());
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            RpcError::from(Error::NotEligible).message,
+            "self-service password reset is not enabled for this account"
+        );
+        assert_eq!(
+            RpcError::from(Error::UnknownSession).message,
+            "unknown or expired session"
+        );
+        assert_eq!(
+            RpcError::from(Error::KindNotAllowed(MethodKind::Sms)).message,
+            "sms is not an allowed contact method for this account"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The NATS endpoints of enrolment: decode -> validate -> domain -> store/peers -> reply.
+//!
+//! Invariants:
+//! - Only a caller holding a live session token may add or confirm a method, and only for the
+//!   user that session authenticated.
+//! - Responses and log lines show destinations masked; the full destination leaves this service
+//!   only towards verification (to address a code) and in `get_destination`.
+//! - The session token, the password and the code are never logged: spans carry only
+//!   `user_id`, `flow_id` and `method_id`.
+
+use std::sync::Arc;
+
+use sspr_bus::{Router, RpcError, subjects::rpc};
+use sspr_clock::SharedClock;
+use sspr_proto::common::v1::ContactMethod;
+use sspr_proto::internal::enrolment::v1::{
+    AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
+    ConfirmMethodRequest, ConfirmMethodResponse, GetDestinationRequest, GetDestinationResponse,
+    ListMethodsRequest, ListMethodsResponse,
+};
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::SERVICE;
+use crate::adapters::peers::Peers;
+use crate::domain::{
+    Destination, Locale, MethodId, MethodKind, RegisteredMethod, RegistrationSession, Requirements,
+    SessionToken, UserId,
+};
+use crate::error::Error;
+use crate::ports::EnrolmentStore;
+
+/// Longest password accepted for checking; anything longer cannot be a real one.
+const MAX_PASSWORD_BYTES: usize = 4096;
+/// Longest code forwarded to verification.
+const MAX_CODE_CHARS: usize = 64;
+
+/// Enrolment's request handlers and what they depend on.
+pub struct Enrolment {
+    store: Arc<dyn EnrolmentStore>,
+    peers: Peers,
+    clock: SharedClock,
+}
+
+impl Enrolment {
+    pub fn new(store: Arc<dyn EnrolmentStore>, peers: Peers, clock: SharedClock) -> Self {
+        Self {
+            store,
+            peers,
+            clock,
+        }
+    }
+
+    /// Checks the user's password, asks policy what they must register, and opens a session.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty))]
+    pub async fn begin_registration(
+        &self,
+        req: BeginRegistrationRequest,
+    ) -> Result<BeginRegistrationResponse, Error> {
+        let user_id = UserId::parse(&req.user_id)?;
+        Span::current().record("user_id", user_id.as_str());
+        if req.password.is_empty() {
+            return Err(Error::InvalidArgument("password is required".into()));
+        }
+        if req.password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::InvalidArgument("password is too long".into()));
+        }
+        let requested_locale = if req.locale.trim().is_empty() {
+            None
+        } else {
+            Some(Locale::parse(&req.locale)?)
+        };
+
+        let user = self
+            .peers
+            .authenticate(&user_id, &req.password)
+            .await?
+            .ok_or(Error::BadPeerReply(
+                "directory authenticated a user but sent no user record",
+            ))?;
+        // Methods are kept under the directory's spelling of the id, which is what the reset
+        // flow will look them up by.
+        let user_id = match UserId::parse(&user.user_id) {
+            Ok(canonical) if canonical != user_id => {
+                Span::current().record("user_id", canonical.as_str());
+                canonical
+            }
+            _ => user_id,
+        };
+        let verdict = self.peers.evaluate(&user).await?;
+        let requirements = Requirements::from_policy(
+            verdict.eligible,
+            verdict.methods_required,
+            verdict
+                .allowed_methods
+                .iter()
+                .filter_map(|&k| MethodKind::from_code(k)),
+        )
+        .ok_or(Error::NotEligible)?;
+        let locale =
+            requested_locale.unwrap_or_else(|| Locale::first_valid([user.locale.as_str()]));
+
+        let now = self.clock.now();
+        let session = RegistrationSession::start(user_id, locale, requirements, now);
+        Span::current().record("flow_id", tracing::field::display(session.flow_id));
+        let token = SessionToken::generate()?;
+        self.store
+            .create_session(&token.hash(), &session, now)
+            .await?;
+        let registered = self.store.confirmed_methods(&session.user_id).await?;
+        let confirmed = u32::try_from(registered.len()).unwrap_or(u32::MAX);
+        tracing::info!(
+            methods_registered = confirmed,
+            "registration session started"
+        );
+
+        Ok(BeginRegistrationResponse {
+            session_id: token.expose().to_owned(),
+            methods_required: session.requirements.methods_required(),
+            allowed_kinds: session
+                .requirements
+                .allowed_kinds()
+                .iter()
+                .map(|k| k.code())
+                .collect(),
+            registered: registered.iter().map(contact_method).collect(),
+            registration_required: !session.requirements.satisfied_by(confirmed),
+            expires_at: Some(sspr_proto::time::timestamp(session.expires_at)),
+        })
+    }
+
+    /// Adds (or re-sends a code for) a destination of the session's user.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
+    pub async fn add_method(&self, req: AddMethodRequest) -> Result<AddMethodResponse, Error> {
+        let session = self.live_session(&req.session_id).await?;
+        let kind = MethodKind::from_code(req.kind).ok_or_else(|| {
+            Error::InvalidArgument("kind must be METHOD_KIND_EMAIL or METHOD_KIND_SMS".into())
+        })?;
+        if !session.requirements.allows(kind) {
+            return Err(Error::KindNotAllowed(kind));
+        }
+        let destination = Destination::parse(kind, &req.destination)?;
+        let method = self
+            .store
+            .prepare_pending(&session.user_id, &destination, self.clock.now())
+            .await?;
+        Span::current().record("method_id", method.method_id.as_str());
+        let issued = self.peers.issue_code(&session, &method).await?;
+        tracing::info!(kind = %kind, masked = %method.masked(), "registration code requested");
+        Ok(AddMethodResponse {
+            method_id: method.method_id.as_str().to_owned(),
+            expires_at: issued.expires_at,
+        })
+    }
+
+    /// Confirms a pending method with the code the user received.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
+    pub async fn confirm_method(
+        &self,
+        req: ConfirmMethodRequest,
+    ) -> Result<ConfirmMethodResponse, Error> {
+        let session = self.live_session(&req.session_id).await?;
+        let method_id = parse_method_id(&req.method_id)?;
+        Span::current().record("method_id", method_id.as_str());
+        let code = req.code.trim();
+        if code.is_empty() {
+            return Err(Error::InvalidArgument("code is required".into()));
+        }
+        if code.chars().count() > MAX_CODE_CHARS {
+            return Err(Error::InvalidArgument("code is too long".into()));
+        }
+        let method = self
+            .store
+            .find_method(&session.user_id, &method_id)
+            .await?
+            .ok_or(Error::UnknownMethod)?;
+        if method.is_confirmed() {
+            return Err(Error::AlreadyConfirmed);
+        }
+        self.peers.check_code(&session, &method, code).await?;
+        let confirmed = self
+            .store
+            .confirm(&method, &session.flow_id, self.clock.now())
+            .await?;
+        let complete = session.requirements.satisfied_by(confirmed);
+        tracing::info!(
+            methods_registered = confirmed,
+            registration_complete = complete,
+            "method confirmed"
+        );
+        Ok(ConfirmMethodResponse {
+            registration_complete: complete,
+        })
+    }
+
+    /// The user's confirmed methods, masked, oldest first.
+    #[tracing::instrument(skip_all, fields(user_id = Empty))]
+    pub async fn list_methods(
+        &self,
+        req: ListMethodsRequest,
+    ) -> Result<ListMethodsResponse, Error> {
+        let user_id = UserId::parse(&req.user_id)?;
+        Span::current().record("user_id", user_id.as_str());
+        let methods = self.store.confirmed_methods(&user_id).await?;
+        Ok(ListMethodsResponse {
+            methods: methods.iter().map(contact_method).collect(),
+        })
+    }
+
+    /// Where to send a code for one confirmed method (for verification only).
+    #[tracing::instrument(skip_all, fields(user_id = Empty, method_id = Empty))]
+    pub async fn get_destination(
+        &self,
+        req: GetDestinationRequest,
+    ) -> Result<GetDestinationResponse, Error> {
+        let user_id = UserId::parse(&req.user_id)?;
+        Span::current().record("user_id", user_id.as_str());
+        let method_id = parse_method_id(&req.method_id)?;
+        Span::current().record("method_id", method_id.as_str());
+        let method = self
+            .store
+            .find_method(&user_id, &method_id)
+            .await?
+            .filter(RegisteredMethod::is_confirmed)
+            .ok_or(Error::UnknownMethod)?;
+        Ok(GetDestinationResponse {
+            kind: method.kind().code(),
+            destination: method.destination.as_str().to_owned(),
+        })
+    }
+
+    /// The live session the client's token names; unknown and expired look the same.
+    async fn live_session(&self, raw_token: &str) -> Result<RegistrationSession, Error> {
+        let token = SessionToken::parse(raw_token)?;
+        let session = self
+            .store
+            .find_session(&token.hash())
+            .await?
+            .ok_or(Error::UnknownSession)?;
+        if !session.is_live(self.clock.now()) {
+            return Err(Error::UnknownSession);
+        }
+        Span::current().record("user_id", session.user_id.as_str());
+        Span::current().record("flow_id", tracing::field::display(session.flow_id));
+        Ok(session)
+    }
+}
+
+/// An empty id is bad input; an id that cannot be one of ours names no method.
+fn parse_method_id(raw: &str) -> Result<MethodId, Error> {
+    if raw.is_empty() {
+        return Err(Error::InvalidArgument("method_id is required".into()));
+    }
+    MethodId::parse(raw).map_err(|_| Error::UnknownMethod)
+}
+
+fn contact_method(m: &RegisteredMethod) -> ContactMethod {
+    ContactMethod {
+        method_id: m.method_id.as_str().to_owned(),
+        kind: m.kind().code(),
+        masked_destination: m.masked(),
+    }
+}
+
+/// Routes every enrolment subject to `enrolment`.
+pub fn router(enrolment: Arc<Enrolment>) -> Router {
+    macro_rules! endpoint {
+        ($method:ident) => {{
+            let enrolment = Arc::clone(&enrolment);
+            move |_ctx, req| {
+                let enrolment = Arc::clone(&enrolment);
+                async move { enrolment.$method(req).await.map_err(RpcError::from) }
+            }
+        }};
+    }
+    Router::new(
+        SERVICE,
+        "sspr enrolment: registration sessions and users' contact methods",
+    )
+    .route(
+        rpc::enrolment::BEGIN_REGISTRATION,
+        endpoint!(begin_registration),
+    )
+    .route(rpc::enrolment::ADD_METHOD, endpoint!(add_method))
+    .route(rpc::enrolment::CONFIRM_METHOD, endpoint!(confirm_method))
+    .route(rpc::enrolment::LIST_METHODS, endpoint!(list_methods))
+    .route(rpc::enrolment::GET_DESTINATION, endpoint!(get_destination))
+}

@@ -1,0 +1,60 @@
+//! What the handlers need from storage, as a trait, so the rules in `handlers` read as the
+//! protocol and the sea-orm details stay in `adapters::store`.
+//!
+//! Invariants every implementation keeps:
+//! - sessions are stored and found only by the hash of their token, never the token;
+//! - adding a destination and confirming a method are each one transaction, so concurrent
+//!   requests cannot register a destination twice or confirm a method twice;
+//! - confirming a method and enqueueing its `method.registered` event commit together.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Destination, FlowId, MethodId, RegisteredMethod, RegistrationSession, TokenHash, UserId,
+};
+use crate::error::Error;
+
+#[async_trait::async_trait]
+pub trait EnrolmentStore: Send + Sync + 'static {
+    /// Stores a new session under `hash`, and forgets sessions that expired before `now`.
+    async fn create_session(
+        &self,
+        hash: &TokenHash,
+        session: &RegistrationSession,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error>;
+
+    /// The session stored under `hash`, live or not.
+    async fn find_session(&self, hash: &TokenHash) -> Result<Option<RegistrationSession>, Error>;
+
+    /// The user's confirmed methods, oldest confirmation first.
+    async fn confirmed_methods(&self, user: &UserId) -> Result<Vec<RegisteredMethod>, Error>;
+
+    /// One method of the user, whatever its status.
+    async fn find_method(
+        &self,
+        user: &UserId,
+        method: &MethodId,
+    ) -> Result<Option<RegisteredMethod>, Error>;
+
+    /// The pending method a code should be sent to for `destination`: the user's existing
+    /// pending one (its clock restarted) or a new one. Refuses with `AlreadyRegistered` or
+    /// `TooManyMethods` per [`crate::domain::plan_add`]; drops the user's abandoned pending
+    /// methods first.
+    async fn prepare_pending(
+        &self,
+        user: &UserId,
+        destination: &Destination,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredMethod, Error>;
+
+    /// Marks a pending method confirmed and enqueues `method.registered`, in one transaction.
+    /// Returns how many confirmed methods the user has now; `AlreadyConfirmed` if another
+    /// request confirmed it first.
+    async fn confirm(
+        &self,
+        method: &RegisteredMethod,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error>;
+}

@@ -1,0 +1,213 @@
+//! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*` and `sspr.rpc.directory.*`.
+//!
+//! Every call must carry `authorization: Bearer <SSPR_ADMIN_TOKEN>`. The token is checked
+//! first, before the body is looked at, and compared in constant time. Neither the expected nor
+//! the presented token is ever logged or put in a status message.
+
+use sspr_bus::subjects::rpc::{directory, policy};
+use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
+use sspr_proto::admin::v1::{
+    DeleteUserRequest, DeleteUserResponse, GetPolicyRequest, Policy, SetPolicyRequest,
+    UpsertUserRequest, User,
+};
+use sspr_proto::internal::directory::v1 as internal_directory;
+use sspr_proto::internal::policy::v1 as internal_policy;
+use sspr_runtime::Secret;
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::api::Edge;
+use crate::call::Call;
+use crate::domain::input;
+use crate::error::GatewayError;
+
+/// The administration API.
+#[derive(Clone)]
+pub struct AdminApi {
+    edge: Edge,
+    token: Secret<String>,
+}
+
+impl AdminApi {
+    pub fn new(edge: Edge, token: Secret<String>) -> Self {
+        Self { edge, token }
+    }
+
+    fn authorize(&self, metadata: &MetadataMap) -> Result<(), GatewayError> {
+        authorize(metadata, &self.token)
+    }
+}
+
+/// Accepts `authorization: Bearer <token>` (scheme case-insensitive) with the admin token.
+fn authorize(metadata: &MetadataMap, expected: &Secret<String>) -> Result<(), GatewayError> {
+    let presented = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(presented) = presented else {
+        return Err(GatewayError::Unauthenticated(
+            "admin calls need the metadata `authorization: Bearer <admin token>`",
+        ));
+    };
+    // ct_eq answers false at once on a length mismatch: that reveals only the length.
+    if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(GatewayError::Unauthenticated("invalid admin token"))
+    }
+}
+
+fn user_from_record(record: internal_directory::UserRecord) -> User {
+    User {
+        user_id: record.user_id,
+        display_name: record.display_name,
+        locale: record.locale,
+        group_ids: record.group_ids,
+        is_admin: record.is_admin,
+        enabled: record.enabled,
+        has_password: record.has_password,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn get_policy(
+        &self,
+        request: Request<GetPolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetPolicy", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let resp: internal_policy::GetPolicyResponse = self
+                .edge
+                .bus()
+                .request(policy::GET_POLICY, &internal_policy::GetPolicyRequest {})
+                .await?;
+            resp.policy.ok_or(GatewayError::MalformedReply(
+                "get_policy answered without a policy",
+            ))
+        })
+        .await
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<SetPolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        let call = Call::start(SERVICE_NAME, "SetPolicy", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let Some(mut policy) = request.into_inner().policy else {
+                return Err(input::InvalidField {
+                    field: "policy",
+                    problem: "is required".to_owned(),
+                }
+                .into());
+            };
+            policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
+            let resp: internal_policy::SetPolicyResponse = self
+                .edge
+                .bus()
+                .request(
+                    policy::SET_POLICY,
+                    &internal_policy::SetPolicyRequest {
+                        policy: Some(policy),
+                    },
+                )
+                .await?;
+            resp.policy.ok_or(GatewayError::MalformedReply(
+                "set_policy answered without a policy",
+            ))
+        })
+        .await
+    }
+
+    async fn upsert_user(
+        &self,
+        request: Request<UpsertUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let call = Call::start(SERVICE_NAME, "UpsertUser", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let req = request.into_inner();
+            let user_id = input::user_id(&req.user_id)?.to_owned();
+            let display_name = input::display_name(&req.display_name)?.to_owned();
+            let locale = input::locale("locale", &req.locale)?.to_owned();
+            let group_ids = input::group_ids("group_ids", &req.group_ids)?;
+            input::optional_password("password", &req.password)?;
+            let internal = internal_directory::UpsertUserRequest {
+                user_id,
+                display_name,
+                locale,
+                group_ids,
+                is_admin: req.is_admin,
+                password: req.password,
+                enabled: req.enabled,
+            };
+            let resp: internal_directory::UpsertUserResponse = self
+                .edge
+                .bus()
+                .request(directory::UPSERT_USER, &internal)
+                .await?;
+            resp.user
+                .map(user_from_record)
+                .ok_or(GatewayError::MalformedReply(
+                    "upsert_user answered without a user",
+                ))
+        })
+        .await
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "DeleteUser", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let req = request.into_inner();
+            let internal = internal_directory::DeleteUserRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+            };
+            let _: internal_directory::DeleteUserResponse = self
+                .edge
+                .bus()
+                .request(directory::DELETE_USER, &internal)
+                .await?;
+            Ok(DeleteUserResponse {})
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn metadata(value: &'static str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", MetadataValue::from_static(value));
+        m
+    }
+
+    fn check(token: &str, metadata: &MetadataMap) -> bool {
+        authorize(metadata, &Secret::new(token.to_owned())).is_ok()
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        let token = "0123456789abcdef-admin";
+        assert!(check(token, &metadata("Bearer 0123456789abcdef-admin")));
+        assert!(check(token, &metadata("bearer 0123456789abcdef-admin")));
+        assert!(!check(token, &metadata("Bearer 0123456789abcdef-admi")));
+        assert!(!check(token, &metadata("Bearer 0123456789abcdef-admin2")));
+        assert!(!check(token, &metadata("Basic 0123456789abcdef-admin")));
+        assert!(!check(token, &metadata("0123456789abcdef-admin")));
+        assert!(!check(token, &MetadataMap::new()));
+    }
+}

@@ -1,0 +1,117 @@
+//! `sspr.registration.v1.Registration` -> `sspr.rpc.enrolment.*`.
+//!
+//! The enrolment service owns registration; this only checks the shape of the input and adds
+//! the client IP to the calls that are throttled per IP (BeginRegistration, AddMethod).
+
+use sspr_bus::subjects::rpc::enrolment as subject;
+use sspr_proto::internal::enrolment::v1 as internal;
+use sspr_proto::registration::v1::registration_server::{Registration, SERVICE_NAME};
+use sspr_proto::registration::v1::{
+    AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
+    ConfirmMethodRequest, ConfirmMethodResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::api::Edge;
+use crate::call::Call;
+use crate::domain::input;
+
+/// The method-registration API.
+#[derive(Clone)]
+pub struct RegistrationApi {
+    edge: Edge,
+}
+
+impl RegistrationApi {
+    pub fn new(edge: Edge) -> Self {
+        Self { edge }
+    }
+}
+
+#[tonic::async_trait]
+impl Registration for RegistrationApi {
+    async fn begin_registration(
+        &self,
+        request: Request<BeginRegistrationRequest>,
+    ) -> Result<Response<BeginRegistrationResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "BeginRegistration", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let user_id = input::user_id(&req.user_id)?.to_owned();
+            let locale = input::locale("locale", &req.locale)?.to_owned();
+            input::password("password", &req.password)?;
+            let internal = internal::BeginRegistrationRequest {
+                user_id,
+                password: req.password,
+                locale,
+                client_ip,
+            };
+            let resp: internal::BeginRegistrationResponse = self
+                .edge
+                .bus()
+                .request(subject::BEGIN_REGISTRATION, &internal)
+                .await?;
+            Ok(BeginRegistrationResponse {
+                session_id: resp.session_id,
+                methods_required: resp.methods_required,
+                allowed_kinds: resp.allowed_kinds,
+                registered: resp.registered,
+                registration_required: resp.registration_required,
+                expires_at: resp.expires_at,
+            })
+        })
+        .await
+    }
+
+    async fn add_method(
+        &self,
+        request: Request<AddMethodRequest>,
+    ) -> Result<Response<AddMethodResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "AddMethod", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::AddMethodRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                kind: input::method_kind("kind", req.kind)? as i32,
+                destination: input::destination(&req.destination)?.to_owned(),
+                client_ip,
+            };
+            let resp: internal::AddMethodResponse = self
+                .edge
+                .bus()
+                .request(subject::ADD_METHOD, &internal)
+                .await?;
+            Ok(AddMethodResponse {
+                method_id: resp.method_id,
+                expires_at: resp.expires_at,
+            })
+        })
+        .await
+    }
+
+    async fn confirm_method(
+        &self,
+        request: Request<ConfirmMethodRequest>,
+    ) -> Result<Response<ConfirmMethodResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "ConfirmMethod", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::ConfirmMethodRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+                code: input::code(&req.code)?.to_owned(),
+            };
+            let resp: internal::ConfirmMethodResponse = self
+                .edge
+                .bus()
+                .request(subject::CONFIRM_METHOD, &internal)
+                .await?;
+            Ok(ConfirmMethodResponse {
+                registration_complete: resp.registration_complete,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,135 @@
+//! `sspr.reset.v1.PasswordReset` -> `sspr.rpc.verification.*`.
+//!
+//! The verification service owns the reset flow; this only checks the shape of the input and
+//! adds the client IP to the calls that are throttled per IP (StartReset, SendCode).
+
+use sspr_bus::subjects::rpc::verification as subject;
+use sspr_proto::internal::verification::v1 as internal;
+use sspr_proto::reset::v1::password_reset_server::{PasswordReset, SERVICE_NAME};
+use sspr_proto::reset::v1::{
+    CompleteResetRequest, CompleteResetResponse, SendCodeRequest, SendCodeResponse,
+    StartResetRequest, StartResetResponse, VerifyCodeRequest, VerifyCodeResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::api::Edge;
+use crate::call::Call;
+use crate::domain::input;
+
+/// The password-reset API.
+#[derive(Clone)]
+pub struct ResetApi {
+    edge: Edge,
+}
+
+impl ResetApi {
+    pub fn new(edge: Edge) -> Self {
+        Self { edge }
+    }
+}
+
+#[tonic::async_trait]
+impl PasswordReset for ResetApi {
+    async fn start_reset(
+        &self,
+        request: Request<StartResetRequest>,
+    ) -> Result<Response<StartResetResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "StartReset", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::StartResetRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+                locale: input::locale("locale", &req.locale)?.to_owned(),
+                client_ip,
+            };
+            let resp: internal::StartResetResponse = self
+                .edge
+                .bus()
+                .request(subject::START_RESET, &internal)
+                .await?;
+            Ok(StartResetResponse {
+                session_id: resp.session_id,
+                methods: resp.methods,
+                methods_required: resp.methods_required,
+                expires_at: resp.expires_at,
+                flow_id: resp.flow_id,
+            })
+        })
+        .await
+    }
+
+    async fn send_code(
+        &self,
+        request: Request<SendCodeRequest>,
+    ) -> Result<Response<SendCodeResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "SendCode", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::SendCodeRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+                client_ip,
+            };
+            let resp: internal::SendCodeResponse = self
+                .edge
+                .bus()
+                .request(subject::SEND_CODE, &internal)
+                .await?;
+            Ok(SendCodeResponse {
+                expires_at: resp.expires_at,
+                resend_after: resp.resend_after,
+            })
+        })
+        .await
+    }
+
+    async fn verify_code(
+        &self,
+        request: Request<VerifyCodeRequest>,
+    ) -> Result<Response<VerifyCodeResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "VerifyCode", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::VerifyCodeRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+                code: input::code(&req.code)?.to_owned(),
+            };
+            let resp: internal::VerifyCodeResponse = self
+                .edge
+                .bus()
+                .request(subject::VERIFY_CODE, &internal)
+                .await?;
+            Ok(VerifyCodeResponse {
+                methods_remaining: resp.methods_remaining,
+            })
+        })
+        .await
+    }
+
+    async fn complete_reset(
+        &self,
+        request: Request<CompleteResetRequest>,
+    ) -> Result<Response<CompleteResetResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "CompleteReset", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            input::session_id(&req.session_id)?;
+            input::password("new_password", &req.new_password)?;
+            // Moved, not copied: the password is forwarded byte for byte.
+            let internal = internal::CompleteResetRequest {
+                session_id: req.session_id,
+                new_password: req.new_password,
+            };
+            let _: internal::CompleteResetResponse = self
+                .edge
+                .bus()
+                .request(subject::COMPLETE_RESET, &internal)
+                .await?;
+            Ok(CompleteResetResponse {})
+        })
+        .await
+    }
+}

@@ -1,0 +1,345 @@
+//! Shape checks for public input, applied before any NATS call.
+//!
+//! Each check returns the value to forward (sometimes trimmed, never truncated) or an
+//! [`InvalidField`] naming the field and the rule it broke. Messages describe the rule only:
+//! they never echo the value, because a rejected field may be a password, a code or a session
+//! id.
+
+use sspr_proto::common::v1::MethodKind;
+
+/// Longest user id or group id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest locale tag (BCP 47 allows 35 characters in practice).
+pub const MAX_LOCALE_CHARS: usize = 35;
+/// Longest session id, in characters of the base64url alphabet.
+pub const MAX_SESSION_ID_CHARS: usize = 128;
+/// Longest method id.
+pub const MAX_METHOD_ID_CHARS: usize = 64;
+/// Code length bounds, in digits.
+pub const MIN_CODE_DIGITS: usize = 6;
+pub const MAX_CODE_DIGITS: usize = 10;
+/// Longest destination (an email address is at most 320 characters).
+pub const MAX_DESTINATION_CHARS: usize = 320;
+/// Longest password, in bytes of UTF-8. Longer ones are refused, never cut.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 256;
+/// Most group ids in one request.
+pub const MAX_GROUPS: usize = 256;
+
+/// A field that broke an edge rule. Safe to show: it holds the field name and the rule, never
+/// the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl InvalidField {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+fn has_control(raw: &str) -> bool {
+    raw.chars().any(char::is_control)
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// An identifier such as a user id or group id: surrounding whitespace is trimmed, then it
+/// must be 1 to 128 characters without control characters.
+pub fn identifier<'a>(field: &'static str, raw: &'a str) -> Result<&'a str, InvalidField> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(InvalidField::new(field, "is required"));
+    }
+    if trimmed.chars().count() > MAX_ID_CHARS {
+        return Err(InvalidField::new(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters"),
+        ));
+    }
+    if has_control(trimmed) {
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// A user id (see [`identifier`]).
+pub fn user_id(raw: &str) -> Result<&str, InvalidField> {
+    identifier("user_id", raw)
+}
+
+/// An optional locale tag: empty, or up to 35 characters of `[A-Za-z0-9_-]`.
+pub fn locale<'a>(field: &'static str, raw: &'a str) -> Result<&'a str, InvalidField> {
+    if raw.chars().count() > MAX_LOCALE_CHARS {
+        return Err(InvalidField::new(
+            field,
+            format!("must be at most {MAX_LOCALE_CHARS} characters"),
+        ));
+    }
+    if !raw.chars().all(is_token_char) {
+        return Err(InvalidField::new(
+            field,
+            "must be a language tag such as \"en\" or \"fr-CA\"",
+        ));
+    }
+    Ok(raw)
+}
+
+/// A session id: 1 to 128 characters of the base64url alphabet (`[A-Za-z0-9_-]`).
+pub fn session_id(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "session_id";
+    if raw.is_empty() {
+        return Err(InvalidField::new(FIELD, "is required"));
+    }
+    if raw.len() > MAX_SESSION_ID_CHARS || !raw.chars().all(is_token_char) {
+        return Err(InvalidField::new(FIELD, "is not a valid session id"));
+    }
+    Ok(raw)
+}
+
+/// A method id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn method_id(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "method_id";
+    if raw.is_empty() {
+        return Err(InvalidField::new(FIELD, "is required"));
+    }
+    if raw.len() > MAX_METHOD_ID_CHARS || !raw.chars().all(is_token_char) {
+        return Err(InvalidField::new(FIELD, "is not a valid method id"));
+    }
+    Ok(raw)
+}
+
+/// A one-time code: 6 to 10 ASCII digits and nothing else.
+pub fn code(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "code";
+    if raw.is_empty() {
+        return Err(InvalidField::new(FIELD, "is required"));
+    }
+    if !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidField::new(FIELD, "must contain digits only"));
+    }
+    if !(MIN_CODE_DIGITS..=MAX_CODE_DIGITS).contains(&raw.len()) {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must be {MIN_CODE_DIGITS} to {MAX_CODE_DIGITS} digits"),
+        ));
+    }
+    Ok(raw)
+}
+
+/// A destination (email address or phone number): 1 to 320 characters, no control characters.
+/// Its format is the enrolment service's business.
+pub fn destination(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "destination";
+    if raw.is_empty() {
+        return Err(InvalidField::new(FIELD, "is required"));
+    }
+    if raw.chars().count() > MAX_DESTINATION_CHARS {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must be at most {MAX_DESTINATION_CHARS} characters"),
+        ));
+    }
+    if has_control(raw) {
+        return Err(InvalidField::new(
+            FIELD,
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw)
+}
+
+/// A password: 1 to 1024 bytes. Forwarded byte for byte: never trimmed, never truncated.
+pub fn password<'a>(field: &'static str, raw: &'a str) -> Result<&'a str, InvalidField> {
+    if raw.is_empty() {
+        return Err(InvalidField::new(field, "is required"));
+    }
+    optional_password(field, raw)
+}
+
+/// A password that may be empty (meaning "keep the current one"), otherwise as [`password`].
+pub fn optional_password<'a>(field: &'static str, raw: &'a str) -> Result<&'a str, InvalidField> {
+    if raw.len() > MAX_PASSWORD_BYTES {
+        return Err(InvalidField::new(
+            field,
+            format!("must be at most {MAX_PASSWORD_BYTES} bytes (it is never truncated)"),
+        ));
+    }
+    Ok(raw)
+}
+
+/// A method kind: a known value other than `METHOD_KIND_UNSPECIFIED`.
+pub fn method_kind(field: &'static str, raw: i32) -> Result<MethodKind, InvalidField> {
+    match MethodKind::try_from(raw) {
+        Ok(MethodKind::Unspecified) => Err(InvalidField::new(field, "is required")),
+        Ok(kind) => Ok(kind),
+        Err(_) => Err(InvalidField::new(field, "is not a known method kind")),
+    }
+}
+
+/// A display name: up to 256 characters without control characters; empty is allowed.
+pub fn display_name(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "display_name";
+    if raw.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+        ));
+    }
+    if has_control(raw) {
+        return Err(InvalidField::new(
+            FIELD,
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw)
+}
+
+/// A list of group ids: at most 256, each an [`identifier`]; returned trimmed.
+pub fn group_ids(field: &'static str, raw: &[String]) -> Result<Vec<String>, InvalidField> {
+    if raw.len() > MAX_GROUPS {
+        return Err(InvalidField::new(
+            field,
+            format!("must hold at most {MAX_GROUPS} group ids"),
+        ));
+    }
+    raw.iter()
+        .map(|g| identifier(field, g).map(str::to_owned))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_is_trimmed_and_bounded() {
+        assert_eq!(user_id("  alice "), Ok("alice"));
+        assert_eq!(user_id(&"é".repeat(128)).map(str::len), Ok(256));
+        assert_eq!(user_id("").unwrap_err().field, "user_id");
+        assert!(user_id("   ").is_err());
+        assert!(user_id(&"a".repeat(129)).is_err());
+        assert!(user_id("al\u{0}ice").is_err());
+        assert!(user_id("al\nice").is_err());
+        assert!(user_id("al\u{7f}ice").is_err());
+    }
+
+    #[test]
+    fn locale_may_be_empty_but_not_odd() {
+        assert_eq!(locale("locale", ""), Ok(""));
+        assert_eq!(locale("locale", "fr-CA"), Ok("fr-CA"));
+        assert_eq!(locale("locale", "zh_Hant_TW"), Ok("zh_Hant_TW"));
+        assert!(locale("locale", &"a".repeat(35)).is_ok());
+        assert!(locale("locale", &"a".repeat(36)).is_err());
+        assert!(locale("locale", "en US").is_err());
+        assert!(locale("locale", "en;q=1").is_err());
+        assert!(locale("locale", "ünï").is_err());
+    }
+
+    #[test]
+    fn session_id_uses_the_base64url_alphabet() {
+        assert!(session_id("AbC-_09").is_ok());
+        assert!(session_id(&"x".repeat(128)).is_ok());
+        assert!(session_id(&"x".repeat(129)).is_err());
+        assert!(session_id("").is_err());
+        assert!(session_id("abc+/").is_err());
+        assert!(session_id("abc=").is_err());
+        assert!(session_id("abc def").is_err());
+    }
+
+    #[test]
+    fn method_id_is_a_short_token() {
+        assert!(method_id("0190a5f2-7c1e-7d3a-9f00-1234567890ab").is_ok());
+        assert!(method_id(&"m".repeat(64)).is_ok());
+        assert!(method_id(&"m".repeat(65)).is_err());
+        assert!(method_id("").is_err());
+        assert!(method_id("m.1").is_err());
+    }
+
+    #[test]
+    fn code_is_six_to_ten_digits() {
+        assert!(code("123456").is_ok());
+        assert!(code("1234567890").is_ok());
+        assert!(code("12345").is_err());
+        assert!(code("12345678901").is_err());
+        assert!(code("1234 5678").is_err());
+        assert!(code("12345a78").is_err());
+        assert!(code("１２３４５６").is_err());
+        assert!(code("").is_err());
+    }
+
+    #[test]
+    fn destination_is_bounded() {
+        assert!(destination("alice@example.com").is_ok());
+        assert!(destination("+33612345678").is_ok());
+        assert!(destination(&"d".repeat(320)).is_ok());
+        assert!(destination(&"d".repeat(321)).is_err());
+        assert!(destination("").is_err());
+        assert!(destination("a@b.c\r\nBcc: x@y.z").is_err());
+    }
+
+    #[test]
+    fn password_counts_bytes_and_is_never_cut() {
+        let max = "é".repeat(512);
+        assert_eq!(max.len(), 1024);
+        assert_eq!(password("password", &max), Ok(max.as_str()));
+        let over = format!("{max}x");
+        let err = password("new_password", &over).unwrap_err();
+        assert_eq!(err.field, "new_password");
+        assert!(password("password", "").is_err());
+        assert_eq!(password("password", " spaces kept "), Ok(" spaces kept "));
+        assert_eq!(optional_password("password", ""), Ok(""));
+        assert!(optional_password("password", &over).is_err());
+    }
+
+    #[test]
+    fn method_kind_must_be_known_and_set() {
+        assert_eq!(
+            method_kind("kind", MethodKind::Email as i32),
+            Ok(MethodKind::Email)
+        );
+        assert_eq!(
+            method_kind("kind", MethodKind::Sms as i32),
+            Ok(MethodKind::Sms)
+        );
+        assert!(method_kind("kind", 0).is_err());
+        assert!(method_kind("kind", 99).is_err());
+        assert!(method_kind("kind", -1).is_err());
+    }
+
+    #[test]
+    fn admin_fields() {
+        assert!(display_name("").is_ok());
+        assert!(display_name("Alice Liddell").is_ok());
+        assert!(display_name(&"n".repeat(257)).is_err());
+        assert!(display_name("a\tb").is_err());
+        assert_eq!(
+            group_ids("group_ids", &[" staff ".into()]),
+            Ok(vec!["staff".to_owned()])
+        );
+        assert!(group_ids("group_ids", &["".into()]).is_err());
+        assert!(group_ids("group_ids", &vec!["g".to_owned(); 257]).is_err());
+    }
+
+    #[test]
+    fn messages_name_the_field_not_the_value() {
+        let err = password("new_password", &"s3cret!".repeat(200)).unwrap_err();
+        assert!(err.to_string().starts_with("new_password: "));
+        assert!(!err.to_string().contains("s3cret"));
+        let err = code("12ab56").unwrap_err();
+        assert!(!err.to_string().contains("12ab56"));
+    }
+}

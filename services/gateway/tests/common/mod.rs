@@ -1,0 +1,419 @@
+//! Test harness: a private nats-server, stand-in internal services on the real NATS subjects,
+//! and the gateway itself on 127.0.0.1:0, reached by the generated tonic clients.
+//!
+//! The stand-ins are real `sspr_bus::Router` services (same queue groups, same error headers as
+//! the real ones) that record every request body they receive and answer with canned replies,
+//! or with a refusal set by the test. Everything is torn down when [`Gateway`] is dropped.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prost::Message;
+use sspr_bus::subjects::rpc::{directory, enrolment, policy, verification};
+use sspr_bus::{Bus, BusConfig, Router, RpcError};
+use sspr_proto::admin::v1 as admin;
+use sspr_proto::admin::v1::admin_client::AdminClient;
+use sspr_proto::common::v1::{ContactMethod, MethodKind};
+use sspr_proto::internal::directory::v1 as dir;
+use sspr_proto::internal::enrolment::v1 as enr;
+use sspr_proto::internal::policy::v1 as pol;
+use sspr_proto::internal::verification::v1 as ver;
+use sspr_proto::registration::v1::registration_client::RegistrationClient;
+use sspr_proto::reset::v1::password_reset_client::PasswordResetClient;
+use sspr_runtime::Secret;
+use sspr_testkit::NatsServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Every subject a stand-in answers.
+pub const SUBJECTS: [&str; 11] = [
+    verification::START_RESET,
+    verification::SEND_CODE,
+    verification::VERIFY_CODE,
+    verification::COMPLETE_RESET,
+    enrolment::BEGIN_REGISTRATION,
+    enrolment::ADD_METHOD,
+    enrolment::CONFIRM_METHOD,
+    policy::GET_POLICY,
+    policy::SET_POLICY,
+    directory::UPSERT_USER,
+    directory::DELETE_USER,
+];
+
+pub fn ts(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+pub fn masked_email() -> ContactMethod {
+    ContactMethod {
+        method_id: "m-email-1".into(),
+        kind: MethodKind::Email as i32,
+        masked_destination: "a•••@e•••.com".into(),
+    }
+}
+
+/// What the stand-ins received, and the refusals they should answer with.
+#[derive(Default)]
+pub struct Recorder {
+    calls: Mutex<Vec<(String, Vec<u8>)>>,
+    failures: Mutex<HashMap<String, RpcError>>,
+}
+
+impl Recorder {
+    fn record(&self, subject: &str, body: Vec<u8>) {
+        self.calls.lock().unwrap().push((subject.to_owned(), body));
+    }
+
+    fn failure(&self, subject: &str) -> Option<RpcError> {
+        self.failures.lock().unwrap().get(subject).cloned()
+    }
+
+    /// Makes the stand-in on `subject` refuse every request with `error`.
+    pub fn fail(&self, subject: &str, error: RpcError) {
+        self.failures
+            .lock()
+            .unwrap()
+            .insert(subject.to_owned(), error);
+    }
+
+    /// The requests received on `subject`, decoded.
+    pub fn calls<M: Message + Default>(&self, subject: &str) -> Vec<M> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| s == subject)
+            .map(|(_, body)| M::decode(body.as_slice()).expect("recorded body decodes"))
+            .collect()
+    }
+
+    /// The only request received on `subject`.
+    pub fn single<M: Message + Default>(&self, subject: &str) -> M {
+        let mut calls = self.calls::<M>(subject);
+        assert_eq!(calls.len(), 1, "expected exactly one call on {subject}");
+        calls.remove(0)
+    }
+
+    /// How many requests the stand-ins received, on any subject.
+    pub fn total(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    fn clear(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+fn stand_in<Req, Resp>(
+    router: Router,
+    recorder: &Arc<Recorder>,
+    subject: &'static str,
+    answer: fn(Req) -> Resp,
+) -> Router
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+{
+    let recorder = Arc::clone(recorder);
+    router.route(subject, move |_ctx, req: Req| {
+        let recorder = Arc::clone(&recorder);
+        async move {
+            recorder.record(subject, req.encode_to_vec());
+            match recorder.failure(subject) {
+                Some(error) => Err(error),
+                None => Ok(answer(req)),
+            }
+        }
+    })
+}
+
+fn verification_stand_in(recorder: &Arc<Recorder>) -> Router {
+    let r = Router::new("verification", "stand-in verification service");
+    let r = stand_in(
+        r,
+        recorder,
+        verification::START_RESET,
+        |req: ver::StartResetRequest| ver::StartResetResponse {
+            session_id: format!("session-of-{}", req.user_id.len()),
+            methods: vec![masked_email()],
+            methods_required: 1,
+            expires_at: Some(ts(1_900_000_000)),
+            flow_id: "flow-0001".into(),
+        },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        verification::SEND_CODE,
+        |_: ver::SendCodeRequest| ver::SendCodeResponse {
+            expires_at: Some(ts(1_900_000_600)),
+            resend_after: Some(ts(1_900_000_060)),
+        },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        verification::VERIFY_CODE,
+        |_: ver::VerifyCodeRequest| ver::VerifyCodeResponse {
+            methods_remaining: 1,
+        },
+    );
+    stand_in(
+        r,
+        recorder,
+        verification::COMPLETE_RESET,
+        |_: ver::CompleteResetRequest| ver::CompleteResetResponse {},
+    )
+}
+
+fn enrolment_stand_in(recorder: &Arc<Recorder>) -> Router {
+    let r = Router::new("enrolment", "stand-in enrolment service");
+    let r = stand_in(
+        r,
+        recorder,
+        enrolment::BEGIN_REGISTRATION,
+        |_: enr::BeginRegistrationRequest| enr::BeginRegistrationResponse {
+            session_id: "registration-session".into(),
+            methods_required: 2,
+            allowed_kinds: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
+            registered: vec![masked_email()],
+            registration_required: true,
+            expires_at: Some(ts(1_900_000_900)),
+        },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        enrolment::ADD_METHOD,
+        |_: enr::AddMethodRequest| enr::AddMethodResponse {
+            method_id: "m-sms-2".into(),
+            expires_at: Some(ts(1_900_000_600)),
+        },
+    );
+    stand_in(
+        r,
+        recorder,
+        enrolment::CONFIRM_METHOD,
+        |_: enr::ConfirmMethodRequest| enr::ConfirmMethodResponse {
+            registration_complete: true,
+        },
+    )
+}
+
+pub fn canned_policy() -> admin::Policy {
+    admin::Policy {
+        scope: admin::Scope::Selected as i32,
+        group_ids: vec!["staff".into()],
+        methods_required: 2,
+        allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
+        version: 7,
+    }
+}
+
+fn policy_stand_in(recorder: &Arc<Recorder>) -> Router {
+    let r = Router::new("policy", "stand-in policy service");
+    let r = stand_in(
+        r,
+        recorder,
+        policy::GET_POLICY,
+        |_: pol::GetPolicyRequest| pol::GetPolicyResponse {
+            policy: Some(canned_policy()),
+        },
+    );
+    stand_in(
+        r,
+        recorder,
+        policy::SET_POLICY,
+        |req: pol::SetPolicyRequest| {
+            let mut policy = req.policy.unwrap_or_default();
+            policy.version = 8;
+            pol::SetPolicyResponse {
+                policy: Some(policy),
+            }
+        },
+    )
+}
+
+fn directory_stand_in(recorder: &Arc<Recorder>) -> Router {
+    let r = Router::new("directory", "stand-in directory service");
+    let r = stand_in(
+        r,
+        recorder,
+        directory::UPSERT_USER,
+        |req: dir::UpsertUserRequest| dir::UpsertUserResponse {
+            user: Some(dir::UserRecord {
+                user_id: req.user_id,
+                display_name: req.display_name,
+                locale: req.locale,
+                group_ids: req.group_ids,
+                is_admin: req.is_admin,
+                enabled: req.enabled.unwrap_or(true),
+                has_password: !req.password.is_empty(),
+            }),
+        },
+    );
+    stand_in(
+        r,
+        recorder,
+        directory::DELETE_USER,
+        |_: dir::DeleteUserRequest| dir::DeleteUserResponse {},
+    )
+}
+
+/// Installs the real telemetry stack once per test binary: logs, and the OpenTelemetry layer
+/// whose trace context the bus injects into NATS headers.
+pub fn init_telemetry() {
+    static TELEMETRY: OnceLock<sspr_telemetry::Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(|| sspr_telemetry::init("sspr-gateway-test").expect("telemetry"));
+}
+
+/// How to start the harness.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Start the stand-in services (false: nobody answers on the internal subjects).
+    pub stand_ins: bool,
+    pub trusted_proxy_hops: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            stand_ins: true,
+            trusted_proxy_hops: 0,
+        }
+    }
+}
+
+/// A running gateway with its NATS server and stand-ins; everything stops on drop.
+pub struct Gateway {
+    pub nats: NatsServer,
+    /// A bus connection of the test itself (also used by the stand-ins).
+    pub bus: Bus,
+    pub addr: SocketAddr,
+    pub recorder: Arc<Recorder>,
+    pub shutdown: CancellationToken,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    channel: Channel,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn connect_bus(nats: &NatsServer, name: &str) -> Bus {
+    let mut config = BusConfig::new(nats.url(), name);
+    config.request_timeout = Duration::from_secs(5);
+    Bus::connect(&config).await.expect("connect to nats")
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Gateway {
+        init_telemetry();
+        let nats = NatsServer::start().await.expect("start nats-server");
+        let bus = connect_bus(&nats, "gateway-test").await;
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+
+        if options.stand_ins {
+            for router in [
+                verification_stand_in(&recorder),
+                enrolment_stand_in(&recorder),
+                policy_stand_in(&recorder),
+                directory_stand_in(&recorder),
+            ] {
+                let bus = bus.clone();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    sspr_bus::serve(&bus, router, token.cancelled_owned())
+                        .await
+                        .expect("stand-in serves");
+                });
+            }
+            wait_for_stand_ins(&bus).await;
+            recorder.clear();
+        }
+
+        let config = sspr_gateway::Config {
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Secret::new(ADMIN_TOKEN.to_owned()),
+            trusted_proxy_hops: options.trusted_proxy_hops,
+        };
+        let gateway_bus = connect_bus(&nats, "sspr-gateway").await;
+        let (addr, serve) = sspr_gateway::bind(gateway_bus, config, shutdown.clone())
+            .await
+            .expect("bind the gateway");
+        let server = tokio::spawn(serve);
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        Gateway {
+            nats,
+            bus,
+            addr,
+            recorder,
+            shutdown,
+            server: Some(server),
+            channel,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn reset(&self) -> PasswordResetClient<Channel> {
+        PasswordResetClient::new(self.channel())
+    }
+
+    pub fn registration(&self) -> RegistrationClient<Channel> {
+        RegistrationClient::new(self.channel())
+    }
+
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel())
+    }
+}
+
+/// Waits until every stand-in subject has a responder (the endpoints subscribe asynchronously).
+async fn wait_for_stand_ins(bus: &Bus) {
+    for subject in SUBJECTS {
+        let mut tries = 0;
+        while bus
+            .client()
+            .request(subject, Default::default())
+            .await
+            .is_err()
+        {
+            tries += 1;
+            assert!(tries < 200, "stand-in on {subject} never answered");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// A request carrying the right admin token.
+pub fn as_admin<T>(message: T) -> tonic::Request<T> {
+    with_token(message, ADMIN_TOKEN)
+}

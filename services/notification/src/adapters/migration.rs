@@ -1,0 +1,111 @@
+//! Schema of the notification database: the outbox and the `deliveries` table.
+//!
+//! Migrations are append-only: never edit one that has shipped, add a new one.
+
+use sea_orm_migration::prelude::*;
+use sspr_storage::outbox::CreateOutbox;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateOutbox), Box::new(CreateDeliveries)]
+    }
+}
+
+/// One row per delivery id. `last_error` is operator-readable and never holds a code or a
+/// destination; neither does any other column.
+pub struct CreateDeliveries;
+
+impl MigrationName for CreateDeliveries {
+    fn name(&self) -> &str {
+        "m0001_create_deliveries"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Deliveries {
+    Table,
+    DeliveryId,
+    Kind,
+    Purpose,
+    Status,
+    Attempts,
+    UserId,
+    FlowId,
+    CreatedAt,
+    UpdatedAt,
+    LastError,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDeliveries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deliveries::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Deliveries::DeliveryId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Deliveries::Kind).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Deliveries::Purpose)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deliveries::Status).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Deliveries::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::UserId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::FlowId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deliveries::LastError).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_deliveries_user")
+                    .table(Deliveries::Table)
+                    .col(Deliveries::UserId)
+                    .col(Deliveries::CreatedAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Deliveries::Table).to_owned())
+            .await
+    }
+}

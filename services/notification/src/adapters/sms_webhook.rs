@@ -1,0 +1,151 @@
+//! SMS through an HTTP webhook: `POST <SSPR_SMS_WEBHOOK_URL>` with the JSON body
+//! `{"to": "+336…", "body": "…", "delivery_id": "…"}`. Any 2xx means the provider accepted it.
+//!
+//! Transient: connection failures, timeouts, 408, 429 and 5xx. Permanent: other answers (4xx,
+//! and 3xx since redirects are not followed: the body carries a code and must not wander).
+//! Reasons carry the status code only, never the provider's body nor the URL (which may hold a
+//! provider token).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use tracing::Instrument;
+
+use crate::config::SmsWebhookUrl;
+use crate::domain::retry::SendFailure;
+use crate::ports::{OutgoingSms, SmsSender};
+
+/// Longest wait for the provider's answer (shorter than the queue's ack wait).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct WebhookSms {
+    client: reqwest::Client,
+    url: SmsWebhookUrl,
+}
+
+impl WebhookSms {
+    pub fn new(url: SmsWebhookUrl) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, url })
+    }
+
+    /// host:port of the webhook, for spans and reasons (no path, no query).
+    fn server(&self) -> String {
+        let url = self.url.url();
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(80)
+        )
+    }
+}
+
+#[async_trait]
+impl SmsSender for WebhookSms {
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure> {
+        let url = self.url.url();
+        let span = tracing::info_span!(
+            "sms.webhook",
+            otel.name = "POST sms webhook",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            server.address = %url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default().unwrap_or(80),
+            http.response.status_code = tracing::field::Empty,
+            delivery_id = %sms.delivery_id,
+        );
+        let body = serde_json::json!({
+            "to": sms.to.expose(),
+            "body": sms.body,
+            "delivery_id": sms.delivery_id.as_str(),
+        });
+        async {
+            let result = self.client.post(url.clone()).json(&body).send().await;
+            let span = tracing::Span::current();
+            let failure = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                    classify_status(&self.server(), status)
+                }
+                Err(e) if e.is_timeout() => {
+                    SendFailure::transient(format!("the SMS webhook {} timed out", self.server()))
+                }
+                Err(e) if e.is_connect() => SendFailure::transient(format!(
+                    "cannot connect to the SMS webhook {}",
+                    self.server()
+                )),
+                Err(_) => SendFailure::transient(format!(
+                    "the request to the SMS webhook {} failed",
+                    self.server()
+                )),
+            };
+            span.record("otel.status_code", "ERROR");
+            Err(failure)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn classify_status(server: &str, status: StatusCode) -> SendFailure {
+    let code = status.as_u16();
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        SendFailure::transient(format!(
+            "the SMS webhook {server} answered HTTP {code} (will retry)"
+        ))
+    } else {
+        SendFailure::permanent(format!(
+            "the SMS webhook {server} refused the message with HTTP {code}"
+        ))
+    }
+}
+
+/// Used when no webhook is configured: every SMS fails permanently with a reason that tells the
+/// operator what to set.
+pub struct NoSmsProvider;
+
+#[async_trait]
+impl SmsSender for NoSmsProvider {
+    async fn send(&self, _sms: &OutgoingSms) -> Result<(), SendFailure> {
+        Err(SendFailure::permanent(
+            "no SMS provider is configured: set SSPR_SMS_WEBHOOK_URL to send SMS codes",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::retry::FailureKind;
+
+    #[test]
+    fn http_statuses_are_sorted() {
+        let kind = |c: u16| {
+            classify_status(
+                "h:1",
+                StatusCode::from_u16(c).unwrap_or(StatusCode::IM_A_TEAPOT),
+            )
+            .kind
+        };
+        assert_eq!(kind(500), FailureKind::Transient);
+        assert_eq!(kind(503), FailureKind::Transient);
+        assert_eq!(kind(429), FailureKind::Transient);
+        assert_eq!(kind(408), FailureKind::Transient);
+        assert_eq!(kind(400), FailureKind::Permanent);
+        assert_eq!(kind(404), FailureKind::Permanent);
+        assert_eq!(kind(302), FailureKind::Permanent);
+    }
+}

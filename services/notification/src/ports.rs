@@ -1,0 +1,121 @@
+//! What the delivery worker and the handlers need from the outside world: something that sends
+//! mail, something that sends SMS, and a store of delivery records.
+//!
+//! Implementations live in `adapters`. Every error they return is safe to store and log: it
+//! never contains a code or a destination.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sspr_proto::events::v1::CodeDelivered;
+
+use crate::domain::delivery::{
+    Channel, DeliveryHeader, DeliveryId, DeliveryStatus, EmailAddress, PhoneNumber, Purpose,
+};
+use crate::domain::retry::SendFailure;
+use crate::domain::templates::EmailContent;
+
+/// An email ready to go.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub delivery_id: DeliveryId,
+    pub to: EmailAddress,
+    pub content: EmailContent,
+}
+
+/// An SMS ready to go.
+#[derive(Debug, Clone)]
+pub struct OutgoingSms {
+    pub delivery_id: DeliveryId,
+    pub to: PhoneNumber,
+    pub body: String,
+}
+
+/// Hands mail to a mail server (or, under `sspr dev` only, to files).
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Returns once the server accepted the message for delivery.
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), SendFailure>;
+}
+
+/// Hands an SMS to a provider.
+#[async_trait]
+pub trait SmsSender: Send + Sync {
+    /// Returns once the provider accepted the message.
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure>;
+}
+
+/// A delivery record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub user_id: String,
+    pub flow_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Operator-readable reason of the last failure.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("delivery database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    #[error("delivery record {0} holds an unknown {1}")]
+    Corrupt(String, &'static str),
+}
+
+/// Delivery records. Each `record_*` creates the record when it does not exist yet, so a
+/// delivery is recorded whatever step it reaches first.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    async fn get(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// Marks an attempt as started: status SENDING, attempts + 1. Returns the updated record.
+    async fn start_attempt(
+        &self,
+        header: &DeliveryHeader,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRecord, StoreError>;
+
+    /// The code expired before it could be sent.
+    async fn record_expired(
+        &self,
+        header: &DeliveryHeader,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// An attempt failed and will be retried: status QUEUED with the reason.
+    async fn record_retry(
+        &self,
+        header: &DeliveryHeader,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Given up: status FAILED with the reason.
+    async fn record_failed(
+        &self,
+        header: &DeliveryHeader,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The provider accepted the message: status SENT and the `code.delivered` event, in one
+    /// transaction (outbox).
+    async fn record_sent(
+        &self,
+        header: &DeliveryHeader,
+        event: &CodeDelivered,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+pub type SharedMailer = Arc<dyn Mailer>;
+pub type SharedSmsSender = Arc<dyn SmsSender>;
+pub type SharedStore = Arc<dyn DeliveryStore>;

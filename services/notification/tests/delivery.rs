@@ -1,0 +1,470 @@
+//! The notification service end to end against real components: a private nats-server, a real
+//! SMTP sink, an HTTP sink as SMS provider, and a SQLite database. Deliveries are sealed and
+//! published as verification does.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, Setup, contains_bytes, delivery, delivery_issued_at, traceparent};
+use sspr_bus::{BusError, ErrorCode};
+use sspr_proto::common::v1::MethodKind;
+use sspr_proto::events::v1::CodePurpose;
+use sspr_proto::internal::notification::v1::DeliveryStatus;
+
+const WAIT: Duration = common::WAIT;
+
+#[tokio::test]
+async fn email_code_is_mailed_recorded_and_announced() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "alice@example.com",
+        "48213579",
+        CodePurpose::Reset,
+        "en-GB",
+    );
+    let (tp, trace_id) = traceparent();
+    h.publish(&d, &tp).await?;
+
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["alice@example.com"], WAIT)
+        .await?;
+    assert_eq!(mail.subject().as_deref(), Some("Your password reset code"));
+    let text = mail.text_body().unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.trim() == "48213579"),
+        "code not on its own line:\n{text}"
+    );
+    assert!(text.contains("valid for 10 minutes"), "{text}");
+    let html = mail.html_body().unwrap_or_default();
+    assert!(html.contains("48213579"), "{html}");
+    assert!(
+        mail.header("Content-Type")
+            .unwrap_or_default()
+            .contains("multipart/alternative")
+    );
+    assert_eq!(mail.from, "no-reply@sspr.localhost");
+
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.attempts, 1);
+    assert_eq!(record.kind, MethodKind::Email as i32);
+    assert_eq!(record.last_error, "");
+
+    let (event, raw, headers) = h.wait_code_delivered(&d.delivery_id).await?;
+    let meta = event.meta.clone().unwrap_or_default();
+    assert_eq!(meta.user_id, "alice");
+    assert_eq!(meta.flow_id, d.flow_id);
+    assert_eq!(meta.source, "notification");
+    assert_eq!(event.kind, MethodKind::Email as i32);
+    assert_eq!(event.attempts, 1);
+    let latency = event.latency.unwrap_or_default();
+    assert!(
+        latency.seconds >= 2 && latency.seconds < 60,
+        "latency {latency:?}"
+    );
+    assert!(!contains_bytes(&raw, b"48213579"), "code in the event");
+    assert!(
+        !contains_bytes(&raw, b"alice@example.com"),
+        "destination in the event"
+    );
+    // The event belongs to the trace of the call that issued the code.
+    let event_tp = headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned());
+    assert!(
+        event_tp.as_deref().is_some_and(|t| t.contains(&trace_id)),
+        "event traceparent {event_tp:?} is not in trace {trace_id}"
+    );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn mails_follow_purpose_and_locale_with_english_fallback() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let fr = delivery(
+        MethodKind::Email,
+        "fr@example.com",
+        "11112222",
+        CodePurpose::Registration,
+        "fr-FR",
+    );
+    let de = delivery(
+        MethodKind::Email,
+        "de@example.com",
+        "33334444",
+        CodePurpose::Registration,
+        "de",
+    );
+    let fr_reset = delivery(
+        MethodKind::Email,
+        "frr@example.com",
+        "55556666",
+        CodePurpose::Reset,
+        "fr",
+    );
+    for d in [&fr, &de, &fr_reset] {
+        h.publish(d, &traceparent().0).await?;
+    }
+
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["fr@example.com"], WAIT)
+        .await?;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Confirmez votre adresse e-mail")
+    );
+    let text = mail.text_body().unwrap_or_default();
+    assert!(text.lines().any(|l| l.trim() == "11112222"), "{text}");
+    assert!(text.contains("valable 10 minutes"), "{text}");
+
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["de@example.com"], WAIT)
+        .await?;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Confirm your email address")
+    );
+    assert!(
+        mail.text_body()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == "33334444")
+    );
+
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["frr@example.com"], WAIT)
+        .await?;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Votre code de réinitialisation du mot de passe")
+    );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn sms_code_goes_to_the_webhook() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let d = delivery(
+        MethodKind::Sms,
+        "+33612345678",
+        "90817263",
+        CodePurpose::Reset,
+        "fr",
+    );
+    h.publish(&d, &traceparent().0).await?;
+
+    let request = h.http.wait_for(|_| true, WAIT).await?;
+    assert_eq!(request.method, "POST");
+    assert!(
+        request
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
+    let body = request.json()?;
+    assert_eq!(body["to"], "+33612345678");
+    assert_eq!(body["delivery_id"], d.delivery_id.as_str());
+    let text = body["body"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("90817263") && text.contains("valable 10 min"),
+        "{text}"
+    );
+
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.kind, MethodKind::Sms as i32);
+    let (event, raw, _) = h.wait_code_delivered(&d.delivery_id).await?;
+    assert_eq!(event.kind, MethodKind::Sms as i32);
+    assert!(!contains_bytes(&raw, b"90817263") && !contains_bytes(&raw, b"+33612345678"));
+    assert!(h.smtp.messages().is_empty(), "an SMS delivery sent mail");
+    h.stop().await
+}
+
+#[tokio::test]
+async fn sms_webhook_server_errors_are_retried() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    h.http.respond_next(1, 503, "{}")?;
+    let d = delivery(
+        MethodKind::Sms,
+        "+447700900123",
+        "24682468",
+        CodePurpose::Registration,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.attempts, 2);
+    assert!(
+        record.last_error.contains("HTTP 503"),
+        "{}",
+        record.last_error
+    );
+    assert_eq!(h.http.requests().len(), 2);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn sms_without_a_webhook_fails_with_a_clear_reason() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::NoSms).await?;
+    let d = delivery(
+        MethodKind::Sms,
+        "+33612345678",
+        "13572468",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    assert_eq!(record.attempts, 1);
+    assert!(
+        record.last_error.contains("SSPR_SMS_WEBHOOK_URL"),
+        "{}",
+        record.last_error
+    );
+    assert!(!record.last_error.contains("+33612345678") && !record.last_error.contains("13572468"));
+    h.wait_queue_drained().await?;
+    assert!(h.http.requests().is_empty());
+    h.stop().await
+}
+
+#[tokio::test]
+async fn an_expired_code_is_never_sent() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let issued = chrono::Utc::now() - chrono::Duration::minutes(11);
+    let d = delivery_issued_at(
+        MethodKind::Email,
+        "late@example.com",
+        "99990000",
+        CodePurpose::Reset,
+        "en",
+        issued,
+    );
+    h.publish(&d, &traceparent().0).await?;
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Expired)
+        .await?;
+    assert_eq!(record.attempts, 0);
+    h.wait_queue_drained().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.smtp.messages().is_empty(), "an expired code was mailed");
+    assert_eq!(h.code_delivered_count().await?, 0);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_temporary_smtp_refusal_is_retried_then_delivered() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    h.smtp.reject_next(1, 451);
+    let d = delivery(
+        MethodKind::Email,
+        "retry@example.com",
+        "31415926",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["retry@example.com"], WAIT)
+        .await?;
+    assert!(mail.text_body().unwrap_or_default().contains("31415926"));
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.attempts, 2);
+    assert!(record.last_error.contains("451"), "{}", record.last_error);
+    let (event, _, _) = h.wait_code_delivered(&d.delivery_id).await?;
+    assert_eq!(event.attempts, 2);
+    assert_eq!(h.smtp.messages().len(), 1);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_refusal_fails_without_retry() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    h.smtp.reject_next(1, 550);
+    let d = delivery(
+        MethodKind::Email,
+        "nobody@example.com",
+        "27182818",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    assert_eq!(record.attempts, 1);
+    assert!(record.last_error.contains("550"), "{}", record.last_error);
+    assert!(!record.last_error.contains("nobody@example.com"));
+    h.wait_queue_drained().await?;
+    // The sink would accept a retry now: none comes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.smtp.messages().is_empty(),
+        "a permanently refused mail was retried"
+    );
+    assert_eq!(h.get_delivery(&d.delivery_id).await?.attempts, 1);
+    assert_eq!(h.code_delivered_count().await?, 0);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_delivery_sealed_with_another_key_is_not_sent() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let bad = delivery(
+        MethodKind::Email,
+        "mallory@example.com",
+        "66666666",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish_sealed_with(&sspr_testkit::random_code_key(), &bad, &traceparent().0)
+        .await?;
+    let good = delivery(
+        MethodKind::Email,
+        "bob@example.com",
+        "12121212",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&good, &traceparent().0).await?;
+
+    h.wait_status(&good.delivery_id, DeliveryStatus::Sent)
+        .await?;
+    h.wait_queue_drained().await?;
+    let mails = h.smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        h.delivery_stream_len().await?,
+        0,
+        "the undecryptable delivery stays in the work queue"
+    );
+    assert_eq!(mails[0].to, ["bob@example.com"]);
+    match h.get_delivery(&bad.delivery_id).await {
+        Err(BusError::Rpc(e)) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_redelivered_delivery_is_not_sent_twice() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "once@example.com",
+        "10203040",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    // The same sealed delivery again under another message id, as after a lost ack.
+    let key = h.key;
+    h.publish_raw(
+        &key,
+        &d,
+        &traceparent().0,
+        &format!("{}-again", d.delivery_id),
+    )
+    .await?;
+    h.wait_queue_drained().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.smtp.messages().len(), 1);
+    assert_eq!(h.get_delivery(&d.delivery_id).await?.attempts, 1);
+    assert_eq!(h.code_delivered_count().await?, 1);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn files_transport_writes_an_eml_with_the_code() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Files).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "dev@example.com",
+        "56565656",
+        CodePurpose::Registration,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    let path = h
+        .mail_dir
+        .path()
+        .join("mail")
+        .join(format!("{}.eml", d.delivery_id));
+    let eml = std::fs::read_to_string(&path)?;
+    assert!(eml.contains("To: dev@example.com"), "{eml}");
+    assert!(eml.contains("Subject: Confirm your email address"), "{eml}");
+    assert!(eml.contains("\r\n56565656\r\n"), "{eml}");
+    assert!(h.smtp.messages().is_empty());
+    h.wait_code_delivered(&d.delivery_id).await?;
+    h.stop().await
+}
+
+#[tokio::test]
+async fn get_delivery_refuses_unknown_and_malformed_ids() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    match h.get_delivery("0190aaaa-0000-7000-8000-000000000000").await {
+        Err(BusError::Rpc(e)) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+    for bad in ["", "../x", &"a".repeat(200)] {
+        match h.get_delivery(bad).await {
+            Err(BusError::Rpc(e)) => assert_eq!(e.code, ErrorCode::InvalidArgument, "{bad:?}"),
+            other => panic!("expected INVALID_ARGUMENT for {bad:?}, got {other:?}"),
+        }
+    }
+    h.stop().await
+}
+
+/// The same record keeping on PostgreSQL (runs when `SSPR_TEST_POSTGRES_URL` is set).
+#[tokio::test]
+async fn postgres_keeps_the_same_records() -> anyhow::Result<()> {
+    let Some(db) = sspr_testkit::TestDb::postgres().await? else {
+        return Ok(());
+    };
+    let mut h = Harness::start_on(Setup::Standard, db).await?;
+    h.smtp.reject_next(1, 451);
+    let retried = delivery(
+        MethodKind::Email,
+        "pg@example.com",
+        "80808080",
+        CodePurpose::Reset,
+        "fr",
+    );
+    let issued = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let expired = delivery_issued_at(
+        MethodKind::Email,
+        "old@example.com",
+        "81818181",
+        CodePurpose::Reset,
+        "en",
+        issued,
+    );
+    h.publish(&retried, &traceparent().0).await?;
+    h.publish(&expired, &traceparent().0).await?;
+
+    let record = h
+        .wait_status(&retried.delivery_id, DeliveryStatus::Sent)
+        .await?;
+    assert_eq!(record.attempts, 2);
+    assert!(record.last_error.contains("451"));
+    let (event, _, _) = h.wait_code_delivered(&retried.delivery_id).await?;
+    assert_eq!(event.attempts, 2);
+    h.wait_status(&expired.delivery_id, DeliveryStatus::Expired)
+        .await?;
+    h.wait_queue_drained().await?;
+    assert_eq!(h.smtp.messages().len(), 1);
+    h.stop().await
+}

@@ -1,0 +1,71 @@
+//! Migrations of the policy database, applied in order at start. Never edit a released
+//! migration: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(sspr_storage::outbox::CreateOutbox),
+            Box::new(CreatePolicy),
+        ]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Policy {
+    Table,
+    Id,
+    Scope,
+    GroupIds,
+    MethodsRequired,
+    AllowedMethods,
+    Version,
+    UpdatedAt,
+}
+
+struct CreatePolicy;
+
+impl MigrationName for CreatePolicy {
+    fn name(&self) -> &str {
+        "m0001_create_policy"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePolicy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policy::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Policy::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Policy::Scope).string_len(16).not_null())
+                    .col(ColumnDef::new(Policy::GroupIds).text().not_null())
+                    .col(ColumnDef::new(Policy::MethodsRequired).integer().not_null())
+                    .col(ColumnDef::new(Policy::AllowedMethods).text().not_null())
+                    .col(ColumnDef::new(Policy::Version).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Policy::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Policy::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,116 @@
+//! [`PolicyStore`] on the service's own database (SQLite or PostgreSQL through sea-orm).
+//!
+//! `replace` first makes sure the single row exists (`INSERT .. ON CONFLICT DO NOTHING`) and
+//! then bumps its version with one `UPDATE .. SET version = version + 1`: the row lock (or
+//! SQLite's write lock, taken by the first statement) serialises concurrent writers, so no two
+//! policies ever share a version, and the outbox row commits with the policy.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+};
+use sspr_storage::outbox::{self, OutboxSignal};
+
+use crate::adapters::entity::{self, Column, Entity, POLICY_ROW_ID};
+use crate::domain::policy::{MethodKind, Policy, PolicyDraft, PolicyRules, Scope};
+use crate::error::Error;
+use crate::ports::{Announce, PolicyStore};
+
+pub struct SqlPolicyStore {
+    db: DatabaseConnection,
+    signal: OutboxSignal,
+}
+
+impl SqlPolicyStore {
+    /// `signal` wakes the outbox relay after each committed change.
+    pub fn new(db: DatabaseConnection, signal: OutboxSignal) -> Self {
+        Self { db, signal }
+    }
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn from_row(row: entity::Model) -> Result<Policy, Error> {
+    let corrupt = |what: &str| Error::CorruptPolicy(what.to_owned());
+    let draft = PolicyDraft {
+        scope: Some(Scope::from_name(&row.scope).ok_or_else(|| corrupt("unknown scope"))?),
+        group_ids: split(&row.group_ids),
+        methods_required: u32::try_from(row.methods_required)
+            .map_err(|_| corrupt("negative methods_required"))?,
+        allowed_methods: split(&row.allowed_methods)
+            .iter()
+            .map(|m| MethodKind::from_name(m))
+            .collect(),
+    };
+    let rules = PolicyRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
+    let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
+    Ok(Policy { rules, version })
+}
+
+#[async_trait::async_trait]
+impl PolicyStore for SqlPolicyStore {
+    async fn current(&self) -> Result<Policy, Error> {
+        match Entity::find_by_id(POLICY_ROW_ID).one(&self.db).await? {
+            Some(row) => from_row(row),
+            None => Ok(Policy::default()),
+        }
+    }
+
+    async fn replace(
+        &self,
+        rules: PolicyRules,
+        now: DateTime<Utc>,
+        announce: Announce,
+    ) -> Result<Policy, Error> {
+        let groups = join(rules.group_ids().iter().map(|g| g.as_str()));
+        let methods = join(rules.allowed_methods().iter().map(|m| m.as_str()));
+        let required = i32::try_from(rules.methods_required())
+            .map_err(|_| Error::CorruptPolicy("methods_required out of range".to_owned()))?;
+
+        let txn = self.db.begin().await?;
+        let default = PolicyRules::default();
+        Entity::insert(entity::ActiveModel {
+            id: Set(POLICY_ROW_ID),
+            scope: Set(default.scope().as_str().to_owned()),
+            group_ids: Set(String::new()),
+            methods_required: Set(1),
+            allowed_methods: Set(join(default.allowed_methods().iter().map(|m| m.as_str()))),
+            version: Set(0),
+            updated_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&txn)
+        .await?;
+        Entity::update_many()
+            .col_expr(Column::Scope, Expr::value(rules.scope().as_str()))
+            .col_expr(Column::GroupIds, Expr::value(groups))
+            .col_expr(Column::MethodsRequired, Expr::value(required))
+            .col_expr(Column::AllowedMethods, Expr::value(methods))
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::Id.eq(POLICY_ROW_ID))
+            .exec(&txn)
+            .await?;
+        let row = Entity::find_by_id(POLICY_ROW_ID)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| {
+                Error::CorruptPolicy("the policy row vanished while it was written".to_owned())
+            })?;
+        let policy = from_row(row)?;
+        outbox::enqueue(&txn, announce(&policy), now).await?;
+        txn.commit().await?;
+        self.signal.notify();
+        Ok(policy)
+    }
+}

@@ -1,0 +1,266 @@
+//! NATS endpoints of the policy service: decode the request, convert it to domain types at
+//! this edge, apply the rules, store, reply.
+//!
+//! Never logged or traced: the candidate password of `check_password`. Span fields carry only
+//! the user id.
+
+use std::sync::Arc;
+
+use sspr_bus::subjects::{events, rpc::policy as subjects};
+use sspr_bus::{RequestContext, Router, RpcError};
+use sspr_clock::SharedClock;
+use sspr_proto::admin::v1 as admin;
+use sspr_proto::common::v1 as common;
+use sspr_proto::events::v1::{EventMeta, PolicyChanged};
+use sspr_proto::internal::policy::v1::{
+    CheckPasswordRequest, CheckPasswordResponse, EvaluateRequest, EvaluateResponse,
+    GetPolicyRequest, GetPolicyResponse, PasswordViolation, SetPolicyRequest, SetPolicyResponse,
+};
+use sspr_storage::outbox::OutboxMessage;
+
+use crate::SERVICE;
+use crate::domain::password;
+use crate::domain::policy::{MethodKind, Policy, PolicyDraft, PolicyRules, Scope, Subject};
+use crate::ports::PolicyStore;
+
+/// The state every endpoint shares; cheap to clone.
+#[derive(Clone)]
+pub struct PolicyHandlers {
+    store: Arc<dyn PolicyStore>,
+    clock: SharedClock,
+}
+
+impl PolicyHandlers {
+    pub fn new(store: Arc<dyn PolicyStore>, clock: SharedClock) -> Self {
+        Self { store, clock }
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn get_policy(&self, _req: GetPolicyRequest) -> Result<GetPolicyResponse, RpcError> {
+        let policy = self.store.current().await?;
+        Ok(GetPolicyResponse {
+            policy: Some(policy_to_proto(&policy)),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn set_policy(&self, req: SetPolicyRequest) -> Result<SetPolicyResponse, RpcError> {
+        let submitted = req
+            .policy
+            .ok_or_else(|| RpcError::invalid_argument("policy is required"))?;
+        let rules = PolicyRules::parse(draft_from_proto(&submitted))
+            .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
+        let now = self.clock.now();
+        let policy = self
+            .store
+            .replace(
+                rules,
+                now,
+                Box::new(move |stored: &Policy| {
+                    let event_id = uuid::Uuid::now_v7().to_string();
+                    let event = PolicyChanged {
+                        meta: Some(EventMeta {
+                            event_id: event_id.clone(),
+                            occurred_at: Some(sspr_proto::time::timestamp(now)),
+                            user_id: String::new(),
+                            flow_id: String::new(),
+                            source: SERVICE.to_owned(),
+                        }),
+                        policy: Some(policy_to_proto(stored)),
+                    };
+                    OutboxMessage::new(events::POLICY_CHANGED, event_id, &event)
+                }),
+            )
+            .await?;
+        tracing::info!(
+            version = policy.version,
+            scope = policy.rules.scope().as_str(),
+            methods_required = policy.rules.methods_required(),
+            "policy changed"
+        );
+        Ok(SetPolicyResponse {
+            policy: Some(policy_to_proto(&policy)),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn evaluate(&self, req: EvaluateRequest) -> Result<EvaluateResponse, RpcError> {
+        let policy = self.store.current().await?;
+        let evaluation = policy.rules.evaluate(&Subject {
+            group_ids: &req.group_ids,
+            is_admin: req.is_admin,
+            enabled: req.enabled,
+        });
+        tracing::debug!(
+            eligible = evaluation.eligible,
+            methods_required = evaluation.methods_required,
+            policy_version = policy.version,
+            "evaluated"
+        );
+        Ok(EvaluateResponse {
+            eligible: evaluation.eligible,
+            methods_required: evaluation.methods_required,
+            allowed_methods: evaluation
+                .allowed_methods
+                .iter()
+                .map(|m| kind_to_proto(*m))
+                .collect(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn check_password(
+        &self,
+        req: CheckPasswordRequest,
+    ) -> Result<CheckPasswordResponse, RpcError> {
+        let violations = password::check(&req.password, &req.user_id);
+        tracing::debug!(
+            accepted = violations.is_empty(),
+            violations = violations.len(),
+            "password checked"
+        );
+        Ok(CheckPasswordResponse {
+            accepted: violations.is_empty(),
+            violations: violations
+                .into_iter()
+                .map(|v| PasswordViolation {
+                    rule: v.rule.as_str().to_owned(),
+                    message: v.message,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The service's NATS endpoints.
+pub fn router(handlers: PolicyHandlers) -> Router {
+    let get = handlers.clone();
+    let set = handlers.clone();
+    let eval = handlers.clone();
+    let check = handlers;
+    Router::new(
+        SERVICE,
+        "sspr policy: SSPR policy, eligibility and password rules",
+    )
+    .route(subjects::GET_POLICY, move |_: RequestContext, req| {
+        let h = get.clone();
+        async move { h.get_policy(req).await }
+    })
+    .route(subjects::SET_POLICY, move |_: RequestContext, req| {
+        let h = set.clone();
+        async move { h.set_policy(req).await }
+    })
+    .route(subjects::EVALUATE, move |_: RequestContext, req| {
+        let h = eval.clone();
+        async move { h.evaluate(req).await }
+    })
+    .route(subjects::CHECK_PASSWORD, move |_: RequestContext, req| {
+        let h = check.clone();
+        async move { h.check_password(req).await }
+    })
+}
+
+fn scope_from_proto(raw: i32) -> Option<Scope> {
+    match admin::Scope::try_from(raw).ok()? {
+        admin::Scope::Unspecified => None,
+        admin::Scope::None => Some(Scope::None),
+        admin::Scope::Selected => Some(Scope::Selected),
+        admin::Scope::All => Some(Scope::All),
+    }
+}
+
+fn scope_to_proto(scope: Scope) -> admin::Scope {
+    match scope {
+        Scope::None => admin::Scope::None,
+        Scope::Selected => admin::Scope::Selected,
+        Scope::All => admin::Scope::All,
+    }
+}
+
+fn kind_from_proto(raw: i32) -> Option<MethodKind> {
+    match common::MethodKind::try_from(raw).ok()? {
+        common::MethodKind::Unspecified => None,
+        common::MethodKind::Email => Some(MethodKind::Email),
+        common::MethodKind::Sms => Some(MethodKind::Sms),
+    }
+}
+
+fn kind_to_proto(kind: MethodKind) -> i32 {
+    match kind {
+        MethodKind::Email => common::MethodKind::Email as i32,
+        MethodKind::Sms => common::MethodKind::Sms as i32,
+    }
+}
+
+/// The submitted policy as a draft; `version` is ignored (the store assigns it).
+fn draft_from_proto(p: &admin::Policy) -> PolicyDraft {
+    PolicyDraft {
+        scope: scope_from_proto(p.scope),
+        group_ids: p.group_ids.clone(),
+        methods_required: p.methods_required,
+        allowed_methods: p
+            .allowed_methods
+            .iter()
+            .map(|m| kind_from_proto(*m))
+            .collect(),
+    }
+}
+
+fn policy_to_proto(p: &Policy) -> admin::Policy {
+    admin::Policy {
+        scope: scope_to_proto(p.rules.scope()) as i32,
+        group_ids: p
+            .rules
+            .group_ids()
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+        methods_required: p.rules.methods_required(),
+        allowed_methods: p
+            .rules
+            .allowed_methods()
+            .iter()
+            .map(|m| kind_to_proto(*m))
+            .collect(),
+        version: p.version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_unspecified_enum_values_become_none() {
+        assert_eq!(scope_from_proto(0), None);
+        assert_eq!(scope_from_proto(99), None);
+        assert_eq!(
+            scope_from_proto(admin::Scope::Selected as i32),
+            Some(Scope::Selected)
+        );
+        assert_eq!(kind_from_proto(0), None);
+        assert_eq!(kind_from_proto(-1), None);
+        assert_eq!(
+            kind_from_proto(common::MethodKind::Sms as i32),
+            Some(MethodKind::Sms)
+        );
+    }
+
+    #[test]
+    fn policy_round_trips_through_proto() {
+        let rules = PolicyRules::parse(PolicyDraft {
+            scope: Some(Scope::Selected),
+            group_ids: vec!["staff".into()],
+            methods_required: 2,
+            allowed_methods: vec![Some(MethodKind::Sms), Some(MethodKind::Email)],
+        })
+        .expect("valid");
+        let policy = Policy {
+            rules: rules.clone(),
+            version: 7,
+        };
+        let wire = policy_to_proto(&policy);
+        assert_eq!(wire.version, 7);
+        assert_eq!(PolicyRules::parse(draft_from_proto(&wire)), Ok(rules));
+    }
+}

@@ -1,0 +1,68 @@
+//! sea-orm entities of the verification tables (see [`super::migration`] for the schema).
+//!
+//! Nothing here holds a secret in clear: sessions are keyed by the SHA-256 of their token and
+//! codes are stored as keyed hashes.
+
+/// `reset_sessions`: one row per reset flow.
+pub mod reset_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reset_sessions")]
+    pub struct Model {
+        /// SHA-256 (hex) of the session token.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        #[sea_orm(unique)]
+        pub flow_id: String,
+        pub user_id: String,
+        pub locale: String,
+        pub decoy: bool,
+        /// JSON: `[{"method_id", "kind", "masked"}]`.
+        pub methods: String,
+        pub methods_required: i32,
+        /// JSON: `["method id", ...]`.
+        pub verified_method_ids: String,
+        /// `active` or `completed`.
+        pub status: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `codes`: every code issued, for reset and for registration.
+pub mod code {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "codes")]
+    pub struct Model {
+        /// UUID v7.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// `reset` or `registration`.
+        pub purpose: String,
+        pub user_id: String,
+        pub method_id: String,
+        pub flow_id: String,
+        /// HMAC-SHA256 (hex) of the code and its binding.
+        pub code_hash: String,
+        pub attempts_left: i32,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub used_at: Option<DateTimeUtc>,
+        pub voided: bool,
+        /// The delivery that carries the code; for a decoy, an id that was never published.
+        pub delivery_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

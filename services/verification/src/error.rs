@@ -1,0 +1,147 @@
+//! The crate's error type and its mapping to the status a caller sees.
+//!
+//! Messages of the user-facing variants are fixed strings that never contain a code, session
+//! id, destination or password. Infrastructure failures are logged here (without secrets) and
+//! reach the caller only as `INTERNAL`; refusals from other services pass through unchanged.
+
+use sspr_bus::sealed::SealError;
+use sspr_bus::{BusError, RpcError};
+
+use crate::adapters::store::StoreError;
+use crate::domain::{InputError, Rejection, SessionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field broke its rule.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Unknown, malformed, expired or completed session token: the caller cannot tell which.
+    #[error("unknown or expired session")]
+    UnknownSession,
+    #[error("unknown method")]
+    UnknownMethod,
+    #[error("wait before requesting another code")]
+    TooSoon,
+    #[error("{}", .0.message())]
+    Rejected(Rejection),
+    #[error("verify {0} more method(s) first")]
+    NotVerified(u32),
+    /// Another service refused or could not be reached.
+    #[error(transparent)]
+    Peer(#[from] BusError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("sealing a delivery failed: {0}")]
+    Seal(#[from] SealError),
+    /// Something that should not happen (inconsistent data from a peer, lost races in a loop).
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unusable => Error::UnknownSession,
+            SessionError::UnknownMethod => Error::UnknownMethod,
+            SessionError::NotVerified { remaining } => Error::NotVerified(remaining),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooSoon => Error::TooSoon,
+            other => Error::Store(other),
+        }
+    }
+}
+
+impl From<Error> for RpcError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Input(e) => RpcError::invalid_argument(e.to_string()),
+            Error::UnknownSession => RpcError::unauthenticated(Error::UnknownSession.to_string()),
+            Error::UnknownMethod => RpcError::invalid_argument(Error::UnknownMethod.to_string()),
+            Error::TooSoon => RpcError::resource_exhausted(Error::TooSoon.to_string()),
+            Error::Rejected(r @ Rejection::Wrong { .. }) => RpcError::invalid_argument(r.message()),
+            Error::Rejected(r) => RpcError::failed_precondition(r.message()),
+            e @ Error::NotVerified(_) => RpcError::failed_precondition(e.to_string()),
+            Error::Peer(e) => e.into_rpc(),
+            e @ (Error::Store(_) | Error::Seal(_) | Error::Internal(_)) => {
+                tracing::error!(error = %e, "verification failed internally");
+                RpcError::internal()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sspr_bus::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn statuses_and_messages() {
+        let cases: Vec<(Error, ErrorCode, &str)> = vec![
+            (
+                Error::UnknownSession,
+                ErrorCode::Unauthenticated,
+                "unknown or expired session",
+            ),
+            (
+                Error::UnknownMethod,
+                ErrorCode::InvalidArgument,
+                "unknown method",
+            ),
+            (
+                Error::TooSoon,
+                ErrorCode::ResourceExhausted,
+                "wait before requesting another code",
+            ),
+            (
+                Error::Rejected(Rejection::Wrong { attempts_left: 2 }),
+                ErrorCode::InvalidArgument,
+                "wrong code",
+            ),
+            (
+                Error::Rejected(Rejection::NoActiveCode),
+                ErrorCode::FailedPrecondition,
+                "no active code, request a new one",
+            ),
+            (
+                Error::Rejected(Rejection::Expired),
+                ErrorCode::FailedPrecondition,
+                "the code has expired, request a new one",
+            ),
+            (
+                Error::Rejected(Rejection::TooManyAttempts),
+                ErrorCode::FailedPrecondition,
+                "too many wrong codes, request a new one",
+            ),
+            (
+                Error::NotVerified(1),
+                ErrorCode::FailedPrecondition,
+                "verify 1 more method(s) first",
+            ),
+            (Error::Internal("x"), ErrorCode::Internal, "internal error"),
+            (
+                Error::Peer(BusError::Rpc(RpcError::invalid_argument(
+                    "password rejected: too short",
+                ))),
+                ErrorCode::InvalidArgument,
+                "password rejected: too short",
+            ),
+            (
+                Error::Peer(BusError::NoResponders("s".into())),
+                ErrorCode::Unavailable,
+                "a dependency is unavailable, try again shortly",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let rpc = RpcError::from(e);
+            assert_eq!((rpc.code, rpc.message.as_str()), (code, message));
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The reset endpoints: StartReset, SendCode, VerifyCode, CompleteReset.
+//!
+//! Every user id gets a session of the same shape: a real one when the user exists, is
+//! enabled, is in scope and has at least one allowed method; a decoy otherwise. The same
+//! dependencies are consulted for every user id, and decoys go through the same checks, so the
+//! answers (and their statuses and messages) do not tell the two apart.
+
+use sspr_bus::subjects;
+use sspr_proto::common::v1 as common;
+use sspr_proto::events::v1 as events;
+use sspr_proto::internal::directory::v1 as dir;
+use sspr_proto::internal::policy::v1 as pol;
+use sspr_proto::internal::verification::v1::{
+    CompleteResetRequest, CompleteResetResponse, SendCodeRequest, SendCodeResponse,
+    StartResetRequest, StartResetResponse, VerifyCodeRequest, VerifyCodeResponse,
+};
+use sspr_proto::time::timestamp;
+use tracing::field::Empty;
+use uuid::Uuid;
+
+use super::{Check, CheckPass, Issue, Verification, domain_kind, proto_kind};
+use crate::Error;
+use crate::adapters::store::{CodeKey, ResendScope};
+use crate::domain::decoy::decoy_method;
+use crate::domain::{
+    ClientIp, Code, FlowId, InputError, Locale, MethodId, MethodKind, Purpose, ResetSession,
+    SessionMethod, SessionStatus, SessionToken, UserId,
+};
+
+/// The longest password passed on to the directory, in bytes.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+impl Verification {
+    /// Loads the session behind a caller's token, if it is still usable.
+    async fn usable_session(&self, raw_token: &str) -> Result<(String, ResetSession), Error> {
+        let token = SessionToken::parse(raw_token).ok_or(Error::UnknownSession)?;
+        let token_hash = token.hash();
+        let session = self
+            .store
+            .session(&token_hash)
+            .await?
+            .ok_or(Error::UnknownSession)?;
+        session.ensure_usable(self.clock.now())?;
+        let span = tracing::Span::current();
+        span.record("user_id", session.user_id.as_str());
+        span.record("flow_id", session.flow_id.as_str());
+        Ok((token_hash, session))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, decoy = Empty))]
+    pub(super) async fn start_reset(
+        &self,
+        req: StartResetRequest,
+    ) -> Result<StartResetResponse, Error> {
+        let user_id = UserId::parse(&req.user_id)?;
+        let locale = Locale::parse_optional(&req.locale)?;
+        let client_ip = ClientIp::parse(&req.client_ip)?;
+        let span = tracing::Span::current();
+        span.record("user_id", user_id.as_str());
+
+        // Policy and enrolment are asked for every user id, known or not, so an unknown user
+        // takes the same path (and about the same time) as a real one.
+        let user = self.peers.get_user(user_id.as_str()).await?;
+        let evaluation = self
+            .peers
+            .evaluate(match &user {
+                Some(u) => pol::EvaluateRequest {
+                    user_id: user_id.as_str().to_owned(),
+                    group_ids: u.group_ids.clone(),
+                    is_admin: u.is_admin,
+                    enabled: u.enabled,
+                },
+                None => pol::EvaluateRequest {
+                    user_id: user_id.as_str().to_owned(),
+                    ..Default::default()
+                },
+            })
+            .await?;
+        let listed = self.peers.list_methods(user_id.as_str()).await?;
+
+        let allowed: Vec<MethodKind> = evaluation
+            .allowed_methods
+            .iter()
+            .filter_map(|k| domain_kind(*k))
+            .collect();
+        let methods: Vec<SessionMethod> = listed
+            .methods
+            .into_iter()
+            .filter_map(|m| {
+                let kind = domain_kind(m.kind).filter(|k| allowed.contains(k))?;
+                let method_id = MethodId::parse(&m.method_id).ok()?;
+                Some(SessionMethod {
+                    method_id,
+                    kind,
+                    masked: m.masked_destination,
+                })
+            })
+            .collect();
+        let eligible = user.as_ref().is_some_and(|u| u.enabled) && evaluation.eligible;
+        let real = eligible && !methods.is_empty();
+
+        let (methods, methods_required) = if real {
+            // A session must never be completable without verifying anything.
+            (methods, evaluation.methods_required.max(1))
+        } else {
+            (vec![decoy_method(self.key(), &user_id)], 1)
+        };
+        let locale = locale
+            .or_else(|| {
+                user.as_ref()
+                    .and_then(|u| Locale::parse_optional(&u.locale).ok().flatten())
+            })
+            .unwrap_or_else(|| Locale::or_default(""));
+
+        let now = self.clock.now();
+        let token = SessionToken::generate();
+        let flow_id = FlowId::from_uuid(Uuid::now_v7());
+        span.record("flow_id", flow_id.as_str());
+        span.record("decoy", !real);
+        let session = ResetSession {
+            flow_id: flow_id.clone(),
+            user_id: user_id.clone(),
+            locale,
+            decoy: !real,
+            methods,
+            methods_required,
+            verified: Vec::new(),
+            status: SessionStatus::Active,
+            created_at: now,
+            expires_at: now + self.config.session_ttl,
+        };
+        let mut messages = Vec::new();
+        if real {
+            let meta = self.meta(now, &user_id, &flow_id);
+            let started = events::ResetStarted {
+                meta: Some(meta.clone()),
+                client_ip: client_ip.as_str().to_owned(),
+            };
+            messages.push(self.event(subjects::events::RESET_STARTED, &meta, &started));
+        }
+        self.store
+            .create_session(&token.hash(), &session, messages, now)
+            .await?;
+        if real {
+            self.signal.notify();
+        }
+        Ok(StartResetResponse {
+            session_id: token.expose().to_owned(),
+            methods: session
+                .methods
+                .iter()
+                .map(|m| common::ContactMethod {
+                    method_id: m.method_id.as_str().to_owned(),
+                    kind: proto_kind(m.kind) as i32,
+                    masked_destination: m.masked.clone(),
+                })
+                .collect(),
+            methods_required: session.methods_required,
+            expires_at: Some(timestamp(session.expires_at)),
+            flow_id: flow_id.as_str().to_owned(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
+    pub(super) async fn send_code(&self, req: SendCodeRequest) -> Result<SendCodeResponse, Error> {
+        ClientIp::parse(&req.client_ip)?;
+        let (_, session) = self.usable_session(&req.session_id).await?;
+        let method = session.method(&req.method_id)?.clone();
+        tracing::Span::current().record("method_id", method.method_id.as_str());
+        let key = CodeKey {
+            purpose: Purpose::Reset,
+            user_id: &session.user_id,
+            method_id: &method.method_id,
+        };
+        let scope = ResendScope::Flow(&session.flow_id);
+        self.ensure_may_resend(key, scope).await?;
+
+        let (kind, destination) = if session.decoy {
+            (method.kind, None)
+        } else {
+            let found = self
+                .peers
+                .get_destination(session.user_id.as_str(), method.method_id.as_str())
+                .await?;
+            if found.destination.is_empty() {
+                return Err(Error::Internal("enrolment returned an empty destination"));
+            }
+            (
+                domain_kind(found.kind).unwrap_or(method.kind),
+                Some(found.destination),
+            )
+        };
+        let issued = self
+            .issue(Issue {
+                purpose: Purpose::Reset,
+                user_id: &session.user_id,
+                method_id: &method.method_id,
+                kind,
+                flow_id: &session.flow_id,
+                locale: &session.locale,
+                destination,
+                scope,
+            })
+            .await?;
+        Ok(SendCodeResponse {
+            expires_at: Some(timestamp(issued.expires_at)),
+            resend_after: Some(timestamp(issued.resend_after)),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
+    pub(super) async fn verify_code(
+        &self,
+        req: VerifyCodeRequest,
+    ) -> Result<VerifyCodeResponse, Error> {
+        for _ in 0..super::MAX_RACE_RETRIES {
+            let (token_hash, session) = self.usable_session(&req.session_id).await?;
+            let method = session.method(&req.method_id)?.clone();
+            tracing::Span::current().record("method_id", method.method_id.as_str());
+            let candidate = Code::parse(&req.code, self.config.code_length)?;
+            let pass = self
+                .check_once(&Check {
+                    purpose: Purpose::Reset,
+                    user_id: &session.user_id,
+                    method_id: &method.method_id,
+                    flow_id: &session.flow_id,
+                    candidate: &candidate,
+                    decoy: session.decoy,
+                    session: Some((&token_hash, &session)),
+                })
+                .await?;
+            match pass {
+                CheckPass::Accepted(Some(after)) => {
+                    return Ok(VerifyCodeResponse {
+                        methods_remaining: after.methods_remaining(),
+                    });
+                }
+                CheckPass::Accepted(None) => {
+                    return Err(Error::Internal("reset check returned no session"));
+                }
+                CheckPass::Rejected(r) => return Err(Error::Rejected(r)),
+                // The code or the session changed meanwhile (a concurrent verification): re-read.
+                CheckPass::Raced => continue,
+            }
+        }
+        Err(Error::Internal(
+            "too many concurrent verifications in one session",
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty))]
+    pub(super) async fn complete_reset(
+        &self,
+        req: CompleteResetRequest,
+    ) -> Result<CompleteResetResponse, Error> {
+        let (token_hash, session) = self.usable_session(&req.session_id).await?;
+        session.ensure_complete()?;
+        if req.new_password.is_empty() || req.new_password.len() > MAX_PASSWORD_BYTES {
+            return Err(InputError::new("new_password", "must be 1 to 1024 bytes").into());
+        }
+        // The directory checks the password against the policy; a rejection ("password
+        // rejected: ...") passes through and the session stays usable for another try.
+        self.peers
+            .set_password(&dir::SetPasswordRequest {
+                user_id: session.user_id.as_str().to_owned(),
+                new_password: req.new_password,
+                flow_id: session.flow_id.as_str().to_owned(),
+                reason: "self_service_reset".to_owned(),
+            })
+            .await?;
+        let now = self.clock.now();
+        let meta = self.meta(now, &session.user_id, &session.flow_id);
+        let completed = events::ResetCompleted {
+            meta: Some(meta.clone()),
+            verified_method_ids: session
+                .verified
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+        };
+        let messages = vec![self.event(subjects::events::RESET_COMPLETED, &meta, &completed)];
+        if !self
+            .store
+            .complete_session(&token_hash, messages, now)
+            .await?
+        {
+            // Completed by a concurrent call in the meantime.
+            return Err(Error::UnknownSession);
+        }
+        self.signal.notify();
+        Ok(CompleteResetResponse {})
+    }
+}
