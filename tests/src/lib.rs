@@ -42,7 +42,10 @@ pub struct RawEvent {
 
 impl RawEvent {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn decode<M: prost::Message + Default>(&self) -> anyhow::Result<M> {
         Ok(M::decode(self.payload.as_slice())?)
@@ -91,10 +94,20 @@ impl World {
                 let headers = msg
                     .headers
                     .as_ref()
-                    .map(|h| h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string()))).collect())
+                    .map(|h| {
+                        h.iter()
+                            .flat_map(|(k, vs)| {
+                                vs.iter().map(move |v| (k.to_string(), v.to_string()))
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let mut guard = sink.lock().unwrap_or_else(|p| p.into_inner());
-                guard.push(RawEvent { subject: msg.subject.to_string(), headers, payload: msg.payload.to_vec() });
+                guard.push(RawEvent {
+                    subject: msg.subject.to_string(),
+                    headers,
+                    payload: msg.payload.to_vec(),
+                });
             }
         });
 
@@ -111,8 +124,20 @@ impl World {
             resend_after: Duration::ZERO,
         };
         let stack = Stack::start(opts).await?;
-        let channel = Channel::from_shared(format!("http://{}", stack.grpc_addr()))?.connect().await?;
-        Ok(Some(World { nats, smtp, sms, clock, code_key, stack: Some(stack), channel, events, _db: db }))
+        let channel = Channel::from_shared(format!("http://{}", stack.grpc_addr()))?
+            .connect()
+            .await?;
+        Ok(Some(World {
+            nats,
+            smtp,
+            sms,
+            clock,
+            code_key,
+            stack: Some(stack),
+            channel,
+            events,
+            _db: db,
+        }))
     }
 
     pub fn reset(&self) -> PasswordResetClient<Channel> {
@@ -136,7 +161,12 @@ impl World {
         req
     }
 
-    pub async fn set_policy(&self, scope: admin::Scope, groups: &[&str], methods_required: u32) -> anyhow::Result<admin::Policy> {
+    pub async fn set_policy(
+        &self,
+        scope: admin::Scope,
+        groups: &[&str],
+        methods_required: u32,
+    ) -> anyhow::Result<admin::Policy> {
         let policy = admin::Policy {
             scope: scope as i32,
             group_ids: groups.iter().map(|g| g.to_string()).collect(),
@@ -144,10 +174,22 @@ impl World {
             allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
             version: 0,
         };
-        Ok(self.admin().set_policy(Self::as_admin(admin::SetPolicyRequest { policy: Some(policy) })).await?.into_inner())
+        Ok(self
+            .admin()
+            .set_policy(Self::as_admin(admin::SetPolicyRequest {
+                policy: Some(policy),
+            }))
+            .await?
+            .into_inner())
     }
 
-    pub async fn upsert_user(&self, user_id: &str, password: &str, groups: &[&str], is_admin: bool) -> anyhow::Result<admin::User> {
+    pub async fn upsert_user(
+        &self,
+        user_id: &str,
+        password: &str,
+        groups: &[&str],
+        is_admin: bool,
+    ) -> anyhow::Result<admin::User> {
         let body = admin::UpsertUserRequest {
             user_id: user_id.to_owned(),
             display_name: format!("User {user_id}"),
@@ -157,20 +199,32 @@ impl World {
             password: password.to_owned(),
             enabled: None,
         };
-        Ok(self.admin().upsert_user(Self::as_admin(body)).await?.into_inner())
+        Ok(self
+            .admin()
+            .upsert_user(Self::as_admin(body))
+            .await?
+            .into_inner())
     }
 
     /// Waits for a mail to `to` beyond the first `seen` ones to that address and returns it.
     pub async fn mail_to(&self, to: &str, seen: usize) -> anyhow::Result<ReceivedMail> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let mails: Vec<ReceivedMail> =
-                self.smtp.messages().into_iter().filter(|m| m.to.iter().any(|t| t.contains(to))).collect();
+            let mails: Vec<ReceivedMail> = self
+                .smtp
+                .messages()
+                .into_iter()
+                .filter(|m| m.to.iter().any(|t| t.contains(to)))
+                .collect();
             if let Some(m) = mails.get(seen) {
                 return Ok(m.clone());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("no mail #{} to {to} within 15 s (got {})", seen + 1, mails.len());
+                bail!(
+                    "no mail #{} to {to} within 15 s (got {})",
+                    seen + 1,
+                    mails.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -178,7 +232,11 @@ impl World {
 
     /// Number of mails received so far for `to`.
     pub fn mail_count(&self, to: &str) -> usize {
-        self.smtp.messages().iter().filter(|m| m.to.iter().any(|t| t.contains(to))).count()
+        self.smtp
+            .messages()
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t.contains(to)))
+            .count()
     }
 
     /// Waits for the next code mailed to `to` and extracts it from the text/plain part.
@@ -189,7 +247,12 @@ impl World {
     }
 
     /// Registers `address` as an email method for the user with `password`; returns its id.
-    pub async fn register_email(&self, user_id: &str, password: &str, address: &str) -> anyhow::Result<String> {
+    pub async fn register_email(
+        &self,
+        user_id: &str,
+        password: &str,
+        address: &str,
+    ) -> anyhow::Result<String> {
         let mut reg = self.registration();
         let begin = reg
             .begin_registration(registration::BeginRegistrationRequest {
@@ -220,14 +283,25 @@ impl World {
 
     /// Every event recorded so far.
     pub fn events(&self) -> Vec<RawEvent> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits until an event on `subject` satisfying `pred` was recorded.
-    pub async fn wait_event(&self, subject: &str, pred: impl Fn(&RawEvent) -> bool) -> anyhow::Result<RawEvent> {
+    pub async fn wait_event(
+        &self,
+        subject: &str,
+        pred: impl Fn(&RawEvent) -> bool,
+    ) -> anyhow::Result<RawEvent> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(e) = self.events().into_iter().find(|e| e.subject == subject && pred(e)) {
+            if let Some(e) = self
+                .events()
+                .into_iter()
+                .find(|e| e.subject == subject && pred(e))
+            {
                 return Ok(e);
             }
             if tokio::time::Instant::now() > deadline {

@@ -46,12 +46,23 @@ fn assert_no_secret_in_events(world: &World, secrets: &[&str]) {
 }
 
 async fn one_method_flow(backend: Backend) {
-    let Some(world) = world(backend).await else { return };
-    world.set_policy(Scope::All, &[], 1).await.expect("set policy");
-    world.upsert_user("alice", OLD_PASSWORD, &[], false).await.expect("upsert");
+    let Some(world) = world(backend).await else {
+        return;
+    };
+    world
+        .set_policy(Scope::All, &[], 1)
+        .await
+        .expect("set policy");
+    world
+        .upsert_user("alice", OLD_PASSWORD, &[], false)
+        .await
+        .expect("upsert");
 
     // Registration: the code is mailed over SMTP, text/plain part.
-    let method_id = world.register_email("alice", OLD_PASSWORD, "alice@example.com").await.expect("register");
+    let method_id = world
+        .register_email("alice", OLD_PASSWORD, "alice@example.com")
+        .await
+        .expect("register");
     let registered = world
         .wait_event("sspr.events.v1.method.registered", |_| true)
         .await
@@ -63,7 +74,10 @@ async fn one_method_flow(backend: Backend) {
     // Reset.
     let mut client = world.reset();
     let started = client
-        .start_reset(reset::StartResetRequest { user_id: "alice".into(), locale: "en".into() })
+        .start_reset(reset::StartResetRequest {
+            user_id: "alice".into(),
+            locale: "en".into(),
+        })
         .await
         .expect("start")
         .into_inner();
@@ -72,19 +86,27 @@ async fn one_method_flow(backend: Backend) {
     let m = &started.methods[0];
     assert_eq!(m.method_id, method_id);
     assert_eq!(m.kind, MethodKind::Email as i32);
-    assert!(m.masked_destination.contains('•') && !m.masked_destination.contains("alice@example.com"));
+    assert!(
+        m.masked_destination.contains('•') && !m.masked_destination.contains("alice@example.com")
+    );
     // The session id is a bearer secret of at least 128 random bits (22 base64url characters).
     assert!(started.session_id.len() >= 22, "session id too short");
     assert_ne!(started.session_id, started.flow_id);
 
     let seen = world.mail_count("alice@example.com");
     let sent = client
-        .send_code(reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: method_id.clone(),
+        })
         .await
         .expect("send")
         .into_inner();
     assert!(sent.expires_at.is_some() && sent.resend_after.is_some());
-    let mail = world.mail_to("alice@example.com", seen).await.expect("reset mail");
+    let mail = world
+        .mail_to("alice@example.com", seen)
+        .await
+        .expect("reset mail");
     let code = code_in(&mail.text_body().expect("text part")).expect("code in mail");
     assert_eq!(code.len(), 8, "codes are 8 digits");
 
@@ -133,7 +155,8 @@ async fn one_method_flow(backend: Backend) {
     // The events of the flow, each with meta, msg id and trace context.
     let changed = world
         .wait_event("sspr.events.v1.password.changed", |e| {
-            e.decode::<events::PasswordChanged>().is_ok_and(|p| p.reason == "self_service_reset")
+            e.decode::<events::PasswordChanged>()
+                .is_ok_and(|p| p.reason == "self_service_reset")
         })
         .await
         .expect("password.changed");
@@ -150,12 +173,24 @@ async fn one_method_flow(backend: Backend) {
         "sspr.events.v1.reset.completed",
     ] {
         let e = world.wait_event(subject, |_| true).await.expect(subject);
-        assert!(e.header("Nats-Msg-Id").is_some(), "{subject} without Nats-Msg-Id");
-        assert!(e.header("traceparent").is_some(), "{subject} without traceparent");
+        assert!(
+            e.header("Nats-Msg-Id").is_some(),
+            "{subject} without Nats-Msg-Id"
+        );
+        assert!(
+            e.header("traceparent").is_some(),
+            "{subject} without traceparent"
+        );
     }
-    let delivered = world.wait_event("sspr.events.v1.code.delivered", |_| true).await.expect("delivered");
+    let delivered = world
+        .wait_event("sspr.events.v1.code.delivered", |_| true)
+        .await
+        .expect("delivered");
     let delivered: events::CodeDelivered = delivered.decode().expect("decode");
-    assert!(delivered.latency.is_some(), "code.delivered carries the delivery latency");
+    assert!(
+        delivered.latency.is_some(),
+        "code.delivered carries the delivery latency"
+    );
     let completed: events::ResetCompleted = world
         .wait_event("sspr.events.v1.reset.completed", |_| true)
         .await
@@ -166,7 +201,13 @@ async fn one_method_flow(backend: Backend) {
 
     assert_no_secret_in_events(
         &world,
-        &[&code, OLD_PASSWORD, NEW_PASSWORD, &started.session_id, "alice@example.com"],
+        &[
+            &code,
+            OLD_PASSWORD,
+            NEW_PASSWORD,
+            &started.session_id,
+            "alice@example.com",
+        ],
     );
     world.stop().await;
 }
@@ -182,9 +223,17 @@ async fn one_method_reset_postgres() {
 }
 
 async fn two_method_flow(backend: Backend) {
-    let Some(world) = world(backend).await else { return };
-    world.set_policy(Scope::All, &[], 2).await.expect("set policy");
-    world.upsert_user("bob", OLD_PASSWORD, &[], false).await.expect("upsert");
+    let Some(world) = world(backend).await else {
+        return;
+    };
+    world
+        .set_policy(Scope::All, &[], 2)
+        .await
+        .expect("set policy");
+    world
+        .upsert_user("bob", OLD_PASSWORD, &[], false)
+        .await
+        .expect("upsert");
 
     // Register an email and a phone.
     let mut reg = world.registration();
@@ -209,7 +258,10 @@ async fn two_method_flow(backend: Backend) {
         .await
         .expect("add email")
         .into_inner();
-    let code = world.next_code("bob@example.org", seen).await.expect("email code");
+    let code = world
+        .next_code("bob@example.org", seen)
+        .await
+        .expect("email code");
     let done = reg
         .confirm_method(registration::ConfirmMethodRequest {
             session_id: begin.session_id.clone(),
@@ -219,7 +271,10 @@ async fn two_method_flow(backend: Backend) {
         .await
         .expect("confirm email")
         .into_inner();
-    assert!(!done.registration_complete, "one of two methods is not complete");
+    assert!(
+        !done.registration_complete,
+        "one of two methods is not complete"
+    );
 
     let sms_seen = world.sms.requests().len();
     let phone = reg
@@ -246,7 +301,10 @@ async fn two_method_flow(backend: Backend) {
     // Reset with both.
     let mut client = world.reset();
     let started = client
-        .start_reset(reset::StartResetRequest { user_id: "bob".into(), locale: "fr".into() })
+        .start_reset(reset::StartResetRequest {
+            user_id: "bob".into(),
+            locale: "fr".into(),
+        })
         .await
         .expect("start")
         .into_inner();
@@ -262,10 +320,16 @@ async fn two_method_flow(backend: Backend) {
 
     let seen = world.mail_count("bob@example.org");
     client
-        .send_code(reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: email.method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: email.method_id.clone(),
+        })
         .await
         .expect("send email");
-    let code = world.next_code("bob@example.org", seen).await.expect("reset mail");
+    let code = world
+        .next_code("bob@example.org", seen)
+        .await
+        .expect("reset mail");
     let left = client
         .verify_code(reset::VerifyCodeRequest {
             session_id: started.session_id.clone(),
@@ -289,7 +353,10 @@ async fn two_method_flow(backend: Backend) {
 
     let sms_seen = world.sms.requests().len();
     client
-        .send_code(reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: phone.method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: phone.method_id.clone(),
+        })
         .await
         .expect("send sms");
     let sms_code = next_sms_code(&world, sms_seen).await;
@@ -312,12 +379,23 @@ async fn two_method_flow(backend: Backend) {
         .expect("complete");
     world
         .wait_event("sspr.events.v1.password.changed", |e| {
-            e.decode::<events::PasswordChanged>()
-                .is_ok_and(|p| p.meta.is_some_and(|m| m.user_id == "bob" && m.flow_id == started.flow_id))
+            e.decode::<events::PasswordChanged>().is_ok_and(|p| {
+                p.meta
+                    .is_some_and(|m| m.user_id == "bob" && m.flow_id == started.flow_id)
+            })
         })
         .await
         .expect("password.changed");
-    assert_no_secret_in_events(&world, &[&sms_code, NEW_PASSWORD, &started.session_id, "+33612345678", "bob@example.org"]);
+    assert_no_secret_in_events(
+        &world,
+        &[
+            &sms_code,
+            NEW_PASSWORD,
+            &started.session_id,
+            "+33612345678",
+            "bob@example.org",
+        ],
+    );
     world.stop().await;
 }
 
@@ -326,7 +404,10 @@ async fn next_sms_code(world: &World, seen: usize) -> String {
     loop {
         let requests = world.sms.requests();
         if let Some(r) = requests.get(seen) {
-            assert!(r.body.contains("+33612345678"), "SMS addressed to the phone");
+            assert!(
+                r.body.contains("+33612345678"),
+                "SMS addressed to the phone"
+            );
             return code_in(&r.body.replace("+33612345678", "")).expect("code in SMS body");
         }
         assert!(tokio::time::Instant::now() < deadline, "no SMS within 15 s");
@@ -347,7 +428,10 @@ async fn two_method_reset_postgres() {
 async fn start(world: &World, user: &str) -> reset::StartResetResponse {
     world
         .reset()
-        .start_reset(reset::StartResetRequest { user_id: user.into(), locale: String::new() })
+        .start_reset(reset::StartResetRequest {
+            user_id: user.into(),
+            locale: String::new(),
+        })
         .await
         .expect("start reset answers for every user id")
         .into_inner()
@@ -357,30 +441,62 @@ async fn start(world: &World, user: &str) -> reset::StartResetResponse {
 /// decoy answer of the same shape, and nothing is ever sent to them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_is_enforced() {
-    let Some(world) = world(Backend::Sqlite).await else { return };
-    world.set_policy(Scope::All, &[], 1).await.expect("policy all");
-    world.upsert_user("carol", OLD_PASSWORD, &["helpdesk"], false).await.expect("carol");
-    world.upsert_user("dave", OLD_PASSWORD, &["sales"], false).await.expect("dave");
-    let carol_method = world.register_email("carol", OLD_PASSWORD, "carol@example.com").await.expect("carol registers");
-    let dave_method = world.register_email("dave", OLD_PASSWORD, "dave@example.com").await.expect("dave registers");
+    let Some(world) = world(Backend::Sqlite).await else {
+        return;
+    };
+    world
+        .set_policy(Scope::All, &[], 1)
+        .await
+        .expect("policy all");
+    world
+        .upsert_user("carol", OLD_PASSWORD, &["helpdesk"], false)
+        .await
+        .expect("carol");
+    world
+        .upsert_user("dave", OLD_PASSWORD, &["sales"], false)
+        .await
+        .expect("dave");
+    let carol_method = world
+        .register_email("carol", OLD_PASSWORD, "carol@example.com")
+        .await
+        .expect("carol registers");
+    let dave_method = world
+        .register_email("dave", OLD_PASSWORD, "dave@example.com")
+        .await
+        .expect("dave registers");
 
     // SELECTED helpdesk: carol in, dave out.
-    world.set_policy(Scope::Selected, &["helpdesk"], 1).await.expect("policy selected");
+    world
+        .set_policy(Scope::Selected, &["helpdesk"], 1)
+        .await
+        .expect("policy selected");
     let carol = start(&world, "carol").await;
-    assert_eq!(carol.methods.first().map(|m| m.method_id.clone()), Some(carol_method.clone()));
+    assert_eq!(
+        carol.methods.first().map(|m| m.method_id.clone()),
+        Some(carol_method.clone())
+    );
     let dave = start(&world, "dave").await;
     assert_eq!(dave.methods.len(), 1, "decoy has the same shape");
-    assert_ne!(dave.methods[0].method_id, dave_method, "out of scope: no real method revealed");
+    assert_ne!(
+        dave.methods[0].method_id, dave_method,
+        "out of scope: no real method revealed"
+    );
     let unknown = start(&world, "nobody").await;
     assert_eq!(unknown.methods.len(), 1);
-    assert_eq!(start(&world, "nobody").await.methods[0].masked_destination, unknown.methods[0].masked_destination,
-        "decoys are deterministic");
+    assert_eq!(
+        start(&world, "nobody").await.methods[0].masked_destination,
+        unknown.methods[0].masked_destination,
+        "decoys are deterministic"
+    );
 
     // A decoy send answers like a real one and sends nothing.
     let mails_before = world.smtp.messages().len();
     world
         .reset()
-        .send_code(reset::SendCodeRequest { session_id: dave.session_id.clone(), method_id: dave.methods[0].method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: dave.session_id.clone(),
+            method_id: dave.methods[0].method_id.clone(),
+        })
         .await
         .expect("decoy send answers like a real one");
     let denied = world
@@ -395,9 +511,15 @@ async fn scope_is_enforced() {
     assert_eq!(denied.code(), Code::FailedPrecondition);
 
     // NONE: nobody.
-    world.set_policy(Scope::None, &[], 1).await.expect("policy none");
+    world
+        .set_policy(Scope::None, &[], 1)
+        .await
+        .expect("policy none");
     let carol_none = start(&world, "carol").await;
-    assert_ne!(carol_none.methods[0].method_id, carol_method, "scope NONE: decoy only");
+    assert_ne!(
+        carol_none.methods[0].method_id, carol_method,
+        "scope NONE: decoy only"
+    );
     world
         .reset()
         .send_code(reset::SendCodeRequest {
@@ -407,11 +529,21 @@ async fn scope_is_enforced() {
         .await
         .expect("decoy send");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(world.smtp.messages().len(), mails_before, "decoys never send mail");
+    assert_eq!(
+        world.smtp.messages().len(),
+        mails_before,
+        "decoys never send mail"
+    );
 
     // Admins always need two methods, whatever the policy says.
-    world.set_policy(Scope::All, &[], 1).await.expect("policy all");
-    world.upsert_user("root", OLD_PASSWORD, &[], true).await.expect("admin");
+    world
+        .set_policy(Scope::All, &[], 1)
+        .await
+        .expect("policy all");
+    world
+        .upsert_user("root", OLD_PASSWORD, &[], true)
+        .await
+        .expect("admin");
     let begin = world
         .registration()
         .begin_registration(registration::BeginRegistrationRequest {
@@ -430,68 +562,141 @@ async fn scope_is_enforced() {
 /// bound to their method.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_the_right_status() {
-    let Some(world) = world(Backend::Sqlite).await else { return };
+    let Some(world) = world(Backend::Sqlite).await else {
+        return;
+    };
     world.set_policy(Scope::All, &[], 1).await.expect("policy");
-    world.upsert_user("erin", OLD_PASSWORD, &[], false).await.expect("user");
-    let method_id = world.register_email("erin", OLD_PASSWORD, "erin@example.com").await.expect("register");
+    world
+        .upsert_user("erin", OLD_PASSWORD, &[], false)
+        .await
+        .expect("user");
+    let method_id = world
+        .register_email("erin", OLD_PASSWORD, "erin@example.com")
+        .await
+        .expect("register");
     let mut client = world.reset();
 
-    let status = |r: Result<tonic::Response<reset::StartResetResponse>, tonic::Status>| r.err().map(|s| s.code());
+    let status = |r: Result<tonic::Response<reset::StartResetResponse>, tonic::Status>| {
+        r.err().map(|s| s.code())
+    };
     assert_eq!(
-        status(client.start_reset(reset::StartResetRequest { user_id: String::new(), locale: String::new() }).await),
+        status(
+            client
+                .start_reset(reset::StartResetRequest {
+                    user_id: String::new(),
+                    locale: String::new()
+                })
+                .await
+        ),
         Some(Code::InvalidArgument)
     );
     assert_eq!(
-        status(client.start_reset(reset::StartResetRequest { user_id: "x".repeat(10_000), locale: String::new() }).await),
+        status(
+            client
+                .start_reset(reset::StartResetRequest {
+                    user_id: "x".repeat(10_000),
+                    locale: String::new()
+                })
+                .await
+        ),
         Some(Code::InvalidArgument)
     );
 
     let unknown = client
-        .send_code(reset::SendCodeRequest { session_id: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(), method_id: method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+            method_id: method_id.clone(),
+        })
         .await
         .expect_err("unknown session");
     assert_eq!(unknown.code(), Code::Unauthenticated);
 
     let started = start(&world, "erin").await;
     let wrong_method = client
-        .send_code(reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: "m_not_mine".into() })
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: "m_not_mine".into(),
+        })
         .await
         .expect_err("wrong method id");
     assert_eq!(wrong_method.code(), Code::InvalidArgument);
 
     let seen = world.mail_count("erin@example.com");
     client
-        .send_code(reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: method_id.clone(),
+        })
         .await
         .expect("send");
-    let code = world.next_code("erin@example.com", seen).await.expect("code");
-    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let code = world
+        .next_code("erin@example.com", seen)
+        .await
+        .expect("code");
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
     let verify = |code: &str| reset::VerifyCodeRequest {
         session_id: started.session_id.clone(),
         method_id: method_id.clone(),
         code: code.to_owned(),
     };
-    assert_eq!(client.verify_code(verify(wrong)).await.expect_err("wrong code").code(), Code::InvalidArgument);
-    assert_eq!(client.verify_code(verify("12ab")).await.expect_err("malformed code").code(), Code::InvalidArgument);
-    client.verify_code(verify(&code)).await.expect("right code after one wrong try");
-    let reused = client.verify_code(verify(&code)).await.expect_err("codes are single use");
+    assert_eq!(
+        client
+            .verify_code(verify(wrong))
+            .await
+            .expect_err("wrong code")
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        client
+            .verify_code(verify("12ab"))
+            .await
+            .expect_err("malformed code")
+            .code(),
+        Code::InvalidArgument
+    );
+    client
+        .verify_code(verify(&code))
+        .await
+        .expect("right code after one wrong try");
+    let reused = client
+        .verify_code(verify(&code))
+        .await
+        .expect_err("codes are single use");
     assert_eq!(reused.code(), Code::FailedPrecondition);
 
     // An expired code is refused.
     let again = start(&world, "erin").await;
     let seen = world.mail_count("erin@example.com");
     client
-        .send_code(reset::SendCodeRequest { session_id: again.session_id.clone(), method_id: method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: again.session_id.clone(),
+            method_id: method_id.clone(),
+        })
         .await
         .expect("send");
-    let code = world.next_code("erin@example.com", seen).await.expect("code");
+    let code = world
+        .next_code("erin@example.com", seen)
+        .await
+        .expect("code");
     world.clock.advance(chrono::Duration::minutes(11));
     let expired = client
-        .verify_code(reset::VerifyCodeRequest { session_id: again.session_id.clone(), method_id: method_id.clone(), code })
+        .verify_code(reset::VerifyCodeRequest {
+            session_id: again.session_id.clone(),
+            method_id: method_id.clone(),
+            code,
+        })
         .await
         .expect_err("expired");
     assert!(
-        matches!(expired.code(), Code::FailedPrecondition | Code::Unauthenticated),
+        matches!(
+            expired.code(),
+            Code::FailedPrecondition | Code::Unauthenticated
+        ),
         "expired code: {expired:?}"
     );
 
@@ -499,28 +704,56 @@ async fn bad_input_gets_the_right_status() {
     let third = start(&world, "erin").await;
     let seen = world.mail_count("erin@example.com");
     client
-        .send_code(reset::SendCodeRequest { session_id: third.session_id.clone(), method_id: method_id.clone() })
+        .send_code(reset::SendCodeRequest {
+            session_id: third.session_id.clone(),
+            method_id: method_id.clone(),
+        })
         .await
         .expect("send");
-    let code = world.next_code("erin@example.com", seen).await.expect("code");
-    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    let code = world
+        .next_code("erin@example.com", seen)
+        .await
+        .expect("code");
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
     for _ in 0..5 {
         let _ = client
-            .verify_code(reset::VerifyCodeRequest { session_id: third.session_id.clone(), method_id: method_id.clone(), code: wrong.into() })
+            .verify_code(reset::VerifyCodeRequest {
+                session_id: third.session_id.clone(),
+                method_id: method_id.clone(),
+                code: wrong.into(),
+            })
             .await;
     }
     let exhausted = client
-        .verify_code(reset::VerifyCodeRequest { session_id: third.session_id.clone(), method_id: method_id.clone(), code })
+        .verify_code(reset::VerifyCodeRequest {
+            session_id: third.session_id.clone(),
+            method_id: method_id.clone(),
+            code,
+        })
         .await
         .expect_err("tries exhausted");
     assert_eq!(exhausted.code(), Code::FailedPrecondition);
 
     // Admin API without the token.
-    let anonymous = world.admin().get_policy(admin::GetPolicyRequest {}).await.expect_err("no token");
+    let anonymous = world
+        .admin()
+        .get_policy(admin::GetPolicyRequest {})
+        .await
+        .expect_err("no token");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     // A policy the service cannot accept.
-    let bad_policy = world.set_policy(Scope::All, &[], 3).await.expect_err("3 methods");
-    assert_eq!(bad_policy.downcast_ref::<tonic::Status>().map(|s| s.code()), Some(Code::InvalidArgument));
+    let bad_policy = world
+        .set_policy(Scope::All, &[], 3)
+        .await
+        .expect_err("3 methods");
+    assert_eq!(
+        bad_policy.downcast_ref::<tonic::Status>().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
     world.stop().await;
 }
 
@@ -529,13 +762,24 @@ async fn bad_input_gets_the_right_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_encrypted_on_the_bus() {
     use futures::StreamExt;
-    let Some(world) = world(Backend::Sqlite).await else { return };
+    let Some(world) = world(Backend::Sqlite).await else {
+        return;
+    };
     let client = world.nats.connect().await.expect("nats");
-    let mut deliveries = client.subscribe("sspr.delivery.v1.>").await.expect("subscribe");
+    let mut deliveries = client
+        .subscribe("sspr.delivery.v1.>")
+        .await
+        .expect("subscribe");
     client.flush().await.expect("flush");
     world.set_policy(Scope::All, &[], 1).await.expect("policy");
-    world.upsert_user("frank", OLD_PASSWORD, &[], false).await.expect("user");
-    world.register_email("frank", OLD_PASSWORD, "frank@example.com").await.expect("register");
+    world
+        .upsert_user("frank", OLD_PASSWORD, &[], false)
+        .await
+        .expect("user");
+    world
+        .register_email("frank", OLD_PASSWORD, "frank@example.com")
+        .await
+        .expect("register");
     let mail = world.mail_to("frank@example.com", 0).await.expect("mail");
     let code = code_in(&mail.text_body().expect("text")).expect("code");
     let msg = tokio::time::timeout(Duration::from_secs(5), deliveries.next())
@@ -544,11 +788,21 @@ async fn deliveries_are_encrypted_on_the_bus() {
         .expect("stream open");
     assert!(msg.subject.as_str().starts_with("sspr.delivery.v1.email"));
     let raw = msg.payload.to_vec();
-    assert!(!raw.windows(code.len()).any(|w| w == code.as_bytes()), "code in clear on the bus");
-    assert!(!raw.windows(17).any(|w| w == b"frank@example.com"), "destination in clear on the bus");
-    let sealed = sspr_proto::internal::notification::v1::SealedDelivery::decode(raw.as_slice()).expect("sealed delivery");
+    assert!(
+        !raw.windows(code.len()).any(|w| w == code.as_bytes()),
+        "code in clear on the bus"
+    );
+    assert!(
+        !raw.windows(17).any(|w| w == b"frank@example.com"),
+        "destination in clear on the bus"
+    );
+    let sealed = sspr_proto::internal::notification::v1::SealedDelivery::decode(raw.as_slice())
+        .expect("sealed delivery");
     let opened = sspr_bus::sealed::open(&world.code_key, &sealed).expect("opens with the key");
     assert_eq!(opened.code, code);
-    assert!(sspr_bus::sealed::open(&[0u8; 32], &sealed).is_err(), "another key cannot open it");
+    assert!(
+        sspr_bus::sealed::open(&[0u8; 32], &sealed).is_err(),
+        "another key cannot open it"
+    );
     world.stop().await;
 }

@@ -21,7 +21,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const TOKEN: &str = "trace-test-admin-token-0123";
-const SERVICES: [&str; 6] = ["directory", "policy", "enrolment", "verification", "notification", "gateway"];
+const SERVICES: [&str; 6] = [
+    "directory",
+    "policy",
+    "enrolment",
+    "verification",
+    "notification",
+    "gateway",
+];
 
 fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; the workspace binaries one level up.
@@ -37,8 +44,15 @@ fn binary(name: &str) -> PathBuf {
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
     let mut buf = String::new();
     stream.read_to_string(&mut buf).await.ok()?;
     Some(buf)
@@ -52,13 +66,17 @@ struct Process {
 
 fn auth<T>(body: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(body);
-    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii"),
+    );
     req
 }
 
 fn with_traceparent<T>(body: T, traceparent: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(body);
-    req.metadata_mut().insert("traceparent", traceparent.parse().expect("ascii"));
+    req.metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
     req
 }
 
@@ -69,7 +87,8 @@ async fn one_trace_across_processes() {
     let smtp = SmtpSink::start().await.expect("smtp");
     let otlp = OtlpReceiver::start().await.expect("otlp receiver");
     let data = tempfile::tempdir().expect("tempdir");
-    let code_key = base64::engine::general_purpose::STANDARD.encode(sspr_testkit::random_code_key());
+    let code_key =
+        base64::engine::general_purpose::STANDARD.encode(sspr_testkit::random_code_key());
     let grpc_port = free_port().expect("port");
 
     let mut processes = Vec::new();
@@ -95,7 +114,11 @@ async fn one_trace_across_processes() {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn sspr-{name}: {e}"));
-        processes.push(Process { name, child, metrics_port });
+        processes.push(Process {
+            name,
+            child,
+            metrics_port,
+        });
     }
 
     // Every process reports ready on /readyz (connected to NATS and, but the gateway, its database).
@@ -110,19 +133,38 @@ async fn one_trace_across_processes() {
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("sspr-{} exited early with {status}", p.name);
             }
-            assert!(tokio::time::Instant::now() < deadline, "sspr-{} not ready within 30 s", p.name);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sspr-{} not ready within 30 s",
+                p.name
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let health = http_get(p.metrics_port, "/healthz").await.unwrap_or_default();
-        assert!(health.starts_with("HTTP/1.1 200"), "sspr-{} /healthz: {health}", p.name);
+        let health = http_get(p.metrics_port, "/healthz")
+            .await
+            .unwrap_or_default();
+        assert!(
+            health.starts_with("HTTP/1.1 200"),
+            "sspr-{} /healthz: {health}",
+            p.name
+        );
     }
     // The services answer NATS discovery.
     let nc = nats.connect().await.expect("nats client");
-    for name in ["directory", "policy", "enrolment", "verification", "notification"] {
+    for name in [
+        "directory",
+        "policy",
+        "enrolment",
+        "verification",
+        "notification",
+    ] {
         let subject = format!("$SRV.PING.sspr-{name}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while nc.request(subject.clone(), "".into()).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "sspr-{name} does not answer {subject}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sspr-{name} does not answer {subject}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -139,7 +181,12 @@ async fn one_trace_across_processes() {
         allowed_methods: vec![MethodKind::Email as i32],
         ..Default::default()
     };
-    admin_client.set_policy(auth(admin::SetPolicyRequest { policy: Some(policy) })).await.expect("policy");
+    admin_client
+        .set_policy(auth(admin::SetPolicyRequest {
+            policy: Some(policy),
+        }))
+        .await
+        .expect("policy");
     admin_client
         .upsert_user(auth(admin::UpsertUserRequest {
             user_id: "grace".into(),
@@ -168,7 +215,10 @@ async fn one_trace_across_processes() {
         .expect("add")
         .into_inner();
     let mail = smtp
-        .wait_for(|m| m.to.iter().any(|t| t.contains("grace@example.com")), Duration::from_secs(15))
+        .wait_for(
+            |m| m.to.iter().any(|t| t.contains("grace@example.com")),
+            Duration::from_secs(15),
+        )
         .await
         .expect("registration mail");
     let code = code_in(&mail.text_body().expect("text")).expect("code");
@@ -182,7 +232,10 @@ async fn one_trace_across_processes() {
 
     // Watch the raw NATS traffic of the reset.
     let mut rpc = nc.subscribe("sspr.rpc.>").await.expect("sub rpc");
-    let mut deliveries = nc.subscribe("sspr.delivery.v1.>").await.expect("sub delivery");
+    let mut deliveries = nc
+        .subscribe("sspr.delivery.v1.>")
+        .await
+        .expect("sub delivery");
     nc.flush().await.expect("flush");
 
     // The four reset calls, one traceparent.
@@ -190,31 +243,49 @@ async fn one_trace_across_processes() {
     let traceparent = format!("00-{trace_id}-{:016x}-01", rand_u128() as u64 | 1);
     let mut client = reset::password_reset_client::PasswordResetClient::new(channel.clone());
     let started = client
-        .start_reset(with_traceparent(reset::StartResetRequest { user_id: "grace".into(), locale: String::new() }, &traceparent))
+        .start_reset(with_traceparent(
+            reset::StartResetRequest {
+                user_id: "grace".into(),
+                locale: String::new(),
+            },
+            &traceparent,
+        ))
         .await
         .expect("start")
         .into_inner();
     let before = smtp.messages().len();
     client
         .send_code(with_traceparent(
-            reset::SendCodeRequest { session_id: started.session_id.clone(), method_id: added.method_id.clone() },
+            reset::SendCodeRequest {
+                session_id: started.session_id.clone(),
+                method_id: added.method_id.clone(),
+            },
             &traceparent,
         ))
         .await
         .expect("send");
-    smtp.wait_for_count(before + 1, Duration::from_secs(15)).await.expect("reset mail");
+    smtp.wait_for_count(before + 1, Duration::from_secs(15))
+        .await
+        .expect("reset mail");
     let mail = smtp.messages().pop().expect("mail");
     let code = code_in(&mail.text_body().expect("text")).expect("code");
     client
         .verify_code(with_traceparent(
-            reset::VerifyCodeRequest { session_id: started.session_id.clone(), method_id: added.method_id.clone(), code },
+            reset::VerifyCodeRequest {
+                session_id: started.session_id.clone(),
+                method_id: added.method_id.clone(),
+                code,
+            },
             &traceparent,
         ))
         .await
         .expect("verify");
     client
         .complete_reset(with_traceparent(
-            reset::CompleteResetRequest { session_id: started.session_id.clone(), new_password: "a brand new passphrase".into() },
+            reset::CompleteResetRequest {
+                session_id: started.session_id.clone(),
+                new_password: "a brand new passphrase".into(),
+            },
             &traceparent,
         ))
         .await
@@ -224,7 +295,11 @@ async fn one_trace_across_processes() {
     let mut rpc_subjects = BTreeSet::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(300), rpc.next()).await {
         if msg.subject.as_str().starts_with("sspr.rpc.") {
-            let tp = msg.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.to_string());
+            let tp = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("traceparent"))
+                .map(|v| v.to_string());
             assert!(
                 tp.as_deref().is_some_and(|tp| tp.contains(&trace_id)),
                 "{} without our traceparent: {tp:?}",
@@ -233,20 +308,38 @@ async fn one_trace_across_processes() {
             rpc_subjects.insert(msg.subject.to_string());
         }
     }
-    for expected in ["sspr.rpc.verification.start_reset", "sspr.rpc.verification.send_code", "sspr.rpc.enrolment.get_destination", "sspr.rpc.directory.set_password"] {
-        assert!(rpc_subjects.contains(expected), "no {expected} seen; saw {rpc_subjects:?}");
+    for expected in [
+        "sspr.rpc.verification.start_reset",
+        "sspr.rpc.verification.send_code",
+        "sspr.rpc.enrolment.get_destination",
+        "sspr.rpc.directory.set_password",
+    ] {
+        assert!(
+            rpc_subjects.contains(expected),
+            "no {expected} seen; saw {rpc_subjects:?}"
+        );
     }
     let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.next())
         .await
         .expect("delivery message")
         .expect("open");
-    let tp = delivery.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.to_string());
-    assert!(tp.as_deref().is_some_and(|tp| tp.contains(&trace_id)), "delivery without our traceparent: {tp:?}");
+    let tp = delivery
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.to_string());
+    assert!(
+        tp.as_deref().is_some_and(|tp| tp.contains(&trace_id)),
+        "delivery without our traceparent: {tp:?}"
+    );
 
     // SIGTERM: every process stops cleanly and flushes its spans.
     for p in &processes {
         let pid = p.child.id().expect("pid");
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
     for p in &mut processes {
@@ -254,7 +347,11 @@ async fn one_trace_across_processes() {
             .await
             .unwrap_or_else(|_| panic!("sspr-{} did not stop within 20 s of SIGTERM", p.name))
             .expect("wait");
-        assert!(status.success(), "sspr-{} exited with {status} on SIGTERM", p.name);
+        assert!(
+            status.success(),
+            "sspr-{} exited with {status} on SIGTERM",
+            p.name
+        );
     }
 
     // One trace holds spans of the gateway, verification, notification and more.
@@ -262,7 +359,10 @@ async fn one_trace_across_processes() {
     let ours: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let services: BTreeSet<&str> = ours.iter().map(|s| s.service_name.as_str()).collect();
     for required in ["sspr-gateway", "sspr-verification", "sspr-notification"] {
-        assert!(services.contains(required), "trace lacks {required}: {services:?}");
+        assert!(
+            services.contains(required),
+            "trace lacks {required}: {services:?}"
+        );
     }
     assert!(
         services.contains("sspr-enrolment") || services.contains("sspr-directory"),

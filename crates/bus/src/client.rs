@@ -64,7 +64,11 @@ impl Bus {
     /// Wraps an existing client.
     pub fn from_client(client: async_nats::Client, request_timeout: Duration) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, request_timeout }
+        Self {
+            client,
+            js,
+            request_timeout,
+        }
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -110,7 +114,10 @@ impl Bus {
                 .map_err(|e| match e.kind() {
                     RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_owned()),
                     RequestErrorKind::TimedOut => BusError::Timeout(subject.to_owned()),
-                    _ => BusError::Request { subject: subject.to_owned(), source: e },
+                    _ => BusError::Request {
+                        subject: subject.to_owned(),
+                        source: e,
+                    },
                 })?;
             if let Some(headers) = reply.headers.as_ref()
                 && let Some(code) = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE)
@@ -120,10 +127,15 @@ impl Bus {
                     .get(async_nats::service::NATS_SERVICE_ERROR)
                     .map(|v| v.as_str().to_owned())
                     .unwrap_or_default();
-                return Err(BusError::Rpc(RpcError::new(ErrorCode::from_number(code), message)));
+                return Err(BusError::Rpc(RpcError::new(
+                    ErrorCode::from_number(code),
+                    message,
+                )));
             }
-            Resp::decode(reply.payload)
-                .map_err(|source| BusError::Decode { subject: subject.to_owned(), source })
+            Resp::decode(reply.payload).map_err(|source| BusError::Decode {
+                subject: subject.to_owned(),
+                source,
+            })
         }
         .instrument(span)
         .await
@@ -139,12 +151,17 @@ impl Bus {
         payload: Bytes,
     ) -> Result<(), BusError> {
         headers.insert("Nats-Msg-Id", msg_id);
-        let err = |message: String| BusError::Publish { subject: subject.to_owned(), message };
+        let err = |message: String| BusError::Publish {
+            subject: subject.to_owned(),
+            message,
+        };
         let ack = self
             .js
             .send_publish(
                 subject.to_owned(),
-                jetstream::message::PublishMessage::build().payload(payload).headers(headers),
+                jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers),
             )
             .await
             .map_err(|e| err(e.to_string()))?;

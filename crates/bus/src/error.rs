@@ -48,7 +48,10 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
@@ -90,9 +93,15 @@ pub enum BusError {
     #[error("request to {0} timed out")]
     Timeout(String),
     #[error("nats request to {subject} failed: {source}")]
-    Request { subject: String, source: async_nats::RequestError },
+    Request {
+        subject: String,
+        source: async_nats::RequestError,
+    },
     #[error("could not decode the reply from {subject}: {source}")]
-    Decode { subject: String, source: prost::DecodeError },
+    Decode {
+        subject: String,
+        source: prost::DecodeError,
+    },
     #[error("jetstream publish to {subject} failed: {message}")]
     Publish { subject: String, message: String },
     #[error("jetstream setup failed: {0}")]

@@ -12,8 +12,8 @@
 
 mod client;
 mod error;
-mod server;
 pub mod sealed;
+mod server;
 pub mod streams;
 pub mod subjects;
 pub mod trace;

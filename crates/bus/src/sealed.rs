@@ -32,20 +32,34 @@ pub fn seal(key: &[u8; 32], delivery: &Delivery) -> Result<SealedDelivery, SealE
     let ciphertext = cipher
         .encrypt(
             &XNonce::from(nonce),
-            Payload { msg: &plaintext, aad: delivery.delivery_id.as_bytes() },
+            Payload {
+                msg: &plaintext,
+                aad: delivery.delivery_id.as_bytes(),
+            },
         )
         .map_err(|_| SealError::Encrypt)?;
-    Ok(SealedDelivery { delivery_id: delivery.delivery_id.clone(), nonce: nonce.to_vec(), ciphertext })
+    Ok(SealedDelivery {
+        delivery_id: delivery.delivery_id.clone(),
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
 }
 
 /// Decrypts a sealed delivery and checks that it is the delivery it claims to be.
 pub fn open(key: &[u8; 32], sealed: &SealedDelivery) -> Result<Delivery, SealError> {
-    let nonce: [u8; 24] = sealed.nonce.as_slice().try_into().map_err(|_| SealError::Open)?;
+    let nonce: [u8; 24] = sealed
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| SealError::Open)?;
     let cipher = XChaCha20Poly1305::new(key.into());
     let plaintext = cipher
         .decrypt(
             &XNonce::from(nonce),
-            Payload { msg: &sealed.ciphertext, aad: sealed.delivery_id.as_bytes() },
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: sealed.delivery_id.as_bytes(),
+            },
         )
         .map_err(|_| SealError::Open)?;
     let delivery = Delivery::decode(plaintext.as_slice()).map_err(|_| SealError::Decode)?;
@@ -73,8 +87,14 @@ mod tests {
         let key = [9u8; 32];
         let sealed = seal(&key, &delivery()).expect("seal");
         let wire = sealed.encode_to_vec();
-        assert!(!wire.windows(8).any(|w| w == b"12345678"), "code visible in sealed bytes");
-        assert!(!wire.windows(9).any(|w| w == b"alice@exa"), "destination visible in sealed bytes");
+        assert!(
+            !wire.windows(8).any(|w| w == b"12345678"),
+            "code visible in sealed bytes"
+        );
+        assert!(
+            !wire.windows(9).any(|w| w == b"alice@exa"),
+            "destination visible in sealed bytes"
+        );
         assert_eq!(open(&key, &sealed), Ok(delivery()));
     }
 

@@ -21,7 +21,8 @@ use crate::error::{BusError, ErrorCode, RpcError};
 use crate::{subjects, trace};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(RequestContext, Bytes) -> BoxFuture<Result<Bytes, RpcError>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(RequestContext, Bytes) -> BoxFuture<Result<Bytes, RpcError>> + Send + Sync>;
 
 /// What a handler may know about the request besides its body.
 #[derive(Debug, Clone)]
@@ -39,7 +40,11 @@ pub struct Router {
 impl Router {
     /// `service` is the short name (`directory`); the NATS service is `sspr-<service>`.
     pub fn new(service: &str, description: &str) -> Self {
-        Self { service: service.to_owned(), description: description.to_owned(), routes: Vec::new() }
+        Self {
+            service: service.to_owned(),
+            description: description.to_owned(),
+            routes: Vec::new(),
+        }
     }
 
     /// Serves `subject` with `handler`, decoding `Req` and encoding `Resp` as protobuf. A body
@@ -144,7 +149,9 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
     );
     trace::set_parent_from(&span, request.message.headers.as_ref());
     async {
-        let ctx = RequestContext { subject: subject.to_owned() };
+        let ctx = RequestContext {
+            subject: subject.to_owned(),
+        };
         let result = handler(ctx, request.message.payload.clone()).await;
         let response = match result {
             Ok(body) => Ok(body),
@@ -154,7 +161,10 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
                 if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
                     span.record("otel.status_code", "ERROR");
                 }
-                Err(service::error::Error { status: e.message, code: e.code as usize })
+                Err(service::error::Error {
+                    status: e.message,
+                    code: e.code as usize,
+                })
             }
         };
         if let Err(e) = request.respond(response).await {

@@ -5,7 +5,8 @@
 //! change is a new version package.
 
 /// Encoded `FileDescriptorSet` of every sspr proto file, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sspr_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sspr_descriptor.bin"));
 
 pub mod sspr {
     pub mod common {
@@ -70,7 +71,10 @@ pub mod time {
     use chrono::{DateTime, Utc};
 
     pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-        prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+        prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }
     }
 
     pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
@@ -79,6 +83,9 @@ pub mod time {
 
     pub fn duration(d: chrono::Duration) -> prost_types::Duration {
         let nanos = d.num_nanoseconds().unwrap_or(i64::MAX);
-        prost_types::Duration { seconds: nanos / 1_000_000_000, nanos: (nanos % 1_000_000_000) as i32 }
+        prost_types::Duration {
+            seconds: nanos / 1_000_000_000,
+            nanos: (nanos % 1_000_000_000) as i32,
+        }
     }
 }

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sspr_storage::sea_orm::DatabaseConnection;
 use sspr_bus::{Bus, BusConfig};
 use sspr_clock::SharedClock;
+use sspr_storage::sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{CommonSettings, ConfigError, Secret};
@@ -39,7 +39,10 @@ pub enum StartError {
     #[error(transparent)]
     Storage(#[from] sspr_storage::StorageError),
     #[error("cannot serve health endpoints on {addr}: {source}")]
-    Health { addr: SocketAddr, source: std::io::Error },
+    Health {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Telemetry(#[from] sspr_telemetry::TelemetryError),
     #[error("{0}")]
@@ -48,9 +51,15 @@ pub enum StartError {
 
 /// Connects to NATS as `sspr-<service>`.
 pub async fn connect_bus(service: &str, common: &CommonSettings) -> Result<Bus, StartError> {
-    Bus::connect(&BusConfig::new(common.nats_url.clone(), format!("sspr-{service}")))
-        .await
-        .map_err(|e| StartError::Nats { url: common.nats_url.clone(), message: e.to_string() })
+    Bus::connect(&BusConfig::new(
+        common.nats_url.clone(),
+        format!("sspr-{service}"),
+    ))
+    .await
+    .map_err(|e| StartError::Nats {
+        url: common.nats_url.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Connects to NATS and to the service's database, and serves `/healthz` and `/readyz` on
@@ -62,9 +71,18 @@ pub async fn connect(
 ) -> Result<ServiceContext, StartError> {
     let bus = connect_bus(service, common).await?;
     let db = sspr_storage::connect(service, &common.db).await?;
-    let ctx = ServiceContext { bus, db, clock: sspr_clock::system() };
+    let ctx = ServiceContext {
+        bus,
+        db,
+        clock: sspr_clock::system(),
+    };
     if let Some(addr) = common.metrics_addr {
-        serve_health(addr, ready_check(ctx.bus.clone(), Some(ctx.db.clone())), shutdown).await?;
+        serve_health(
+            addr,
+            ready_check(ctx.bus.clone(), Some(ctx.db.clone())),
+            shutdown,
+        )
+        .await?;
     }
     Ok(ctx)
 }
@@ -79,7 +97,9 @@ pub fn ready_check(bus: Bus, db: Option<DatabaseConnection>) -> sspr_telemetry::
                 return Err("not connected to NATS".to_owned());
             }
             if let Some(db) = db {
-                db.ping().await.map_err(|_| "database does not answer".to_owned())?;
+                db.ping()
+                    .await
+                    .map_err(|_| "database does not answer".to_owned())?;
             }
             Ok(())
         })

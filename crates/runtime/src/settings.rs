@@ -19,7 +19,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: &str, problem: impl Into<String>) -> Self {
-        Self { variable: variable.to_owned(), problem: problem.into() }
+        Self {
+            variable: variable.to_owned(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -56,8 +59,12 @@ pub fn required(name: &str, what: &str) -> Result<String, ConfigError> {
 /// A socket address such as `127.0.0.1:50051`.
 pub fn socket_addr(name: &str, default: &str) -> Result<SocketAddr, ConfigError> {
     let raw = var(name).unwrap_or_else(|| default.to_owned());
-    raw.parse()
-        .map_err(|_| ConfigError::new(name, format!("expected host:port such as {default}, got {raw:?}")))
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            name,
+            format!("expected host:port such as {default}, got {raw:?}"),
+        )
+    })
 }
 
 /// Parses a 32-byte key given in base64 (standard or URL-safe alphabet).
@@ -67,9 +74,17 @@ pub fn parse_key(name: &str, raw: &str) -> Result<Secret<[u8; 32]>, ConfigError>
         .decode(raw)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(raw))
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
-        .map_err(|_| ConfigError::new(name, "is not valid base64 (expected 32 random bytes, base64-encoded)"))?;
+        .map_err(|_| {
+            ConfigError::new(
+                name,
+                "is not valid base64 (expected 32 random bytes, base64-encoded)",
+            )
+        })?;
     let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-        ConfigError::new(name, format!("must decode to exactly 32 bytes, got {}", b.len()))
+        ConfigError::new(
+            name,
+            format!("must decode to exactly 32 bytes, got {}", b.len()),
+        )
     })?;
     Ok(Secret::new(key))
 }
@@ -99,8 +114,14 @@ impl CommonSettings {
     /// services can run on one host without clashing.
     pub fn from_env(default_metrics_addr: &str) -> Result<Self, ConfigError> {
         let nats_url = var("SSPR_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
-        if !(nats_url.starts_with("nats://") || nats_url.starts_with("tls://") || nats_url.contains(':')) {
-            return Err(ConfigError::new("SSPR_NATS_URL", format!("expected nats://host:port, got {nats_url:?}")));
+        if !(nats_url.starts_with("nats://")
+            || nats_url.starts_with("tls://")
+            || nats_url.contains(':'))
+        {
+            return Err(ConfigError::new(
+                "SSPR_NATS_URL",
+                format!("expected nats://host:port, got {nats_url:?}"),
+            ));
         }
         let data_dir = PathBuf::from(var("SSPR_DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
         let database_url = var("SSPR_DATABASE_URL");
@@ -116,7 +137,14 @@ impl CommonSettings {
             Some("off") => None,
             _ => Some(socket_addr("SSPR_METRICS_ADDR", default_metrics_addr)?),
         };
-        Ok(Self { nats_url, db: DbSettings { data_dir, database_url }, metrics_addr })
+        Ok(Self {
+            nats_url,
+            db: DbSettings {
+                data_dir,
+                database_url,
+            },
+            metrics_addr,
+        })
     }
 }
 
@@ -133,10 +161,18 @@ mod tests {
     #[test]
     fn key_must_be_32_bytes() {
         let short = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
-        let err = parse_key("SSPR_CODE_KEY", &short).err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("SSPR_CODE_KEY: must decode to exactly 32 bytes, got 16"));
+        let err = parse_key("SSPR_CODE_KEY", &short)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SSPR_CODE_KEY: must decode to exactly 32 bytes, got 16")
+        );
         let ok = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        assert_eq!(parse_key("SSPR_CODE_KEY", &ok).map(|k| *k.expose()).ok(), Some([7u8; 32]));
+        assert_eq!(
+            parse_key("SSPR_CODE_KEY", &ok).map(|k| *k.expose()).ok(),
+            Some([7u8; 32])
+        );
         assert!(parse_key("SSPR_CODE_KEY", "not base64!").is_err());
     }
 }

@@ -9,11 +9,20 @@ use sea_orm_migration::MigratorTrait;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot connect to the {service} database: {source}")]
-    Connect { service: String, source: sea_orm::DbErr },
+    Connect {
+        service: String,
+        source: sea_orm::DbErr,
+    },
     #[error("migrating the {service} database failed: {source}")]
-    Migrate { service: String, source: sea_orm::DbErr },
+    Migrate {
+        service: String,
+        source: sea_orm::DbErr,
+    },
     #[error("SSPR_DATABASE_URL must start with postgres:// or postgresql://")]
     UnsupportedUrl,
 }
@@ -32,14 +41,23 @@ impl std::fmt::Debug for DbSettings {
         // The URL may hold a password.
         f.debug_struct("DbSettings")
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
 
 /// Opens the database of `service` (a short name such as `verification`).
-pub async fn connect(service: &str, settings: &DbSettings) -> Result<DatabaseConnection, StorageError> {
-    let err = |source| StorageError::Connect { service: service.to_owned(), source };
+pub async fn connect(
+    service: &str,
+    settings: &DbSettings,
+) -> Result<DatabaseConnection, StorageError> {
+    let err = |source| StorageError::Connect {
+        service: service.to_owned(),
+        source,
+    };
     match &settings.database_url {
         Some(url) => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -49,7 +67,10 @@ pub async fn connect(service: &str, settings: &DbSettings) -> Result<DatabaseCon
             // Create the schema with a plain connection, then connect with it on the search path
             // so the service's tables and migration table live there.
             let mut bootstrap = ConnectOptions::new(url.clone());
-            bootstrap.max_connections(1).sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+            bootstrap
+                .max_connections(1)
+                .sqlx_logging(false)
+                .connect_timeout(Duration::from_secs(10));
             let admin = Database::connect(bootstrap).await.map_err(err)?;
             admin
                 .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
@@ -66,9 +87,11 @@ pub async fn connect(service: &str, settings: &DbSettings) -> Result<DatabaseCon
             Database::connect(opts).await.map_err(err)
         }
         None => {
-            std::fs::create_dir_all(&settings.data_dir).map_err(|source| StorageError::DataDir {
-                path: settings.data_dir.clone(),
-                source,
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| {
+                StorageError::DataDir {
+                    path: settings.data_dir.clone(),
+                    source,
+                }
             })?;
             let path = settings.data_dir.join(format!("{service}.db"));
             let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -97,5 +120,8 @@ pub async fn run_migrations<M: MigratorTrait>(
 ) -> Result<(), StorageError> {
     M::up(db, None)
         .await
-        .map_err(|source| StorageError::Migrate { service: service.to_owned(), source })
+        .map_err(|source| StorageError::Migrate {
+            service: service.to_owned(),
+            source,
+        })
 }

@@ -78,13 +78,32 @@ impl MigrationTrait for CreateOutbox {
                 Table::create()
                     .table(Outbox::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Outbox::Id).big_integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Outbox::MsgId).string().not_null().unique_key())
+                    .col(
+                        ColumnDef::new(Outbox::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Outbox::MsgId)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
                     .col(ColumnDef::new(Outbox::Subject).string().not_null())
                     .col(ColumnDef::new(Outbox::Payload).blob().not_null())
                     .col(ColumnDef::new(Outbox::Traceparent).string().null())
-                    .col(ColumnDef::new(Outbox::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Outbox::PublishedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(Outbox::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Outbox::PublishedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -102,7 +121,9 @@ impl MigrationTrait for CreateOutbox {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Outbox::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await
     }
 }
 
@@ -170,7 +191,13 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     pub fn new(db: DatabaseConnection, bus: Bus, signal: OutboxSignal) -> Self {
-        Self { db, bus, signal, batch: 256, poll: Duration::from_millis(500) }
+        Self {
+            db,
+            bus,
+            signal,
+            batch: 256,
+            poll: Duration::from_millis(500),
+        }
     }
 
     /// Publishes until `shutdown` is cancelled, then drains what is left once.
@@ -216,7 +243,12 @@ impl OutboxRelay {
                 headers.insert("traceparent", tp.as_str());
             }
             self.bus
-                .publish_durable(&row.subject, &row.msg_id, headers, Bytes::from(row.payload.clone()))
+                .publish_durable(
+                    &row.subject,
+                    &row.msg_id,
+                    headers,
+                    Bytes::from(row.payload.clone()),
+                )
                 .await?;
             let id = row.id;
             let mut active: entity::ActiveModel = row.into();

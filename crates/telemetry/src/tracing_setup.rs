@@ -51,8 +51,11 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
         _ => EnvFilter::new("info,async_nats=warn,sqlx=warn,sea_orm=warn,h2=warn,tower=warn"),
     };
 
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service_name.clone()).build());
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service_name.clone())
+            .build(),
+    );
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .map(|v| !v.trim().is_empty())
         .unwrap_or(false);
@@ -74,10 +77,16 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-    let installed = tracing_subscriber::registry().with(fmt).with(otel).try_init().is_ok();
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .is_ok();
     if installed {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        Ok(Telemetry { provider: Some(provider) })
+        Ok(Telemetry {
+            provider: Some(provider),
+        })
     } else {
         let _ = provider.shutdown();
         Ok(Telemetry { provider: None })

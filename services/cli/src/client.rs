@@ -17,7 +17,12 @@ use tonic::transport::Channel;
 #[derive(Args, Debug, Clone)]
 pub struct GatewayArgs {
     /// URL of the gateway's gRPC API.
-    #[arg(long, env = "SSPR_GATEWAY_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "SSPR_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub gateway: String,
     /// Admin bearer token; by default SSPR_ADMIN_TOKEN, else the token `sspr dev` wrote to
     /// <data dir>/admin-token.
@@ -171,14 +176,22 @@ fn admin_token(args: &GatewayArgs) -> anyhow::Result<String> {
     let path = args.data_dir.join("admin-token");
     match std::fs::read_to_string(&path) {
         Ok(t) => Ok(t.trim().to_owned()),
-        Err(_) => bail!("no admin token: set SSPR_ADMIN_TOKEN or --token (or run `sspr dev`, which writes {})", path.display()),
+        Err(_) => bail!(
+            "no admin token: set SSPR_ADMIN_TOKEN or --token (or run `sspr dev`, which writes {})",
+            path.display()
+        ),
     }
 }
 
-fn request<T>(args: &GatewayArgs, body: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+fn request<T>(
+    args: &GatewayArgs,
+    body: T,
+    token: Option<&str>,
+) -> anyhow::Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(body);
     if let Some(token) = token {
-        let value = MetadataValue::try_from(format!("Bearer {token}")).context("the admin token has invalid characters")?;
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .context("the admin token has invalid characters")?;
         req.metadata_mut().insert("authorization", value);
     }
     if let Some(tp) = &args.traceparent {
@@ -242,10 +255,18 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
     let t = Some(token.as_str());
     match command {
         AdminCommand::GetPolicy => {
-            let p = client.get_policy(request(args, admin::GetPolicyRequest {}, t)?).await.map_err(status_error)?;
+            let p = client
+                .get_policy(request(args, admin::GetPolicyRequest {}, t)?)
+                .await
+                .map_err(status_error)?;
             print(policy_json(p.get_ref()));
         }
-        AdminCommand::SetPolicy { scope, groups, methods_required, allowed } => {
+        AdminCommand::SetPolicy {
+            scope,
+            groups,
+            methods_required,
+            allowed,
+        } => {
             let scope = match scope {
                 ScopeArg::None => admin::Scope::None,
                 ScopeArg::Selected => admin::Scope::Selected,
@@ -255,16 +276,32 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 scope: scope as i32,
                 group_ids: groups,
                 methods_required,
-                allowed_methods: allowed.into_iter().map(|k| MethodKind::from(k) as i32).collect(),
+                allowed_methods: allowed
+                    .into_iter()
+                    .map(|k| MethodKind::from(k) as i32)
+                    .collect(),
                 version: 0,
             };
             let p = client
-                .set_policy(request(args, admin::SetPolicyRequest { policy: Some(policy) }, t)?)
+                .set_policy(request(
+                    args,
+                    admin::SetPolicyRequest {
+                        policy: Some(policy),
+                    },
+                    t,
+                )?)
                 .await
                 .map_err(status_error)?;
             print(policy_json(p.get_ref()));
         }
-        AdminCommand::UpsertUser { user_id, display_name, locale, groups, admin: is_admin, password } => {
+        AdminCommand::UpsertUser {
+            user_id,
+            display_name,
+            locale,
+            groups,
+            admin: is_admin,
+            password,
+        } => {
             let body = admin::UpsertUserRequest {
                 user_id,
                 display_name,
@@ -274,7 +311,11 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 password: password.unwrap_or_default(),
                 enabled: None,
             };
-            let u = client.upsert_user(request(args, body, t)?).await.map_err(status_error)?.into_inner();
+            let u = client
+                .upsert_user(request(args, body, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print(json!({
                 "user_id": u.user_id, "display_name": u.display_name, "locale": u.locale,
                 "group_ids": u.group_ids, "is_admin": u.is_admin, "enabled": u.enabled,
@@ -283,7 +324,13 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
         }
         AdminCommand::DeleteUser { user_id } => {
             client
-                .delete_user(request(args, admin::DeleteUserRequest { user_id: user_id.clone() }, t)?)
+                .delete_user(request(
+                    args,
+                    admin::DeleteUserRequest {
+                        user_id: user_id.clone(),
+                    },
+                    t,
+                )?)
                 .await
                 .map_err(status_error)?;
             print(json!({"deleted": user_id}));
@@ -293,11 +340,24 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
 }
 
 pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::Result<()> {
-    let mut client = registration::registration_client::RegistrationClient::new(channel(args).await?);
+    let mut client =
+        registration::registration_client::RegistrationClient::new(channel(args).await?);
     match command {
-        RegisterCommand::Begin { user_id, password, locale } => {
+        RegisterCommand::Begin {
+            user_id,
+            password,
+            locale,
+        } => {
             let r = client
-                .begin_registration(request(args, registration::BeginRegistrationRequest { user_id, password, locale }, None)?)
+                .begin_registration(request(
+                    args,
+                    registration::BeginRegistrationRequest {
+                        user_id,
+                        password,
+                        locale,
+                    },
+                    None,
+                )?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -310,18 +370,38 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 "expires_at": time_json(&r.expires_at),
             }));
         }
-        RegisterCommand::Add { session, kind, destination } => {
+        RegisterCommand::Add {
+            session,
+            kind,
+            destination,
+        } => {
             let body = registration::AddMethodRequest {
                 session_id: session,
                 kind: MethodKind::from(kind) as i32,
                 destination,
             };
-            let r = client.add_method(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+            let r = client
+                .add_method(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print(json!({"method_id": r.method_id, "expires_at": time_json(&r.expires_at)}));
         }
-        RegisterCommand::Confirm { session, method, code } => {
-            let body = registration::ConfirmMethodRequest { session_id: session, method_id: method, code };
-            let r = client.confirm_method(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+        RegisterCommand::Confirm {
+            session,
+            method,
+            code,
+        } => {
+            let body = registration::ConfirmMethodRequest {
+                session_id: session,
+                method_id: method,
+                code,
+            };
+            let r = client
+                .confirm_method(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print(json!({"registration_complete": r.registration_complete}));
         }
     }
@@ -333,7 +413,11 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
     match command {
         ResetCommand::Start { user_id, locale } => {
             let r = client
-                .start_reset(request(args, reset::StartResetRequest { user_id, locale }, None)?)
+                .start_reset(request(
+                    args,
+                    reset::StartResetRequest { user_id, locale },
+                    None,
+                )?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -347,20 +431,50 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
         }
         ResetCommand::Send { session, method } => {
             let r = client
-                .send_code(request(args, reset::SendCodeRequest { session_id: session, method_id: method }, None)?)
+                .send_code(request(
+                    args,
+                    reset::SendCodeRequest {
+                        session_id: session,
+                        method_id: method,
+                    },
+                    None,
+                )?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print(json!({"expires_at": time_json(&r.expires_at), "resend_after": time_json(&r.resend_after)}));
+            print(
+                json!({"expires_at": time_json(&r.expires_at), "resend_after": time_json(&r.resend_after)}),
+            );
         }
-        ResetCommand::Verify { session, method, code } => {
-            let body = reset::VerifyCodeRequest { session_id: session, method_id: method, code };
-            let r = client.verify_code(request(args, body, None)?).await.map_err(status_error)?.into_inner();
+        ResetCommand::Verify {
+            session,
+            method,
+            code,
+        } => {
+            let body = reset::VerifyCodeRequest {
+                session_id: session,
+                method_id: method,
+                code,
+            };
+            let r = client
+                .verify_code(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print(json!({"methods_remaining": r.methods_remaining}));
         }
-        ResetCommand::Complete { session, new_password } => {
-            let body = reset::CompleteResetRequest { session_id: session, new_password };
-            client.complete_reset(request(args, body, None)?).await.map_err(status_error)?;
+        ResetCommand::Complete {
+            session,
+            new_password,
+        } => {
+            let body = reset::CompleteResetRequest {
+                session_id: session,
+                new_password,
+            };
+            client
+                .complete_reset(request(args, body, None)?)
+                .await
+                .map_err(status_error)?;
             print(json!({"completed": true}));
         }
     }

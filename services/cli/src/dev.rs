@@ -44,11 +44,18 @@ pub struct Stack {
 }
 
 async fn context(service: &str, opts: &StackOptions) -> anyhow::Result<ServiceContext> {
-    let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), format!("sspr-{service}")))
-        .await
-        .with_context(|| format!("{service}: cannot connect to NATS at {}", opts.nats_url))?;
+    let bus = Bus::connect(&BusConfig::new(
+        opts.nats_url.clone(),
+        format!("sspr-{service}"),
+    ))
+    .await
+    .with_context(|| format!("{service}: cannot connect to NATS at {}", opts.nats_url))?;
     let db = sspr_storage::connect(service, &opts.db).await?;
-    Ok(ServiceContext { bus, db, clock: opts.clock.clone() })
+    Ok(ServiceContext {
+        bus,
+        db,
+        clock: opts.clock.clone(),
+    })
 }
 
 impl Stack {
@@ -71,14 +78,22 @@ impl Stack {
 
         let ctx = context(sspr_verification::SERVICE, &opts).await?;
         let mut cfg = sspr_verification::Config::new(Secret::new(opts.code_key));
-        cfg.resend_after = chrono::Duration::from_std(opts.resend_after).context("resend_after is too large")?;
+        cfg.resend_after =
+            chrono::Duration::from_std(opts.resend_after).context("resend_after is too large")?;
         let token = shutdown.clone();
-        tasks.spawn(async move { ("verification", sspr_verification::run(ctx, cfg, token).await) });
+        tasks.spawn(async move {
+            (
+                "verification",
+                sspr_verification::run(ctx, cfg, token).await,
+            )
+        });
 
         let ctx = context(sspr_notification::SERVICE, &opts).await?;
         let mut cfg = sspr_notification::Config::new(opts.mail.clone(), Secret::new(opts.code_key));
         if let Some(from) = &opts.mail_from {
-            cfg.mail_from = from.parse().context("SSPR_MAIL_FROM is not a valid mailbox")?;
+            cfg.mail_from = from
+                .parse()
+                .context("SSPR_MAIL_FROM is not a valid mailbox")?;
         }
         if let Some(url) = &opts.sms_webhook_url {
             cfg.sms_webhook_url = Some(
@@ -87,7 +102,12 @@ impl Stack {
             );
         }
         let token = shutdown.clone();
-        tasks.spawn(async move { ("notification", sspr_notification::run(ctx, cfg, token).await) });
+        tasks.spawn(async move {
+            (
+                "notification",
+                sspr_notification::run(ctx, cfg, token).await,
+            )
+        });
 
         let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), "sspr-gateway")).await?;
         let cfg = sspr_gateway::Config {
@@ -98,7 +118,11 @@ impl Stack {
         let (grpc_addr, serve) = sspr_gateway::bind(bus.clone(), cfg, shutdown.clone()).await?;
         tasks.spawn(async move { ("gateway", serve.await) });
 
-        let mut stack = Self { grpc_addr, shutdown, tasks };
+        let mut stack = Self {
+            grpc_addr,
+            shutdown,
+            tasks,
+        };
         if let Err(e) = stack.wait_until_serving(&bus).await {
             stack.stop().await;
             return Err(e);
@@ -108,7 +132,13 @@ impl Stack {
 
     /// Waits until every service answers `$SRV.PING`, or one of them fails to start.
     async fn wait_until_serving(&mut self, bus: &Bus) -> anyhow::Result<()> {
-        let services = ["directory", "policy", "enrolment", "verification", "notification"];
+        let services = [
+            "directory",
+            "policy",
+            "enrolment",
+            "verification",
+            "notification",
+        ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in services {
             let subject = format!("$SRV.PING.sspr-{service}");
@@ -117,10 +147,16 @@ impl Stack {
                     anyhow::bail!("{name} stopped while starting: {:?}", result.err());
                 }
                 let ping = bus.client().request(subject.clone(), Default::default());
-                if tokio::time::timeout(Duration::from_millis(500), ping).await.is_ok_and(|r| r.is_ok()) {
+                if tokio::time::timeout(Duration::from_millis(500), ping)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
                     break;
                 }
-                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{service} did not start within 30 s");
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{service} did not start within 30 s"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -145,7 +181,9 @@ impl Stack {
         self.shutdown.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             match joined {
-                Ok((name, Err(e))) => tracing::warn!(service = name, error = %format!("{e:#}"), "stopped with an error"),
+                Ok((name, Err(e))) => {
+                    tracing::warn!(service = name, error = %format!("{e:#}"), "stopped with an error")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "a service task panicked"),
             }
@@ -161,7 +199,8 @@ fn persistent_secret(path: &Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let value = base64::engine::general_purpose::STANDARD.encode(bytes);
-    std::fs::write(path, format!("{value}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, format!("{value}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -183,20 +222,27 @@ fn dev_nats_port() -> u16 {
 
 /// Mail through the SMTP server at `url` (`smtp://host:port`).
 pub fn smtp_transport(url: &str) -> anyhow::Result<sspr_notification::MailTransport> {
-    let url = sspr_notification::SmtpUrl::parse(url).map_err(|p| anyhow::anyhow!("SSPR_SMTP_URL {p}"))?;
+    let url =
+        sspr_notification::SmtpUrl::parse(url).map_err(|p| anyhow::anyhow!("SSPR_SMTP_URL {p}"))?;
     Ok(sspr_notification::MailTransport::Smtp { url })
 }
 
 /// `sspr dev`.
 pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()> {
     let telemetry = sspr_telemetry::init("sspr-dev")?;
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
 
     let mut local_nats = None;
     let nats_url = match sspr_runtime::settings::var("SSPR_NATS_URL") {
         Some(url) => url,
         None => {
-            let server = LocalNatsServer::start(dev_nats_port(), &data_dir.join("nats"), &data_dir.join("nats-server.log")).await?;
+            let server = LocalNatsServer::start(
+                dev_nats_port(),
+                &data_dir.join("nats"),
+                &data_dir.join("nats-server.log"),
+            )
+            .await?;
             let url = server.url().to_owned();
             local_nats = Some(server);
             url
@@ -220,7 +266,10 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
             (sspr_notification::MailTransport::Files { dir }, desc)
         }
     };
-    let db = DbSettings { data_dir: data_dir.clone(), database_url: sspr_runtime::settings::var("SSPR_DATABASE_URL") };
+    let db = DbSettings {
+        data_dir: data_dir.clone(),
+        database_url: sspr_runtime::settings::var("SSPR_DATABASE_URL"),
+    };
     let opts = StackOptions {
         nats_url: nats_url.clone(),
         db,
@@ -237,7 +286,12 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
     let shutdown = sspr_runtime::shutdown_token();
     let metrics_addr = sspr_runtime::settings::socket_addr("SSPR_METRICS_ADDR", "127.0.0.1:9100")?;
     let health_bus = Bus::connect(&BusConfig::new(nats_url.clone(), "sspr-dev-health")).await?;
-    sspr_runtime::serve_health(metrics_addr, sspr_runtime::ready_check(health_bus, None), &shutdown).await?;
+    sspr_runtime::serve_health(
+        metrics_addr,
+        sspr_runtime::ready_check(health_bus, None),
+        &shutdown,
+    )
+    .await?;
 
     eprintln!(
         "sspr dev is running\n  gRPC API:     http://{}\n  NATS:         {nats_url}\n  mail:         {mail_desc}\n  admin token:  {} (or SSPR_ADMIN_TOKEN)\n  health:       http://{metrics_addr}/readyz\nPress Ctrl-C to stop.",

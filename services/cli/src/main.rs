@@ -52,7 +52,10 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev { data_dir, grpc_addr } => sspr_cli::dev::main(data_dir, grpc_addr).await,
+        Command::Dev {
+            data_dir,
+            grpc_addr,
+        } => sspr_cli::dev::main(data_dir, grpc_addr).await,
         Command::Admin { gateway, command } => client::admin(&gateway, command).await,
         Command::Register { gateway, command } => client::register(&gateway, command).await,
         Command::Reset { gateway, command } => client::reset(&gateway, command).await,

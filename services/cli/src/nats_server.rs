@@ -36,15 +36,24 @@ impl LocalNatsServer {
         let url = format!("nats://127.0.0.1:{port}");
         let mut server = Self { child, url };
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {
-                bail!("nats-server exited with {status}; see {}", log_file.display());
+                bail!(
+                    "nats-server exited with {status}; see {}",
+                    log_file.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("nats-server did not accept connections on port {port}; see {}", log_file.display())
+        bail!(
+            "nats-server did not accept connections on port {port}; see {}",
+            log_file.display()
+        )
     }
 
     pub fn url(&self) -> &str {
@@ -72,7 +81,9 @@ pub fn find_binary() -> anyhow::Result<PathBuf> {
         }
         match version_of(&candidate) {
             Some(v) if v >= MIN_VERSION => return Ok(candidate),
-            Some((major, minor)) => seen.push(format!("{} is {major}.{minor}", candidate.display())),
+            Some((major, minor)) => {
+                seen.push(format!("{} is {major}.{minor}", candidate.display()))
+            }
             None => seen.push(format!("{} did not report a version", candidate.display())),
         }
     }
@@ -81,12 +92,19 @@ pub fn find_binary() -> anyhow::Result<PathBuf> {
          or set SSPR_NATS_URL to a running server",
         MIN_VERSION.0,
         MIN_VERSION.1,
-        if seen.is_empty() { "none found".to_owned() } else { seen.join(", ") }
+        if seen.is_empty() {
+            "none found".to_owned()
+        } else {
+            seen.join(", ")
+        }
     )
 }
 
 fn version_of(binary: &Path) -> Option<(u32, u32)> {
-    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()?;
     parse_version(&String::from_utf8_lossy(&out.stdout))
 }
 
