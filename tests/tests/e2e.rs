@@ -15,6 +15,28 @@ use tonic::Code;
 const OLD_PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
+/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
+macro_rules! on_both_backends {
+    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(Backend::Sqlite).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario(Backend::Postgres).await;
+        }
+    )*};
+}
+
+on_both_backends! {
+    one_method_flow => one_method_reset_sqlite, one_method_reset_postgres;
+    two_method_flow => two_method_reset_sqlite, two_method_reset_postgres;
+    scope_is_enforced => scope_is_enforced_sqlite, scope_is_enforced_postgres;
+    bad_input_gets_the_right_status => bad_input_sqlite, bad_input_postgres;
+    deliveries_are_encrypted_on_the_bus => deliveries_encrypted_sqlite, deliveries_encrypted_postgres;
+}
+
 async fn world(backend: Backend) -> Option<World> {
     match World::start(backend).await {
         Ok(Some(w)) => Some(w),
@@ -212,16 +234,6 @@ async fn one_method_flow(backend: Backend) {
     world.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_method_reset_sqlite() {
-    one_method_flow(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_method_reset_postgres() {
-    one_method_flow(Backend::Postgres).await;
-}
-
 async fn two_method_flow(backend: Backend) {
     let Some(world) = world(backend).await else {
         return;
@@ -415,16 +427,6 @@ async fn next_sms_code(world: &World, seen: usize) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_method_reset_sqlite() {
-    two_method_flow(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_method_reset_postgres() {
-    two_method_flow(Backend::Postgres).await;
-}
-
 async fn start(world: &World, user: &str) -> reset::StartResetResponse {
     world
         .reset()
@@ -439,9 +441,8 @@ async fn start(world: &World, user: &str) -> reset::StartResetResponse {
 
 /// Scope NONE / SELECTED / ALL and the admin rule are enforced; users who may not reset get a
 /// decoy answer of the same shape, and nothing is ever sent to them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scope_is_enforced() {
-    let Some(world) = world(Backend::Sqlite).await else {
+async fn scope_is_enforced(backend: Backend) {
+    let Some(world) = world(backend).await else {
         return;
     };
     world
@@ -560,9 +561,8 @@ async fn scope_is_enforced() {
 
 /// Bad input of every kind gets the right status, and codes are single use, expire and are
 /// bound to their method.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_the_right_status() {
-    let Some(world) = world(Backend::Sqlite).await else {
+async fn bad_input_gets_the_right_status(backend: Backend) {
+    let Some(world) = world(backend).await else {
         return;
     };
     world.set_policy(Scope::All, &[], 1).await.expect("policy");
@@ -759,10 +759,9 @@ async fn bad_input_gets_the_right_status() {
 
 /// The delivery to notification travels on SSPR_DELIVERY encrypted: the code never appears on
 /// the bus in clear.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_are_encrypted_on_the_bus() {
+async fn deliveries_are_encrypted_on_the_bus(backend: Backend) {
     use futures::StreamExt;
-    let Some(world) = world(Backend::Sqlite).await else {
+    let Some(world) = world(backend).await else {
         return;
     };
     let client = world.nats.connect().await.expect("nats");

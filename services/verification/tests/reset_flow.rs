@@ -652,7 +652,11 @@ async fn decoys_look_like_real_flows_and_deliver_nothing() {
             "{}",
             m.masked_destination
         );
-        assert!(uuid::Uuid::parse_str(&m.method_id).is_ok_and(|u| u.get_version_num() == 7));
+        let id = m
+            .method_id
+            .strip_prefix("m_")
+            .expect("enrolment-style method id");
+        assert!(uuid::Uuid::try_parse(id).is_ok_and(|u| u.get_version_num() == 7));
         assert_eq!(started.session_id.len(), 43);
         assert!(
             !m.method_id.starts_with("m-"),
@@ -742,6 +746,55 @@ async fn decoys_look_like_real_flows_and_deliver_nothing() {
         0,
         "a decoy delivers nothing"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn decoys_follow_the_policy_shape() {
+    // Two methods required: an unknown user sees two, like every real user.
+    let mut world = World::two_methods();
+    // bob registered only one of the two required methods: he could never finish a reset.
+    world.add_user("bob", true);
+    world.add_method(
+        "bob",
+        "m-bob",
+        MethodKind::Email,
+        "b•••@e•••.com",
+        "bob@example.com",
+    );
+    let h = Harness::start(world).await;
+    for user in ["nobody", "bob"] {
+        let started = h.start_reset(user).await.expect("start");
+        assert_eq!(started.methods_required, 2, "{user}");
+        let kinds: Vec<i32> = started.methods.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [MethodKind::Email as i32, MethodKind::Sms as i32],
+            "{user}"
+        );
+        assert!(
+            started
+                .methods
+                .iter()
+                .all(|m| m.method_id.starts_with("m_")),
+            "{user}: a real method leaked"
+        );
+        assert!(
+            started.methods[1]
+                .masked_destination
+                .starts_with("+•• •••• ••")
+        );
+    }
+    h.stop().await;
+
+    // Only SMS allowed: the decoy is a phone.
+    let mut world = World::one_method();
+    world.allowed = vec![MethodKind::Sms];
+    let h = Harness::start(world).await;
+    let started = h.start_reset("nobody").await.expect("start");
+    assert_eq!(started.methods_required, 1);
+    assert_eq!(started.methods.len(), 1);
+    assert_eq!(started.methods[0].kind, MethodKind::Sms as i32);
     h.stop().await;
 }
 

@@ -285,7 +285,8 @@ impl Verification {
         };
         let stored = self.store.active_code(key, check.flow_id).await?;
         let verdict = judge(stored.as_ref().map(|c| &c.state), now, || match &stored {
-            Some(c) => !check.decoy && binding.matches(self.key(), check.candidate, &c.hash),
+            // Compared for decoys too (then ignored), so both take the same work.
+            Some(c) => binding.matches(self.key(), check.candidate, &c.hash) && !check.decoy,
             None => false,
         });
         let meta = self.meta(now, check.user_id, check.flow_id);

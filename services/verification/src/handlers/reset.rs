@@ -1,7 +1,8 @@
 //! The reset endpoints: StartReset, SendCode, VerifyCode, CompleteReset.
 //!
 //! Every user id gets a session of the same shape: a real one when the user exists, is
-//! enabled, is in scope and has at least one allowed method; a decoy otherwise. The same
+//! enabled, is in scope and has registered at least as many allowed methods as the policy
+//! requires; a decoy otherwise, with as many methods as the policy requires. The same
 //! dependencies are consulted for every user id, and decoys go through the same checks, so the
 //! answers (and their statuses and messages) do not tell the two apart.
 
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use super::{Check, CheckPass, Issue, Verification, domain_kind, proto_kind};
 use crate::Error;
 use crate::adapters::store::{CodeKey, ResendScope};
-use crate::domain::decoy::decoy_method;
+use crate::domain::decoy::decoy_methods;
 use crate::domain::{
     ClientIp, Code, FlowId, InputError, Locale, MethodId, MethodKind, Purpose, ResetSession,
     SessionMethod, SessionStatus, SessionToken, UserId,
@@ -96,14 +97,21 @@ impl Verification {
                 })
             })
             .collect();
+        // A session must never be completable without verifying anything.
+        let required = evaluation.methods_required.max(1);
         let eligible = user.as_ref().is_some_and(|u| u.enabled) && evaluation.eligible;
-        let real = eligible && !methods.is_empty();
+        // A user with fewer methods than required could never finish; a real session would only
+        // tell an onlooker that the account exists.
+        let real = eligible && methods.len() >= required as usize;
 
         let (methods, methods_required) = if real {
-            // A session must never be completable without verifying anything.
-            (methods, evaluation.methods_required.max(1))
+            (methods, required)
         } else {
-            (vec![decoy_method(self.key(), &user_id)], 1)
+            // Shaped like a real flow under the same policy: as many methods as it requires, of
+            // the kinds it allows.
+            let decoys = decoy_methods(self.key(), &user_id, &allowed, required);
+            let count = u32::try_from(decoys.len()).unwrap_or(1);
+            (decoys, count)
         };
         let locale = locale
             .or_else(|| {

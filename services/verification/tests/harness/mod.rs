@@ -509,10 +509,12 @@ fn start_stand_ins(
                 let (w, r) = (Arc::clone(&w), Arc::clone(&r));
                 async move {
                     let eligible = req.enabled && !w.out_of_scope.contains(&req.user_id);
+                    let is_admin = req.is_admin;
                     r.lock().expect("lock").evaluate.push(req);
                     Ok::<_, RpcError>(pol::EvaluateResponse {
                         eligible,
-                        methods_required: if eligible { w.methods_required } else { 0 },
+                        // Like the real policy: the requirement does not depend on eligibility.
+                        methods_required: if is_admin { 2 } else { w.methods_required },
                         allowed_methods: w.allowed.iter().map(|k| *k as i32).collect(),
                     })
                 }
