@@ -117,6 +117,7 @@ impl World {
             mail: sspr_cli::dev::smtp_transport(&smtp.url())?,
             mail_from: Some("sspr <no-reply@sspr.test>".to_owned()),
             sms_webhook_url: Some(sms.url()),
+            sms_dir: None,
             code_key,
             admin_token: ADMIN_TOKEN.to_owned(),
             grpc_addr: "127.0.0.1:0".parse()?,

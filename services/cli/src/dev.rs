@@ -28,6 +28,8 @@ pub struct StackOptions {
     pub mail: sspr_notification::MailTransport,
     pub mail_from: Option<String>,
     pub sms_webhook_url: Option<String>,
+    /// Without a webhook, SMS are written as text files here (`sspr dev` only).
+    pub sms_dir: Option<PathBuf>,
     pub code_key: [u8; 32],
     pub admin_token: String,
     pub grpc_addr: SocketAddr,
@@ -95,6 +97,7 @@ impl Stack {
                 .parse()
                 .context("SSPR_MAIL_FROM is not a valid mailbox")?;
         }
+        cfg.sms_files_dir = opts.sms_dir.clone();
         if let Some(url) = &opts.sms_webhook_url {
             cfg.sms_webhook_url = Some(
                 sspr_notification::SmsWebhookUrl::parse(url)
@@ -262,7 +265,11 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         None => {
             let dir = data_dir.join("mail");
             std::fs::create_dir_all(&dir)?;
-            let desc = format!("files in {}", dir.display());
+            let desc = format!(
+                "files in {} (SMS in {})",
+                dir.display(),
+                data_dir.join("sms").display()
+            );
             (sspr_notification::MailTransport::Files { dir }, desc)
         }
     };
@@ -276,6 +283,7 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         mail,
         mail_from: sspr_runtime::settings::var("SSPR_MAIL_FROM"),
         sms_webhook_url: sspr_runtime::settings::var("SSPR_SMS_WEBHOOK_URL"),
+        sms_dir: Some(data_dir.join("sms")),
         code_key,
         admin_token,
         grpc_addr,

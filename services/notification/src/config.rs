@@ -157,6 +157,8 @@ pub struct Config {
     pub mail_from: Mailbox,
     /// `SSPR_SMS_WEBHOOK_URL`; without it SMS deliveries fail with a clear reason.
     pub sms_webhook_url: Option<SmsWebhookUrl>,
+    /// Only `sspr dev` sets this: without a webhook, SMS are written as text files here.
+    pub sms_files_dir: Option<PathBuf>,
     /// `SSPR_CODE_KEY`, shared with verification, opens sealed deliveries.
     pub code_key: Secret<[u8; 32]>,
 }
@@ -198,6 +200,7 @@ impl Config {
             mail,
             mail_from: default_mail_from(),
             sms_webhook_url: None,
+            sms_files_dir: None,
             code_key,
         }
     }
@@ -226,6 +229,7 @@ impl Config {
             mail,
             mail_from,
             sms_webhook_url,
+            sms_files_dir: None,
             code_key,
         })
     }

@@ -32,7 +32,7 @@ pub use config::{
 pub use lettre::message::Mailbox;
 
 use crate::adapters::db::DbDeliveryStore;
-use crate::adapters::mail_files::FileMailer;
+use crate::adapters::mail_files::{FileMailer, FileSms};
 use crate::adapters::sms_webhook::{NoSmsProvider, WebhookSms};
 use crate::adapters::smtp::SmtpMailer;
 use crate::delivery_worker::DeliveryWorker;
@@ -78,12 +78,16 @@ pub async fn run(
             )
         }
     };
-    let sms: SharedSmsSender = match config.sms_webhook_url {
-        Some(url) => {
+    let sms: SharedSmsSender = match (config.sms_webhook_url, config.sms_files_dir) {
+        (Some(url), _) => {
             tracing::info!(host = %url.url().host_str().unwrap_or_default(), "SMS goes to the webhook");
             Arc::new(WebhookSms::new(url).context("building the SMS webhook client")?)
         }
-        None => {
+        (None, Some(dir)) => {
+            tracing::warn!(dir = %dir.display(), "development mode: SMS are written as text files, not sent");
+            Arc::new(FileSms::new(dir))
+        }
+        (None, None) => {
             tracing::warn!("SSPR_SMS_WEBHOOK_URL is not set: SMS deliveries will fail");
             Arc::new(NoSmsProvider)
         }

@@ -413,6 +413,31 @@ async fn files_transport_writes_an_eml_with_the_code() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn files_transport_writes_sms_as_text_files() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Files).await?;
+    let d = delivery(
+        MethodKind::Sms,
+        "+33612345678",
+        "78787878",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    let path = h
+        .mail_dir
+        .path()
+        .join("sms")
+        .join(format!("{}.sms.txt", d.delivery_id));
+    let text = std::fs::read_to_string(&path)?;
+    assert!(text.starts_with("To: +33612345678\n\n"), "{text}");
+    assert!(text.contains("78787878"), "{text}");
+    assert!(h.http.requests().is_empty(), "no provider is called");
+    h.wait_code_delivered(&d.delivery_id).await?;
+    h.stop().await
+}
+
+#[tokio::test]
 async fn get_delivery_refuses_unknown_and_malformed_ids() -> anyhow::Result<()> {
     let mut h = Harness::start(Setup::Standard).await?;
     match h.get_delivery("0190aaaa-0000-7000-8000-000000000000").await {

@@ -1,17 +1,19 @@
-//! The mail "transport" of `sspr dev`: each mail is written as an RFC 5322 `.eml` file
-//! (`<delivery id>.eml`) into a directory, where a developer can open it.
+//! The mail and SMS "transports" of `sspr dev`: each mail is written as an RFC 5322 `.eml` file
+//! (`<delivery id>.eml`), each SMS as a text file (`<delivery id>.sms.txt`), into a directory
+//! where a developer can open them.
 //!
-//! Never used by the `sspr-notification` binary (it requires an SMTP server). A file appears
-//! complete or not at all: it is written under a temporary name and renamed.
+//! Never used by the `sspr-notification` binary (it requires an SMTP server and sends SMS only
+//! to a provider). A file appears complete or not at all: it is written under a temporary name
+//! and renamed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 
 use crate::adapters::mail::build_message;
 use crate::domain::retry::SendFailure;
-use crate::ports::{Mailer, OutgoingMail};
+use crate::ports::{Mailer, OutgoingMail, OutgoingSms, SmsSender};
 
 pub struct FileMailer {
     dir: PathBuf,
@@ -34,26 +36,54 @@ impl Mailer for FileMailer {
     )]
     async fn send(&self, mail: &OutgoingMail) -> Result<(), SendFailure> {
         let message = build_message(&self.from, mail)?;
-        let io = |what: &str, e: std::io::Error| {
-            SendFailure::transient(format!(
-                "cannot {what} in the mail directory {}: {}",
-                self.dir.display(),
-                e.kind()
-            ))
-        };
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| io("create it", e))?;
         // The delivery id is [A-Za-z0-9._-]+ by construction, so it is a safe file name.
         let name = format!("{}.eml", mail.delivery_id);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, message.formatted())
-            .await
-            .map_err(|e| io("write a file", e))?;
-        tokio::fs::rename(&tmp, self.dir.join(&name))
-            .await
-            .map_err(|e| io("rename a file", e))?;
+        write_atomically(&self.dir, &name, &message.formatted()).await?;
         tracing::info!(file = %name, "mail written to the mail directory");
         Ok(())
     }
+}
+
+/// Writes each SMS as `<delivery id>.sms.txt` (`To:` line, blank line, body).
+pub struct FileSms {
+    dir: PathBuf,
+}
+
+impl FileSms {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+}
+
+#[async_trait]
+impl SmsSender for FileSms {
+    #[tracing::instrument(
+        name = "sms.write_file",
+        skip_all,
+        fields(otel.kind = "client", delivery_id = %sms.delivery_id),
+        err(Display)
+    )]
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure> {
+        let name = format!("{}.sms.txt", sms.delivery_id);
+        let text = format!("To: {}\n\n{}\n", sms.to.expose(), sms.body);
+        write_atomically(&self.dir, &name, text.as_bytes()).await?;
+        tracing::info!(file = %name, "SMS written to the SMS directory");
+        Ok(())
+    }
+}
+
+async fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<(), SendFailure> {
+    let io = |what: &str, e: std::io::Error| {
+        SendFailure::transient(format!("cannot {what} in {}: {}", dir.display(), e.kind()))
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| io("create the directory", e))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&tmp, contents)
+        .await
+        .map_err(|e| io("write a file", e))?;
+    tokio::fs::rename(&tmp, dir.join(name))
+        .await
+        .map_err(|e| io("rename a file", e))
 }

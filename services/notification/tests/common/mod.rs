@@ -75,7 +75,10 @@ impl Harness {
             _ => MailTransport::Smtp { url: smtp_url },
         };
         let mut config = Config::new(mail, Secret::new(key));
-        if !matches!(setup, Setup::NoSms) {
+        if matches!(setup, Setup::Files) {
+            // `sspr dev`: no SMS provider, SMS written as files.
+            config.sms_files_dir = Some(mail_dir.path().join("sms"));
+        } else if !matches!(setup, Setup::NoSms) {
             config.sms_webhook_url =
                 Some(SmsWebhookUrl::parse(&http.url()).map_err(anyhow::Error::msg)?);
         }
