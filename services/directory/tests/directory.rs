@@ -1,110 +1,35 @@
-//! The directory end to end over NATS: a private nats-server with JetStream, fresh databases
-//! (SQLite in a temp dir, or a fresh PostgreSQL database when `SSPR_TEST_DATABASE_URL` is set),
-//! the directory's and the policy service's `run` in tasks, and requests through
-//! `Bus::request` exactly as other services send them.
+//! The directory end to end over NATS: a private nats-server with JetStream, a fresh
+//! `sspr_testkit::TestDb` per backend (SQLite always, PostgreSQL too when
+//! `SSPR_TEST_POSTGRES_URL` is set), the directory's and the policy service's `run` in tasks,
+//! and requests through `Bus::request` exactly as other services send them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prost::Message;
 use sspr_bus::subjects::{EVENTS_STREAM, events, rpc::directory as rpc};
 use sspr_bus::{Bus, BusConfig, BusError, ErrorCode, RpcError};
+use sspr_directory::SERVICE;
+use sspr_directory::adapters::migration::Migrator;
+use sspr_directory::adapters::policy_client::NatsPasswordRules;
+use sspr_directory::adapters::store::SqlUserStore;
+use sspr_directory::handlers::{DirectoryHandlers, router};
+use sspr_directory::hashing::{Cost, Hasher, Work, WorkLog};
 use sspr_proto::events::v1::{PasswordChanged, UserDeleted};
 use sspr_proto::internal::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
     GetUserRequest, GetUserResponse, SetPasswordRequest, SetPasswordResponse, UpsertUserRequest,
     UpsertUserResponse, UserRecord,
 };
-use sspr_storage::DbSettings;
-use sspr_storage::sea_orm::{ConnectionTrait, Database};
-use sspr_testkit::NatsServer;
+use sspr_storage::outbox::OutboxSignal;
+use sspr_testkit::{NatsServer, TestDb};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long to wait for events the outbox relay has yet to publish.
 const SETTLE: Duration = Duration::from_secs(15);
 const WRONG: &str = "wrong user id or password";
-
-/// A fresh database for one test: a temp dir for SQLite, plus a new PostgreSQL database when
-/// `SSPR_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`) is set; that
-/// database is dropped again with the fixture.
-struct TestDb {
-    dir: tempfile::TempDir,
-    database_url: Option<String>,
-    created: Option<(String, String)>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.created.take() else {
-            return;
-        };
-        // Drop may run inside the test's runtime: use a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut created = None;
-        let database_url = match std::env::var("SSPR_TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
-            None => None,
-            Some(admin_url) => {
-                let name = format!("sspr_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .expect("connect to postgres");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                admin.close().await.expect("close");
-                let (base, query) = match admin_url.split_once('?') {
-                    Some((b, q)) => (b, format!("?{q}")),
-                    None => (admin_url.as_str(), String::new()),
-                };
-                let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-                let url = format!("{base}/{name}{query}");
-                created = Some((admin_url, name));
-                Some(url)
-            }
-        };
-        TestDb {
-            dir,
-            database_url,
-            created,
-        }
-    }
-
-    fn settings(&self) -> DbSettings {
-        DbSettings {
-            data_dir: self.dir.path().to_owned(),
-            database_url: self.database_url.clone(),
-        }
-    }
-}
 
 /// A service running in a task against the test's nats-server.
 struct Running {
@@ -145,6 +70,33 @@ async fn start_directory(nats: &NatsServer, db: &TestDb) -> Running {
     Running { token, task }
 }
 
+/// The directory's own handlers, account store, policy client and hasher, migrated and served
+/// on NATS as `sspr_directory::run` does it (minus the outbox relay: events stay queued), with
+/// `log` on the hasher: every Argon2 computation a request causes lands in it.
+async fn start_directory_with_work_log(
+    nats: &NatsServer,
+    db: &TestDb,
+    log: Arc<WorkLog>,
+) -> Running {
+    let ctx = context(nats, db, SERVICE).await;
+    sspr_storage::run_migrations::<Migrator>(SERVICE, &ctx.db)
+        .await
+        .expect("migrations");
+    let handlers = DirectoryHandlers::new(
+        Arc::new(SqlUserStore::new(ctx.db.clone(), OutboxSignal::default())),
+        Arc::new(NatsPasswordRules::new(ctx.bus.clone())),
+        Hasher::per_core().with_work_log(log),
+        ctx.clock.clone(),
+    );
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let task = tokio::spawn(async move {
+        sspr_bus::serve(&ctx.bus, router(handlers), stop.cancelled_owned()).await?;
+        Ok(())
+    });
+    Running { token, task }
+}
+
 async fn start_policy(nats: &NatsServer, db: &TestDb) -> Running {
     let ctx = context(nats, db, sspr_policy::SERVICE).await;
     let token = CancellationToken::new();
@@ -173,26 +125,46 @@ async fn wait_ready(bus: &Bus, subject: &str) {
 
 struct Fixture {
     _nats: NatsServer,
-    _db: TestDb,
+    db: TestDb,
     bus: Bus,
     directory: Running,
     policy: Option<Running>,
 }
 
 impl Fixture {
+    /// `sqlite` or `postgres`, for assertion messages.
+    fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
     async fn stop(self) {
         self.directory.stop().await;
         if let Some(policy) = self.policy {
             policy.stop().await;
         }
+        let backend = self.db.backend();
+        self.db
+            .cleanup()
+            .await
+            .unwrap_or_else(|e| panic!("cleaning up the {backend} database: {e:#}"));
     }
 }
 
-async fn fixture(with_policy: bool) -> Fixture {
+/// How the directory runs in a fixture.
+enum Directory {
+    /// `sspr_directory::run`, as the binary runs it.
+    Run,
+    /// Its handlers served by hand, with a hasher that records its work in the log.
+    WithWorkLog(Arc<WorkLog>),
+}
+
+async fn fixture_on(db: TestDb, with_policy: bool, directory: Directory) -> Fixture {
     sspr_testkit::init_test_tracing();
     let nats = NatsServer::start().await.expect("nats-server");
-    let db = TestDb::new().await;
-    let directory = start_directory(&nats, &db).await;
+    let directory = match directory {
+        Directory::Run => start_directory(&nats, &db).await,
+        Directory::WithWorkLog(log) => start_directory_with_work_log(&nats, &db, log).await,
+    };
     let policy = if with_policy {
         Some(start_policy(&nats, &db).await)
     } else {
@@ -207,10 +179,26 @@ async fn fixture(with_policy: bool) -> Fixture {
     }
     Fixture {
         _nats: nats,
-        _db: db,
+        db,
         bus,
         directory,
         policy,
+    }
+}
+
+/// Every backend to run a test on: SQLite, and PostgreSQL when `SSPR_TEST_POSTGRES_URL` is set.
+async fn backends() -> Vec<TestDb> {
+    TestDb::all().await.expect("test databases")
+}
+
+/// Runs `body` once per backend, each time on a fresh nats-server and database with the
+/// directory's `run` (and the policy service's when `with_policy`).
+async fn on_every_backend(with_policy: bool, body: impl AsyncFn(&Fixture)) {
+    for db in backends().await {
+        let f = fixture_on(db, with_policy, Directory::Run).await;
+        eprintln!("on {}", f.backend());
+        body(&f).await;
+        f.stop().await;
     }
 }
 
@@ -344,420 +332,472 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn upsert_then_authenticate_and_look_up() {
-    let f = fixture(true).await;
-    let user = upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
-        .await
-        .expect("upsert");
-    assert_eq!(user.user_id, "alice");
-    assert_eq!(user.display_name, "Alice Example");
-    assert_eq!(user.locale, "en-GB");
-    assert_eq!(
-        user.group_ids,
-        vec!["admins", "staff"],
-        "groups come back sorted"
-    );
-    assert!(user.enabled, "a new account is enabled by default");
-    assert!(user.has_password);
-    assert!(!user.is_admin);
+    on_every_backend(true, async |f| {
+        let user = upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+            .await
+            .expect("upsert");
+        assert_eq!(user.user_id, "alice");
+        assert_eq!(user.display_name, "Alice Example");
+        assert_eq!(user.locale, "en-GB");
+        assert_eq!(
+            user.group_ids,
+            vec!["admins", "staff"],
+            "groups come back sorted"
+        );
+        assert!(user.enabled, "a new account is enabled by default");
+        assert!(user.has_password);
+        assert!(!user.is_admin);
 
-    let signed_in = authenticate(&f.bus, "alice", "correct horse battery")
-        .await
-        .expect("sign-in");
-    assert_eq!(signed_in, user);
+        let signed_in = authenticate(&f.bus, "alice", "correct horse battery")
+            .await
+            .expect("sign-in");
+        assert_eq!(signed_in, user);
 
-    let found = get_user(&f.bus, "alice").await.expect("get_user");
-    assert!(found.found);
-    assert_eq!(found.user.as_ref(), Some(&user));
-    let unknown = get_user(&f.bus, "nobody")
-        .await
-        .expect("get_user of an unknown user");
-    assert!(!unknown.found);
-    assert!(unknown.user.is_none());
-    let bad = get_user(&f.bus, "not a valid id")
-        .await
-        .expect_err("malformed id");
-    assert_eq!(bad.code, ErrorCode::InvalidArgument);
-    assert!(bad.message.starts_with("user_id"), "{}", bad.message);
-    f.stop().await;
+        let found = get_user(&f.bus, "alice").await.expect("get_user");
+        assert!(found.found);
+        assert_eq!(found.user.as_ref(), Some(&user));
+        let unknown = get_user(&f.bus, "nobody")
+            .await
+            .expect("get_user of an unknown user");
+        assert!(!unknown.found);
+        assert!(unknown.user.is_none());
+        let bad = get_user(&f.bus, "not a valid id")
+            .await
+            .expect_err("malformed id");
+        assert_eq!(bad.code, ErrorCode::InvalidArgument);
+        assert!(bad.message.starts_with("user_id"), "{}", bad.message);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn every_failed_sign_in_gets_the_same_answer() {
-    let f = fixture(true).await;
-    upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
-        .await
-        .expect("upsert");
-    let mut no_password = upsert_req("bob", "");
-    no_password.display_name = "Bob".into();
-    assert!(
-        !upsert(&f.bus, &no_password)
+    on_every_backend(true, async |f| {
+        upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
             .await
-            .expect("upsert")
-            .has_password
-    );
-    let mut disabled = upsert_req("carol", "a long secret phrase");
-    disabled.enabled = Some(false);
-    assert!(!upsert(&f.bus, &disabled).await.expect("upsert").enabled);
+            .expect("upsert");
+        let mut no_password = upsert_req("bob", "");
+        no_password.display_name = "Bob".into();
+        assert!(
+            !upsert(&f.bus, &no_password)
+                .await
+                .expect("upsert")
+                .has_password
+        );
+        let mut disabled = upsert_req("carol", "a long secret phrase");
+        disabled.enabled = Some(false);
+        assert!(!upsert(&f.bus, &disabled).await.expect("upsert").enabled);
 
-    assert_wrong_credentials(authenticate(&f.bus, "alice", "wrong password").await);
-    assert_wrong_credentials(authenticate(&f.bus, "alice", "").await);
-    assert_wrong_credentials(authenticate(&f.bus, "nobody", "correct horse battery").await);
-    assert_wrong_credentials(authenticate(&f.bus, "not a valid id", "whatever").await);
-    assert_wrong_credentials(authenticate(&f.bus, "", "").await);
-    assert_wrong_credentials(authenticate(&f.bus, "bob", "").await);
-    assert_wrong_credentials(authenticate(&f.bus, "bob", "anything at all").await);
-    assert_wrong_credentials(authenticate(&f.bus, "carol", "a long secret phrase").await);
+        assert_wrong_credentials(authenticate(&f.bus, "alice", "wrong password").await);
+        assert_wrong_credentials(authenticate(&f.bus, "alice", "").await);
+        assert_wrong_credentials(authenticate(&f.bus, "nobody", "correct horse battery").await);
+        assert_wrong_credentials(authenticate(&f.bus, "not a valid id", "whatever").await);
+        assert_wrong_credentials(authenticate(&f.bus, "", "").await);
+        assert_wrong_credentials(authenticate(&f.bus, "bob", "").await);
+        assert_wrong_credentials(authenticate(&f.bus, "bob", "anything at all").await);
+        assert_wrong_credentials(authenticate(&f.bus, "carol", "a long secret phrase").await);
 
-    // Re-enabling (with no password given) keeps the stored password.
-    let mut enable = disabled.clone();
-    enable.password.clear();
-    enable.enabled = Some(true);
-    let carol = upsert(&f.bus, &enable).await.expect("re-enable");
-    assert!(carol.enabled && carol.has_password);
-    authenticate(&f.bus, "carol", "a long secret phrase")
-        .await
-        .expect("sign-in after re-enable");
-    f.stop().await;
+        // Re-enabling (with no password given) keeps the stored password.
+        let mut enable = disabled.clone();
+        enable.password.clear();
+        enable.enabled = Some(true);
+        let carol = upsert(&f.bus, &enable).await.expect("re-enable");
+        assert!(carol.enabled && carol.has_password);
+        authenticate(&f.bus, "carol", "a long secret phrase")
+            .await
+            .expect("sign-in after re-enable");
+    })
+    .await;
 }
 
+/// Every sign-in path does the same Argon2 work: exactly one verification, at the service's
+/// Argon2id cost, whether the account exists, has a password, is enabled, or the password is
+/// right. Counted by the hasher the handlers really call, not timed.
 #[tokio::test]
-async fn unknown_users_cost_the_same_argon2_work_as_real_ones() {
-    let f = fixture(true).await;
-    upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
-        .await
-        .expect("upsert");
-    // Warm both paths (connection set-up, the dummy hash) before measuring.
-    let _ = authenticate(&f.bus, "alice", "wrong password").await;
-    let _ = authenticate(&f.bus, "nobody", "wrong password").await;
-    let mut real = Vec::new();
-    let mut unknown = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        let _ = authenticate(&f.bus, "alice", "wrong password").await;
-        real.push(t.elapsed());
-        let t = Instant::now();
-        let _ = authenticate(&f.bus, "nobody", "wrong password").await;
-        unknown.push(t.elapsed());
+async fn every_sign_in_path_costs_one_argon2id_verification() {
+    let service_cost = Cost {
+        algorithm: "argon2id".into(),
+        version: Some(19),
+        m_cost_kib: Some(19_456),
+        t_cost: Some(2),
+        p_cost: Some(1),
+    };
+    assert_eq!(Cost::service(), service_cost);
+    let one_verification = vec![Work::Verify(service_cost.clone())];
+
+    for db in backends().await {
+        let log = Arc::new(WorkLog::default());
+        let f = fixture_on(db, true, Directory::WithWorkLog(Arc::clone(&log))).await;
+        let backend = f.backend();
+        eprintln!("on {backend}");
+
+        // Setting a password costs one hash with the same parameters; no password, no work.
+        upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+            .await
+            .expect("upsert");
+        assert_eq!(
+            log.take(),
+            vec![Work::Hash(service_cost.clone())],
+            "{backend}"
+        );
+        let mut no_password = upsert_req("bob", "");
+        no_password.display_name = "Bob".into();
+        upsert(&f.bus, &no_password).await.expect("upsert");
+        assert_eq!(log.take(), vec![], "{backend}");
+        let mut disabled = upsert_req("carol", "a long secret phrase");
+        disabled.enabled = Some(false);
+        upsert(&f.bus, &disabled).await.expect("upsert");
+        assert_eq!(
+            log.take(),
+            vec![Work::Hash(service_cost.clone())],
+            "{backend}"
+        );
+
+        for (user_id, password, path) in [
+            (
+                "alice",
+                "wrong password",
+                "a real user with a wrong password",
+            ),
+            ("alice", "", "a real user with an empty password"),
+            ("nobody", "correct horse battery", "an unknown user"),
+            ("not a valid id", "whatever", "a malformed user id"),
+            ("", "", "an empty user id"),
+            (
+                "carol",
+                "a long secret phrase",
+                "a disabled user with the right password",
+            ),
+            ("bob", "anything at all", "a user without a password"),
+            ("bob", "", "a user without a password, empty password"),
+        ] {
+            assert_wrong_credentials(authenticate(&f.bus, user_id, password).await);
+            assert_eq!(log.take(), one_verification, "{backend}: {path}");
+        }
+
+        let user = authenticate(&f.bus, "alice", "correct horse battery")
+            .await
+            .expect("sign-in");
+        assert_eq!(user.user_id, "alice");
+        assert_eq!(
+            log.take(),
+            one_verification,
+            "{backend}: a successful sign-in"
+        );
+        f.stop().await;
     }
-    real.sort();
-    unknown.sort();
-    let (real, unknown) = (real[2].as_secs_f64(), unknown[2].as_secs_f64());
-    // Loose bounds: the point is that the unknown path is not a cheap early return.
-    assert!(
-        unknown > real / 4.0,
-        "unknown user answered much faster: {unknown:.4}s vs {real:.4}s"
-    );
-    assert!(
-        unknown < real * 4.0,
-        "unknown user answered much slower: {unknown:.4}s vs {real:.4}s"
-    );
-    f.stop().await;
 }
 
 #[tokio::test]
 async fn set_password_checks_policy_hashes_and_announces_without_the_password() {
-    let f = fixture(true).await;
-    upsert(&f.bus, &upsert_req("alice", "first password 1"))
-        .await
-        .expect("upsert");
+    on_every_backend(true, async |f| {
+        upsert(&f.bus, &upsert_req("alice", "first password 1"))
+            .await
+            .expect("upsert");
 
-    let short = set_password(&f.bus, "alice", "short", "flow-1", "self_service_reset")
-        .await
-        .expect_err("too short");
-    assert_eq!(short.code, ErrorCode::InvalidArgument);
-    assert_eq!(
-        short.message,
-        "password rejected: must be at least 8 characters"
-    );
-    let both = set_password(&f.bus, "alice", "Alice", "flow-1", "self_service_reset")
-        .await
-        .expect_err("too short and contains the user id");
-    assert_eq!(
-        both.message,
-        "password rejected: must be at least 8 characters; must not contain the user id"
-    );
-    authenticate(&f.bus, "alice", "first password 1")
-        .await
-        .expect("old password still works");
+        let short = set_password(&f.bus, "alice", "short", "flow-1", "self_service_reset")
+            .await
+            .expect_err("too short");
+        assert_eq!(short.code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            short.message,
+            "password rejected: must be at least 8 characters"
+        );
+        let both = set_password(&f.bus, "alice", "Alice", "flow-1", "self_service_reset")
+            .await
+            .expect_err("too short and contains the user id");
+        assert_eq!(
+            both.message,
+            "password rejected: must be at least 8 characters; must not contain the user id"
+        );
+        authenticate(&f.bus, "alice", "first password 1")
+            .await
+            .expect("old password still works");
 
-    set_password(
-        &f.bus,
-        "alice",
-        "second password 2",
-        "flow-1",
-        "self_service_reset",
-    )
-    .await
-    .expect("set_password");
-    assert_wrong_credentials(authenticate(&f.bus, "alice", "first password 1").await);
-    authenticate(&f.bus, "alice", "second password 2")
+        set_password(
+            &f.bus,
+            "alice",
+            "second password 2",
+            "flow-1",
+            "self_service_reset",
+        )
         .await
-        .expect("new password works");
+        .expect("set_password");
+        assert_wrong_credentials(authenticate(&f.bus, "alice", "first password 1").await);
+        authenticate(&f.bus, "alice", "second password 2")
+            .await
+            .expect("new password works");
 
-    // One event from the upsert (reason admin), one from set_password.
-    let messages = events_on(&f.bus, events::PASSWORD_CHANGED, 2, SETTLE).await;
-    assert_eq!(messages.len(), 2);
-    for msg in &messages {
-        for secret in ["first password 1", "second password 2", "$argon2id$"] {
-            assert!(!contains(&msg.payload, secret), "event carries {secret:?}");
+        // One event from the upsert (reason admin), one from set_password.
+        let messages = events_on(&f.bus, events::PASSWORD_CHANGED, 2, SETTLE).await;
+        assert_eq!(messages.len(), 2);
+        for msg in &messages {
+            for secret in ["first password 1", "second password 2", "$argon2id$"] {
+                assert!(!contains(&msg.payload, secret), "event carries {secret:?}");
+            }
         }
-    }
-    let admin = PasswordChanged::decode(messages[0].payload.clone()).expect("PasswordChanged");
-    assert_eq!(admin.reason, "admin");
-    let meta = admin.meta.expect("meta");
-    assert_eq!(meta.user_id, "alice");
-    assert_eq!(meta.source, "directory");
-    let reset = PasswordChanged::decode(messages[1].payload.clone()).expect("PasswordChanged");
-    assert_eq!(reset.reason, "self_service_reset");
-    let meta = reset.meta.expect("meta");
-    assert_eq!(meta.user_id, "alice");
-    assert_eq!(meta.flow_id, "flow-1");
-    assert!(meta.occurred_at.is_some());
-    let headers = messages[1].headers.as_ref().expect("headers");
-    assert_eq!(
-        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-        Some(meta.event_id.as_str())
-    );
-    f.stop().await;
+        let admin = PasswordChanged::decode(messages[0].payload.clone()).expect("PasswordChanged");
+        assert_eq!(admin.reason, "admin");
+        let meta = admin.meta.expect("meta");
+        assert_eq!(meta.user_id, "alice");
+        assert_eq!(meta.source, "directory");
+        let reset = PasswordChanged::decode(messages[1].payload.clone()).expect("PasswordChanged");
+        assert_eq!(reset.reason, "self_service_reset");
+        let meta = reset.meta.expect("meta");
+        assert_eq!(meta.user_id, "alice");
+        assert_eq!(meta.flow_id, "flow-1");
+        assert!(meta.occurred_at.is_some());
+        let headers = messages[1].headers.as_ref().expect("headers");
+        assert_eq!(
+            headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+            Some(meta.event_id.as_str())
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn set_password_refusals() {
-    let f = fixture(true).await;
-    upsert(&f.bus, &upsert_req("alice", ""))
+    on_every_backend(true, async |f| {
+        upsert(&f.bus, &upsert_req("alice", ""))
+            .await
+            .expect("upsert");
+        let unknown = set_password(&f.bus, "nobody", "a fine password", "", "admin")
+            .await
+            .expect_err("unknown user");
+        assert_eq!(unknown.code, ErrorCode::NotFound);
+        assert_eq!(unknown.message, "unknown user");
+        let reason = set_password(&f.bus, "alice", "a fine password", "", "because")
+            .await
+            .expect_err("bad reason");
+        assert_eq!(reason.code, ErrorCode::InvalidArgument);
+        assert!(reason.message.starts_with("reason"), "{}", reason.message);
+        let flow = set_password(
+            &f.bus,
+            "alice",
+            "a fine password",
+            &"f".repeat(129),
+            "admin",
+        )
         .await
-        .expect("upsert");
-    let unknown = set_password(&f.bus, "nobody", "a fine password", "", "admin")
-        .await
-        .expect_err("unknown user");
-    assert_eq!(unknown.code, ErrorCode::NotFound);
-    assert_eq!(unknown.message, "unknown user");
-    let reason = set_password(&f.bus, "alice", "a fine password", "", "because")
-        .await
-        .expect_err("bad reason");
-    assert_eq!(reason.code, ErrorCode::InvalidArgument);
-    assert!(reason.message.starts_with("reason"), "{}", reason.message);
-    let flow = set_password(
-        &f.bus,
-        "alice",
-        "a fine password",
-        &"f".repeat(129),
-        "admin",
-    )
-    .await
-    .expect_err("long flow id");
-    assert_eq!(flow.code, ErrorCode::InvalidArgument);
-    let id = set_password(&f.bus, "a b", "a fine password", "", "admin")
-        .await
-        .expect_err("bad id");
-    assert_eq!(id.code, ErrorCode::InvalidArgument);
+        .expect_err("long flow id");
+        assert_eq!(flow.code, ErrorCode::InvalidArgument);
+        let id = set_password(&f.bus, "a b", "a fine password", "", "admin")
+            .await
+            .expect_err("bad id");
+        assert_eq!(id.code, ErrorCode::InvalidArgument);
 
-    // No password was set and nothing was announced.
-    assert!(
-        !get_user(&f.bus, "alice")
-            .await
-            .expect("get")
-            .user
-            .expect("user")
-            .has_password
-    );
-    assert!(
-        events_on(&f.bus, events::PASSWORD_CHANGED, 1, Duration::from_secs(2))
-            .await
-            .is_empty()
-    );
-    f.stop().await;
+        // No password was set and nothing was announced.
+        assert!(
+            !get_user(&f.bus, "alice")
+                .await
+                .expect("get")
+                .user
+                .expect("user")
+                .has_password
+        );
+        assert!(
+            events_on(&f.bus, events::PASSWORD_CHANGED, 1, Duration::from_secs(2))
+                .await
+                .is_empty()
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn passwords_are_nfkc_normalised() {
-    let f = fixture(true).await;
-    // "Å" precomposed when set, decomposed ("A" + combining ring) when signing in.
-    upsert(&f.bus, &upsert_req("alice", "p\u{00C5}ssword-123"))
-        .await
-        .expect("upsert");
-    authenticate(&f.bus, "alice", "pA\u{030A}ssword-123")
-        .await
-        .expect("same password after NFKC");
-    // Fullwidth digits are the ASCII digits under NFKC.
-    authenticate(&f.bus, "alice", "p\u{00C5}ssword-\u{FF11}\u{FF12}\u{FF13}")
-        .await
-        .expect("fullwidth digits");
-    f.stop().await;
+    on_every_backend(true, async |f| {
+        // "Å" precomposed when set, decomposed ("A" + combining ring) when signing in.
+        upsert(&f.bus, &upsert_req("alice", "p\u{00C5}ssword-123"))
+            .await
+            .expect("upsert");
+        authenticate(&f.bus, "alice", "pA\u{030A}ssword-123")
+            .await
+            .expect("same password after NFKC");
+        // Fullwidth digits are the ASCII digits under NFKC.
+        authenticate(&f.bus, "alice", "p\u{00C5}ssword-\u{FF11}\u{FF12}\u{FF13}")
+            .await
+            .expect("fullwidth digits");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn without_policy_no_password_is_set() {
-    let f = fixture(false).await;
-    let err = upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+    on_every_backend(false, async |f| {
+        let err = upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+            .await
+            .expect_err("policy is down");
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(
+            get_user(&f.bus, "alice").await.expect("get").user.is_none(),
+            "nothing was written"
+        );
+
+        // Without a password, upsert needs no policy.
+        upsert(&f.bus, &upsert_req("alice", ""))
+            .await
+            .expect("upsert without password");
+        let err = set_password(
+            &f.bus,
+            "alice",
+            "correct horse battery",
+            "flow",
+            "self_service_reset",
+        )
         .await
         .expect_err("policy is down");
-    assert_eq!(err.code, ErrorCode::Unavailable);
-    assert!(
-        get_user(&f.bus, "alice").await.expect("get").user.is_none(),
-        "nothing was written"
-    );
-
-    // Without a password, upsert needs no policy.
-    upsert(&f.bus, &upsert_req("alice", ""))
-        .await
-        .expect("upsert without password");
-    let err = set_password(
-        &f.bus,
-        "alice",
-        "correct horse battery",
-        "flow",
-        "self_service_reset",
-    )
-    .await
-    .expect_err("policy is down");
-    assert_eq!(err.code, ErrorCode::Unavailable);
-    assert!(
-        !get_user(&f.bus, "alice")
-            .await
-            .expect("get")
-            .user
-            .expect("user")
-            .has_password
-    );
-    f.stop().await;
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(
+            !get_user(&f.bus, "alice")
+                .await
+                .expect("get")
+                .user
+                .expect("user")
+                .has_password
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn upsert_validates_and_updates_in_place() {
-    let f = fixture(true).await;
-    let cases: Vec<(UpsertUserRequest, &str)> = vec![
-        (
-            UpsertUserRequest {
-                user_id: String::new(),
-                ..upsert_req("x", "")
-            },
-            "user_id",
-        ),
-        (
-            UpsertUserRequest {
-                user_id: "a/b".into(),
-                ..upsert_req("x", "")
-            },
-            "user_id",
-        ),
-        (
-            UpsertUserRequest {
-                user_id: "u".repeat(129),
-                ..upsert_req("x", "")
-            },
-            "user_id",
-        ),
-        (
-            UpsertUserRequest {
-                display_name: "d".repeat(257),
-                ..upsert_req("x", "")
-            },
-            "display_name",
-        ),
-        (
-            UpsertUserRequest {
-                locale: "l".repeat(36),
-                ..upsert_req("x", "")
-            },
-            "locale",
-        ),
-        (
-            UpsertUserRequest {
-                locale: "en GB".into(),
-                ..upsert_req("x", "")
-            },
-            "locale",
-        ),
-        (
-            UpsertUserRequest {
-                group_ids: vec!["ok".into(), "no way".into()],
-                ..upsert_req("x", "")
-            },
-            "group_ids[1]",
-        ),
-        (
-            UpsertUserRequest {
-                group_ids: (0..101).map(|i| format!("g{i}")).collect(),
-                ..upsert_req("x", "")
-            },
-            "group_ids",
-        ),
-        (
-            upsert_req("x", "short"),
-            "password rejected: must be at least 8 characters",
-        ),
-    ];
-    for (req, field) in cases {
-        let err = upsert(&f.bus, &req).await.expect_err("invalid upsert");
-        assert_eq!(err.code, ErrorCode::InvalidArgument, "{field}");
+    on_every_backend(true, async |f| {
+        let cases: Vec<(UpsertUserRequest, &str)> = vec![
+            (
+                UpsertUserRequest {
+                    user_id: String::new(),
+                    ..upsert_req("x", "")
+                },
+                "user_id",
+            ),
+            (
+                UpsertUserRequest {
+                    user_id: "a/b".into(),
+                    ..upsert_req("x", "")
+                },
+                "user_id",
+            ),
+            (
+                UpsertUserRequest {
+                    user_id: "u".repeat(129),
+                    ..upsert_req("x", "")
+                },
+                "user_id",
+            ),
+            (
+                UpsertUserRequest {
+                    display_name: "d".repeat(257),
+                    ..upsert_req("x", "")
+                },
+                "display_name",
+            ),
+            (
+                UpsertUserRequest {
+                    locale: "l".repeat(36),
+                    ..upsert_req("x", "")
+                },
+                "locale",
+            ),
+            (
+                UpsertUserRequest {
+                    locale: "en GB".into(),
+                    ..upsert_req("x", "")
+                },
+                "locale",
+            ),
+            (
+                UpsertUserRequest {
+                    group_ids: vec!["ok".into(), "no way".into()],
+                    ..upsert_req("x", "")
+                },
+                "group_ids[1]",
+            ),
+            (
+                UpsertUserRequest {
+                    group_ids: (0..101).map(|i| format!("g{i}")).collect(),
+                    ..upsert_req("x", "")
+                },
+                "group_ids",
+            ),
+            (
+                upsert_req("x", "short"),
+                "password rejected: must be at least 8 characters",
+            ),
+        ];
+        for (req, field) in cases {
+            let err = upsert(&f.bus, &req).await.expect_err("invalid upsert");
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{field}");
+            assert!(
+                err.message.starts_with(field),
+                "{:?} should start with {field:?}",
+                err.message
+            );
+        }
         assert!(
-            err.message.starts_with(field),
-            "{:?} should start with {field:?}",
-            err.message
+            !get_user(&f.bus, "x").await.expect("get").found,
+            "nothing was created"
         );
-    }
-    assert!(
-        !get_user(&f.bus, "x").await.expect("get").found,
-        "nothing was created"
-    );
 
-    let mut req = upsert_req("dave", "first secret phrase");
-    req.is_admin = true;
-    upsert(&f.bus, &req).await.expect("create");
-    let mut update = upsert_req("dave", "");
-    update.display_name = "Dave Renamed".into();
-    update.group_ids = vec!["ops".into()];
-    update.locale = "de-CH".into();
-    let updated = upsert(&f.bus, &update).await.expect("update");
-    assert_eq!(updated.display_name, "Dave Renamed");
-    assert_eq!(updated.locale, "de-CH");
-    assert_eq!(updated.group_ids, vec!["ops"], "groups are replaced");
-    assert!(!updated.is_admin);
-    assert!(updated.enabled, "enabled is kept when not given");
-    assert!(updated.has_password, "the password is kept when empty");
-    authenticate(&f.bus, "dave", "first secret phrase")
-        .await
-        .expect("password kept");
+        let mut req = upsert_req("dave", "first secret phrase");
+        req.is_admin = true;
+        upsert(&f.bus, &req).await.expect("create");
+        let mut update = upsert_req("dave", "");
+        update.display_name = "Dave Renamed".into();
+        update.group_ids = vec!["ops".into()];
+        update.locale = "de-CH".into();
+        let updated = upsert(&f.bus, &update).await.expect("update");
+        assert_eq!(updated.display_name, "Dave Renamed");
+        assert_eq!(updated.locale, "de-CH");
+        assert_eq!(updated.group_ids, vec!["ops"], "groups are replaced");
+        assert!(!updated.is_admin);
+        assert!(updated.enabled, "enabled is kept when not given");
+        assert!(updated.has_password, "the password is kept when empty");
+        authenticate(&f.bus, "dave", "first secret phrase")
+            .await
+            .expect("password kept");
 
-    update.enabled = Some(false);
-    assert!(!upsert(&f.bus, &update).await.expect("disable").enabled);
-    update.enabled = None;
-    assert!(
-        !upsert(&f.bus, &update).await.expect("update").enabled,
-        "still disabled"
-    );
-    f.stop().await;
+        update.enabled = Some(false);
+        assert!(!upsert(&f.bus, &update).await.expect("disable").enabled);
+        update.enabled = None;
+        assert!(
+            !upsert(&f.bus, &update).await.expect("update").enabled,
+            "still disabled"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn delete_user_removes_the_account_and_announces_it() {
-    let f = fixture(true).await;
-    upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
-        .await
-        .expect("upsert");
-    delete_user(&f.bus, "alice").await.expect("delete");
-    assert!(!get_user(&f.bus, "alice").await.expect("get").found);
-    assert_wrong_credentials(authenticate(&f.bus, "alice", "correct horse battery").await);
-    let again = delete_user(&f.bus, "alice")
-        .await
-        .expect_err("already gone");
-    assert_eq!(again.code, ErrorCode::NotFound);
-    assert_eq!(again.message, "unknown user");
+    on_every_backend(true, async |f| {
+        upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+            .await
+            .expect("upsert");
+        delete_user(&f.bus, "alice").await.expect("delete");
+        assert!(!get_user(&f.bus, "alice").await.expect("get").found);
+        assert_wrong_credentials(authenticate(&f.bus, "alice", "correct horse battery").await);
+        let again = delete_user(&f.bus, "alice")
+            .await
+            .expect_err("already gone");
+        assert_eq!(again.code, ErrorCode::NotFound);
+        assert_eq!(again.message, "unknown user");
 
-    let deleted = events_on(&f.bus, events::USER_DELETED, 1, SETTLE).await;
-    assert_eq!(deleted.len(), 1, "one user.deleted for one deletion");
-    let event = UserDeleted::decode(deleted[0].payload.clone()).expect("UserDeleted");
-    let meta = event.meta.expect("meta");
-    assert_eq!(meta.user_id, "alice");
-    assert_eq!(meta.source, "directory");
+        let deleted = events_on(&f.bus, events::USER_DELETED, 1, SETTLE).await;
+        assert_eq!(deleted.len(), 1, "one user.deleted for one deletion");
+        let event = UserDeleted::decode(deleted[0].payload.clone()).expect("UserDeleted");
+        let meta = event.meta.expect("meta");
+        assert_eq!(meta.user_id, "alice");
+        assert_eq!(meta.source, "directory");
 
-    // The id can be used again, with fresh groups.
-    let mut again = upsert_req("alice", "");
-    again.group_ids = vec!["new".into()];
-    assert_eq!(
-        upsert(&f.bus, &again).await.expect("re-create").group_ids,
-        vec!["new"]
-    );
-    f.stop().await;
+        // The id can be used again, with fresh groups.
+        let mut again = upsert_req("alice", "");
+        again.group_ids = vec!["new".into()];
+        assert_eq!(
+            upsert(&f.bus, &again).await.expect("re-create").group_ids,
+            vec!["new"]
+        );
+    })
+    .await;
 }

@@ -1,6 +1,6 @@
 //! The policy service end to end over NATS: a private nats-server with JetStream, a fresh
-//! database per test (SQLite in a temp dir, or a fresh PostgreSQL database when
-//! `SSPR_TEST_DATABASE_URL` is set), the service's `run` in a task, and requests through
+//! `sspr_testkit::TestDb` per backend (SQLite always, PostgreSQL too when
+//! `SSPR_TEST_POSTGRES_URL` is set), the service's `run` in a task, and requests through
 //! `Bus::request` exactly as other services send them.
 
 use std::time::{Duration, Instant};
@@ -16,9 +16,7 @@ use sspr_proto::internal::policy::v1::{
     CheckPasswordRequest, CheckPasswordResponse, EvaluateRequest, EvaluateResponse,
     GetPolicyRequest, GetPolicyResponse, SetPolicyRequest, SetPolicyResponse,
 };
-use sspr_storage::DbSettings;
-use sspr_storage::sea_orm::{ConnectionTrait, Database};
-use sspr_testkit::NatsServer;
+use sspr_testkit::{NatsServer, TestDb};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,87 +24,6 @@ const EMAIL: i32 = MethodKind::Email as i32;
 const SMS: i32 = MethodKind::Sms as i32;
 /// How long to wait for events the outbox relay has yet to publish.
 const SETTLE: Duration = Duration::from_secs(15);
-
-/// A fresh database for one test: a temp dir for SQLite, plus a new PostgreSQL database when
-/// `SSPR_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`) is set; that
-/// database is dropped again with the fixture.
-struct TestDb {
-    dir: tempfile::TempDir,
-    database_url: Option<String>,
-    created: Option<(String, String)>,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.created.take() else {
-            return;
-        };
-        // Drop may run inside the test's runtime: use a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(admin) = Database::connect(admin_url.as_str()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut created = None;
-        let database_url = match std::env::var("SSPR_TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
-            None => None,
-            Some(admin_url) => {
-                let name = format!("sspr_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .expect("connect to postgres");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                admin.close().await.expect("close");
-                let (base, query) = match admin_url.split_once('?') {
-                    Some((b, q)) => (b, format!("?{q}")),
-                    None => (admin_url.as_str(), String::new()),
-                };
-                let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-                let url = format!("{base}/{name}{query}");
-                created = Some((admin_url, name));
-                Some(url)
-            }
-        };
-        TestDb {
-            dir,
-            database_url,
-            created,
-        }
-    }
-
-    fn settings(&self) -> DbSettings {
-        DbSettings {
-            data_dir: self.dir.path().to_owned(),
-            database_url: self.database_url.clone(),
-        }
-    }
-}
 
 /// The policy service running in a task against a private nats-server.
 struct Running {
@@ -173,10 +90,25 @@ struct Fixture {
     service: Running,
 }
 
-async fn fixture() -> Fixture {
+impl Fixture {
+    /// `sqlite` or `postgres`, for assertion messages.
+    fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
+    async fn stop(self) {
+        self.service.stop().await;
+        let backend = self.db.backend();
+        self.db
+            .cleanup()
+            .await
+            .unwrap_or_else(|e| panic!("cleaning up the {backend} database: {e:#}"));
+    }
+}
+
+async fn fixture_on(db: TestDb) -> Fixture {
     sspr_testkit::init_test_tracing();
     let nats = NatsServer::start().await.expect("nats-server");
-    let db = TestDb::new().await;
     let service = start_policy(&nats, &db).await;
     let bus = client(&nats).await;
     wait_ready(&bus).await;
@@ -185,6 +117,21 @@ async fn fixture() -> Fixture {
         db,
         bus,
         service,
+    }
+}
+
+/// Every backend to run a test on: SQLite, and PostgreSQL when `SSPR_TEST_POSTGRES_URL` is set.
+async fn backends() -> Vec<TestDb> {
+    TestDb::all().await.expect("test databases")
+}
+
+/// Runs `body` once per backend, each time on a fresh nats-server, database and service.
+async fn on_every_backend(body: impl AsyncFn(&Fixture)) {
+    for db in backends().await {
+        let f = fixture_on(db).await;
+        eprintln!("on {}", f.backend());
+        body(&f).await;
+        f.stop().await;
     }
 }
 
@@ -285,181 +232,186 @@ fn rpc_error(result: Result<Policy, BusError>) -> (ErrorCode, String) {
 
 #[tokio::test]
 async fn default_policy_until_one_is_set() {
-    let f = fixture().await;
-    let p = get(&f.bus).await;
-    assert_eq!(p.scope, Scope::None as i32);
-    assert_eq!(p.methods_required, 1);
-    assert_eq!(p.allowed_methods, vec![EMAIL, SMS]);
-    assert!(p.group_ids.is_empty());
-    assert_eq!(p.version, 0);
-    f.service.stop().await;
+    on_every_backend(async |f| {
+        let p = get(&f.bus).await;
+        assert_eq!(p.scope, Scope::None as i32);
+        assert_eq!(p.methods_required, 1);
+        assert_eq!(p.allowed_methods, vec![EMAIL, SMS]);
+        assert!(p.group_ids.is_empty());
+        assert_eq!(p.version, 0);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn set_then_get_bumps_version_and_emits_policy_changed() {
-    let f = fixture().await;
-    let stored = set(
-        &f.bus,
-        policy(Scope::Selected, &["staff", "ops"], 2, &[SMS]),
-    )
-    .await
-    .expect("set");
-    assert_eq!(stored.version, 1);
-    assert_eq!(stored.scope, Scope::Selected as i32);
-    assert_eq!(stored.group_ids, vec!["staff", "ops"]);
-    assert_eq!(stored.methods_required, 2);
-    assert_eq!(stored.allowed_methods, vec![SMS]);
-    assert_eq!(get(&f.bus).await, stored);
+    on_every_backend(async |f| {
+        let stored = set(
+            &f.bus,
+            policy(Scope::Selected, &["staff", "ops"], 2, &[SMS]),
+        )
+        .await
+        .expect("set");
+        assert_eq!(stored.version, 1);
+        assert_eq!(stored.scope, Scope::Selected as i32);
+        assert_eq!(stored.group_ids, vec!["staff", "ops"]);
+        assert_eq!(stored.methods_required, 2);
+        assert_eq!(stored.allowed_methods, vec![SMS]);
+        assert_eq!(get(&f.bus).await, stored);
 
-    // The version the caller sends is ignored: the store assigns the next one.
-    let mut second = policy(Scope::All, &[], 1, &[EMAIL, SMS]);
-    second.version = 42;
-    let second = set(&f.bus, second).await.expect("set again");
-    assert_eq!(second.version, 2);
-    assert_eq!(get(&f.bus).await, second);
+        // The version the caller sends is ignored: the store assigns the next one.
+        let mut second = policy(Scope::All, &[], 1, &[EMAIL, SMS]);
+        second.version = 42;
+        let second = set(&f.bus, second).await.expect("set again");
+        assert_eq!(second.version, 2);
+        assert_eq!(get(&f.bus).await, second);
 
-    let messages = events_on(&f.bus, events::POLICY_CHANGED, 2, SETTLE).await;
-    assert_eq!(messages.len(), 2, "one policy.changed per set_policy");
-    for (msg, expected) in messages.iter().zip([&stored, &second]) {
-        let event = PolicyChanged::decode(msg.payload.clone()).expect("PolicyChanged");
-        let meta = event.meta.expect("meta");
-        assert_eq!(meta.source, "policy");
-        assert!(meta.user_id.is_empty());
-        assert!(meta.occurred_at.is_some());
-        assert!(uuid::Uuid::parse_str(&meta.event_id).is_ok());
-        let headers = msg.headers.as_ref().expect("headers");
-        assert_eq!(
-            headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-            Some(meta.event_id.as_str())
-        );
-        assert_eq!(event.policy.as_ref(), Some(expected));
-    }
-    f.service.stop().await;
+        let messages = events_on(&f.bus, events::POLICY_CHANGED, 2, SETTLE).await;
+        assert_eq!(messages.len(), 2, "one policy.changed per set_policy");
+        for (msg, expected) in messages.iter().zip([&stored, &second]) {
+            let event = PolicyChanged::decode(msg.payload.clone()).expect("PolicyChanged");
+            let meta = event.meta.expect("meta");
+            assert_eq!(meta.source, "policy");
+            assert!(meta.user_id.is_empty());
+            assert!(meta.occurred_at.is_some());
+            assert!(uuid::Uuid::parse_str(&meta.event_id).is_ok());
+            let headers = msg.headers.as_ref().expect("headers");
+            assert_eq!(
+                headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+                Some(meta.event_id.as_str())
+            );
+            assert_eq!(event.policy.as_ref(), Some(expected));
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn invalid_policies_are_refused_with_the_field_named() {
-    let f = fixture().await;
-    let cases: Vec<(Policy, &str)> = vec![
-        (policy(Scope::Unspecified, &[], 1, &[EMAIL]), "policy.scope"),
-        (
-            Policy {
-                scope: 17,
-                ..policy(Scope::All, &[], 1, &[EMAIL])
-            },
-            "policy.scope",
-        ),
-        (
-            policy(Scope::Selected, &[], 1, &[EMAIL]),
-            "policy.group_ids",
-        ),
-        (
-            policy(Scope::Selected, &["ok", "not ok"], 1, &[EMAIL]),
-            "policy.group_ids[1]",
-        ),
-        (
-            policy(Scope::Selected, &["a", "a"], 1, &[EMAIL]),
-            "policy.group_ids[1]",
-        ),
-        (
-            policy(Scope::All, &[], 0, &[EMAIL]),
-            "policy.methods_required",
-        ),
-        (
-            policy(Scope::All, &[], 3, &[EMAIL]),
-            "policy.methods_required",
-        ),
-        (policy(Scope::All, &[], 1, &[]), "policy.allowed_methods"),
-        (
-            policy(Scope::All, &[], 1, &[EMAIL, 0]),
-            "policy.allowed_methods[1]",
-        ),
-        (
-            policy(Scope::All, &[], 1, &[EMAIL, 9]),
-            "policy.allowed_methods[1]",
-        ),
-        (
-            policy(Scope::All, &[], 1, &[SMS, SMS]),
-            "policy.allowed_methods[1]",
-        ),
-    ];
-    let too_many: Vec<String> = (0..101).map(|i| format!("g{i}")).collect();
-    let too_many = Policy {
-        group_ids: too_many,
-        ..policy(Scope::Selected, &[], 1, &[EMAIL])
-    };
-    for (bad, field) in cases.into_iter().chain([(too_many, "policy.group_ids")]) {
-        let (code, message) = rpc_error(set(&f.bus, bad.clone()).await);
-        assert_eq!(code, ErrorCode::InvalidArgument, "{bad:?}");
-        assert!(
-            message.starts_with(field),
-            "{message:?} should name {field}"
-        );
-    }
-    let missing = f
-        .bus
-        .request::<_, SetPolicyResponse>(rpc::SET_POLICY, &SetPolicyRequest { policy: None })
-        .await
-        .map(|r| r.policy.unwrap_or_default());
-    assert_eq!(rpc_error(missing).0, ErrorCode::InvalidArgument);
-
-    // Nothing was stored and nothing announced.
-    assert_eq!(get(&f.bus).await.version, 0);
-    assert!(
-        events_on(&f.bus, events::POLICY_CHANGED, 1, Duration::from_secs(2))
+    on_every_backend(async |f| {
+        let cases: Vec<(Policy, &str)> = vec![
+            (policy(Scope::Unspecified, &[], 1, &[EMAIL]), "policy.scope"),
+            (
+                Policy {
+                    scope: 17,
+                    ..policy(Scope::All, &[], 1, &[EMAIL])
+                },
+                "policy.scope",
+            ),
+            (
+                policy(Scope::Selected, &[], 1, &[EMAIL]),
+                "policy.group_ids",
+            ),
+            (
+                policy(Scope::Selected, &["ok", "not ok"], 1, &[EMAIL]),
+                "policy.group_ids[1]",
+            ),
+            (
+                policy(Scope::Selected, &["a", "a"], 1, &[EMAIL]),
+                "policy.group_ids[1]",
+            ),
+            (
+                policy(Scope::All, &[], 0, &[EMAIL]),
+                "policy.methods_required",
+            ),
+            (
+                policy(Scope::All, &[], 3, &[EMAIL]),
+                "policy.methods_required",
+            ),
+            (policy(Scope::All, &[], 1, &[]), "policy.allowed_methods"),
+            (
+                policy(Scope::All, &[], 1, &[EMAIL, 0]),
+                "policy.allowed_methods[1]",
+            ),
+            (
+                policy(Scope::All, &[], 1, &[EMAIL, 9]),
+                "policy.allowed_methods[1]",
+            ),
+            (
+                policy(Scope::All, &[], 1, &[SMS, SMS]),
+                "policy.allowed_methods[1]",
+            ),
+        ];
+        let too_many: Vec<String> = (0..101).map(|i| format!("g{i}")).collect();
+        let too_many = Policy {
+            group_ids: too_many,
+            ..policy(Scope::Selected, &[], 1, &[EMAIL])
+        };
+        for (bad, field) in cases.into_iter().chain([(too_many, "policy.group_ids")]) {
+            let (code, message) = rpc_error(set(&f.bus, bad.clone()).await);
+            assert_eq!(code, ErrorCode::InvalidArgument, "{bad:?}");
+            assert!(
+                message.starts_with(field),
+                "{message:?} should name {field}"
+            );
+        }
+        let missing = f
+            .bus
+            .request::<_, SetPolicyResponse>(rpc::SET_POLICY, &SetPolicyRequest { policy: None })
             .await
-            .is_empty()
-    );
-    f.service.stop().await;
+            .map(|r| r.policy.unwrap_or_default());
+        assert_eq!(rpc_error(missing).0, ErrorCode::InvalidArgument);
+
+        // Nothing was stored and nothing announced.
+        assert_eq!(get(&f.bus).await.version, 0);
+        assert!(
+            events_on(&f.bus, events::POLICY_CHANGED, 1, Duration::from_secs(2))
+                .await
+                .is_empty()
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn evaluate_applies_scope_admin_rule_and_enabled_flag() {
-    let f = fixture().await;
-    // Default policy: scope NONE.
-    let e = evaluate(&f.bus, "alice", &["staff"], false, true).await;
-    assert!(!e.eligible);
-    assert_eq!(e.methods_required, 1);
-    assert_eq!(e.allowed_methods, vec![EMAIL, SMS]);
+    on_every_backend(async |f| {
+        // Default policy: scope NONE.
+        let e = evaluate(&f.bus, "alice", &["staff"], false, true).await;
+        assert!(!e.eligible);
+        assert_eq!(e.methods_required, 1);
+        assert_eq!(e.allowed_methods, vec![EMAIL, SMS]);
 
-    set(&f.bus, policy(Scope::Selected, &["staff"], 1, &[EMAIL]))
-        .await
-        .expect("set");
-    let member = evaluate(&f.bus, "alice", &["other", "staff"], false, true).await;
-    assert!(member.eligible);
-    assert_eq!(member.methods_required, 1);
-    assert_eq!(member.allowed_methods, vec![EMAIL]);
-    assert!(
-        !evaluate(&f.bus, "bob", &["other"], false, true)
+        set(&f.bus, policy(Scope::Selected, &["staff"], 1, &[EMAIL]))
             .await
-            .eligible
-    );
-    assert!(
-        !evaluate(&f.bus, "carol", &["staff"], false, false)
-            .await
-            .eligible
-    );
-    let admin = evaluate(&f.bus, "root", &["staff"], true, true).await;
-    assert!(admin.eligible);
-    assert_eq!(admin.methods_required, 2);
+            .expect("set");
+        let member = evaluate(&f.bus, "alice", &["other", "staff"], false, true).await;
+        assert!(member.eligible);
+        assert_eq!(member.methods_required, 1);
+        assert_eq!(member.allowed_methods, vec![EMAIL]);
+        assert!(
+            !evaluate(&f.bus, "bob", &["other"], false, true)
+                .await
+                .eligible
+        );
+        assert!(
+            !evaluate(&f.bus, "carol", &["staff"], false, false)
+                .await
+                .eligible
+        );
+        let admin = evaluate(&f.bus, "root", &["staff"], true, true).await;
+        assert!(admin.eligible);
+        assert_eq!(admin.methods_required, 2);
 
-    set(&f.bus, policy(Scope::All, &[], 1, &[EMAIL, SMS]))
-        .await
-        .expect("set");
-    assert!(evaluate(&f.bus, "bob", &[], false, true).await.eligible);
-    assert!(!evaluate(&f.bus, "bob", &[], false, false).await.eligible);
-    assert_eq!(
-        evaluate(&f.bus, "root", &[], true, true)
+        set(&f.bus, policy(Scope::All, &[], 1, &[EMAIL, SMS]))
             .await
-            .methods_required,
-        2
-    );
-    f.service.stop().await;
+            .expect("set");
+        assert!(evaluate(&f.bus, "bob", &[], false, true).await.eligible);
+        assert!(!evaluate(&f.bus, "bob", &[], false, false).await.eligible);
+        assert_eq!(
+            evaluate(&f.bus, "root", &[], true, true)
+                .await
+                .methods_required,
+            2
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn check_password_over_nats() {
-    let f = fixture().await;
+    // Pure rules, no storage: SQLite is enough.
+    let f = fixture_on(TestDb::sqlite().expect("sqlite test db")).await;
     let check = |password: &str| {
         let bus = f.bus.clone();
         let req = CheckPasswordRequest {
@@ -486,39 +438,48 @@ async fn check_password_over_nats() {
     let long = check(&"x".repeat(257)).await;
     assert!(!long.accepted);
     assert_eq!(long.violations[0].rule, "too_long");
-    f.service.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test]
 async fn concurrent_changes_get_distinct_versions_and_survive_a_restart() {
-    let f = fixture().await;
-    let mut tasks = Vec::new();
-    for i in 0..8u32 {
-        let bus = f.bus.clone();
-        tasks.push(tokio::spawn(async move {
-            set(&bus, policy(Scope::All, &[], 1 + i % 2, &[EMAIL]))
+    for db in backends().await {
+        let mut f = fixture_on(db).await;
+        let backend = f.backend();
+        eprintln!("on {backend}");
+        let mut tasks = Vec::new();
+        for i in 0..8u32 {
+            let bus = f.bus.clone();
+            tasks.push(tokio::spawn(async move {
+                set(&bus, policy(Scope::All, &[], 1 + i % 2, &[EMAIL]))
+                    .await
+                    .expect("set")
+                    .version
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.expect("task"));
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=8).collect::<Vec<u64>>(), "{backend}");
+        assert_eq!(
+            events_on(&f.bus, events::POLICY_CHANGED, 8, SETTLE)
                 .await
-                .expect("set")
-                .version
-        }));
-    }
-    let mut versions = Vec::new();
-    for t in tasks {
-        versions.push(t.await.expect("task"));
-    }
-    versions.sort_unstable();
-    assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
-    assert_eq!(
-        events_on(&f.bus, events::POLICY_CHANGED, 8, SETTLE)
-            .await
-            .len(),
-        8
-    );
+                .len(),
+            8,
+            "{backend}"
+        );
 
-    let before = get(&f.bus).await;
-    f.service.stop().await;
-    let service = start_policy(&f.nats, &f.db).await;
-    wait_ready(&f.bus).await;
-    assert_eq!(get(&f.bus).await, before);
-    service.stop().await;
+        let before = get(&f.bus).await;
+        f.service.stop().await;
+        f.service = start_policy(&f.nats, &f.db).await;
+        wait_ready(&f.bus).await;
+        assert_eq!(
+            get(&f.bus).await,
+            before,
+            "{backend}: kept across a restart"
+        );
+        f.stop().await;
+    }
 }
