@@ -7,6 +7,7 @@
 //! - [`shutdown_token`]: cancelled on SIGTERM or Ctrl-C.
 //! - [`exit_with`]: turns a failed start into one line on stderr and a non-zero exit.
 
+mod emitter;
 pub mod settings;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use sspr_clock::SharedClock;
 use sspr_storage::sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+pub use emitter::Emitter;
 pub use settings::{CommonSettings, ConfigError, Secret};
 
 /// What a running service is given.

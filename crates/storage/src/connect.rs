@@ -125,3 +125,18 @@ pub async fn run_migrations<M: MigratorTrait>(
             source,
         })
 }
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at `BEGIN`
+/// (`BEGIN IMMEDIATE`), so it waits for other writers under the busy timeout instead of failing
+/// with "database is locked" when a deferred transaction that already read tries to upgrade.
+/// On PostgreSQL it is a plain transaction.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::TransactionTrait;
+    db.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}

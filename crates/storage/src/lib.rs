@@ -11,6 +11,6 @@
 mod connect;
 pub mod outbox;
 
-pub use connect::{DbSettings, StorageError, connect, run_migrations};
+pub use connect::{DbSettings, StorageError, begin_write, connect, run_migrations};
 pub use sea_orm;
 pub use sea_orm_migration;

@@ -20,8 +20,7 @@ pub mod ports;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sspr_runtime::{ConfigError, ServiceContext};
-use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use sspr_runtime::{ConfigError, Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
@@ -49,21 +48,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // The storage error already says which database failed to migrate.
-    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
-    sspr_bus::streams::ensure(
-        ctx.bus.jetstream(),
-        &sspr_bus::streams::StreamSettings::default(),
-    )
-    .await
-    .context("setting up the JetStream streams")?;
-
-    let signal = OutboxSignal::default();
-    // The relay stops only after the endpoints drained, so events of the last requests go out.
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
-    );
-
+    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let signal = emitter.signal();
     let store = Arc::new(adapters::store::SeaOrmStore::new(ctx.db.clone(), signal));
     let enrolment = Arc::new(handlers::Enrolment::new(
         store,
@@ -77,10 +63,6 @@ pub async fn run(
     )
     .await;
 
-    relay_stop.cancel();
-    if let Err(e) = relay.await {
-        tracing::error!(error = %e, "the outbox relay task failed");
-    }
-    ctx.bus.flush().await;
+    emitter.finish(&ctx).await;
     served.context("serving the enrolment endpoints")
 }

@@ -22,8 +22,7 @@ pub mod ports;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sspr_runtime::ServiceContext;
-use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use sspr_runtime::{Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -49,19 +48,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
-    sspr_bus::streams::ensure(
-        ctx.bus.jetstream(),
-        &sspr_bus::streams::StreamSettings::default(),
-    )
-    .await
-    .context("setting up the JetStream streams")?;
-
-    let signal = OutboxSignal::default();
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
-    );
+    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let signal = emitter.signal();
     let store = Arc::new(DbDeliveryStore::new(ctx.db.clone(), signal));
 
     let (mailer, smtp): (SharedMailer, Option<Arc<SmtpMailer>>) = match config.mail {
@@ -118,14 +106,10 @@ pub async fn run(
     if let Err(e) = consumer.await {
         tracing::error!(error = %e, "the delivery consumer panicked");
     }
-    relay_stop.cancel();
-    if let Err(e) = relay.await {
-        tracing::error!(error = %e, "the outbox relay panicked");
-    }
+    emitter.finish(&ctx).await;
     if let Some(smtp) = smtp {
         smtp.shutdown().await;
     }
-    ctx.bus.flush().await;
     served.context("serving the notification endpoints")?;
     Ok(())
 }

@@ -18,8 +18,7 @@ pub mod ports;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sspr_runtime::{ConfigError, ServiceContext};
-use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use sspr_runtime::{ConfigError, Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 /// Short name: database name, NATS service `sspr-policy`.
@@ -42,31 +41,14 @@ pub async fn run(
     _config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
-    sspr_bus::streams::ensure(
-        ctx.bus.jetstream(),
-        &sspr_bus::streams::StreamSettings::default(),
-    )
-    .await
-    .context("setting up the JetStream streams")?;
-
-    let signal = OutboxSignal::default();
-    // The relay gets its own token, cancelled after serving stopped, so the events of the last
-    // requests are still published before the process exits.
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
-    );
+    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let signal = emitter.signal();
 
     let store = Arc::new(adapters::store::SqlPolicyStore::new(ctx.db.clone(), signal));
     let router = handlers::router(handlers::PolicyHandlers::new(store, ctx.clock.clone()));
     let served = sspr_bus::serve(&ctx.bus, router, shutdown.cancelled_owned()).await;
 
-    relay_stop.cancel();
-    if let Err(e) = relay.await {
-        tracing::error!(error = %e, "the outbox relay task failed");
-    }
-    ctx.bus.flush().await;
+    emitter.finish(&ctx).await;
     served.context("serving the policy endpoints")?;
     Ok(())
 }

@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sspr_runtime::ServiceContext;
-use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
+use sspr_runtime::{Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, DEFAULT_RESEND_AFTER};
@@ -44,21 +43,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
-    sspr_bus::streams::ensure(
-        ctx.bus.jetstream(),
-        &sspr_bus::streams::StreamSettings::default(),
-    )
-    .await
-    .context("setting up the JetStream streams")?;
-
-    let signal = OutboxSignal::default();
-    // The relay gets its own token so it can drain what the last requests enqueued after the
-    // endpoints stopped.
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(relay_stop.clone()),
-    );
+    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let signal = emitter.signal();
 
     let store = adapters::store::Store::new(ctx.db.clone());
     let purge = tokio::spawn(purge_loop(
@@ -81,10 +67,8 @@ pub async fn run(
     )
     .await;
 
-    relay_stop.cancel();
-    let _ = relay.await;
     let _ = purge.await;
-    ctx.bus.flush().await;
+    emitter.finish(&ctx).await;
     served.context("serving the verification endpoints")?;
     Ok(())
 }

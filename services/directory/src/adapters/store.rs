@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
@@ -127,7 +127,7 @@ impl UserStore for SqlUserStore {
             ]);
         }
 
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         users::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(users::Column::UserId)
@@ -168,7 +168,7 @@ impl UserStore for SqlUserStore {
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<bool, Error> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = users::Entity::update_many()
             .col_expr(
                 users::Column::PasswordHash,
@@ -197,7 +197,7 @@ impl UserStore for SqlUserStore {
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<bool, Error> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         user_groups::Entity::delete_many()
             .filter(user_groups::Column::UserId.eq(user_id.as_str()))
             .exec(&txn)

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    QueryFilter, QueryOrder, SqlErr,
 };
 use sspr_storage::outbox::{self, OutboxSignal};
 
@@ -50,7 +50,7 @@ impl SeaOrmStore {
         destination: &Destination,
         now: DateTime<Utc>,
     ) -> Result<RegisteredMethod, Error> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         // Write first (see the module header), dropping pending methods nobody can confirm.
         method::Entity::delete_many()
             .filter(method::Column::UserId.eq(user.as_str()))
@@ -111,7 +111,7 @@ impl EnrolmentStore for SeaOrmStore {
         session: &RegistrationSession,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         registration_session::Entity::delete_many()
             .filter(registration_session::Column::ExpiresAt.lte(now))
             .exec(&txn)
@@ -192,7 +192,7 @@ impl EnrolmentStore for SeaOrmStore {
         flow_id: &FlowId,
         now: DateTime<Utc>,
     ) -> Result<u32, Error> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = method::Entity::update_many()
             .col_expr(
                 method::Column::Status,

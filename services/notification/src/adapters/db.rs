@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    TransactionTrait,
 };
 use sspr_bus::subjects;
 use sspr_proto::events::v1::CodeDelivered;
@@ -100,7 +99,7 @@ impl DbDeliveryStore {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(status.as_str().to_owned());
             if let Some(error) = error {
@@ -144,7 +143,7 @@ impl DeliveryStore for DbDeliveryStore {
         header: &DeliveryHeader,
         now: DateTime<Utc>,
     ) -> Result<DeliveryRecord, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let row = Self::upsert(&txn, header, now, |row, attempts| {
             row.status = Set(DeliveryStatus::Sending.as_str().to_owned());
             row.attempts = Set(attempts.saturating_add(1));
@@ -199,7 +198,7 @@ impl DeliveryStore for DbDeliveryStore {
             .as_ref()
             .map(|m| m.event_id.clone())
             .unwrap_or_default();
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
         })

@@ -7,9 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use sspr_storage::outbox::{self, OutboxSignal};
 
 use crate::adapters::entity::{self, Column, Entity, POLICY_ROW_ID};
@@ -77,7 +75,7 @@ impl PolicyStore for SqlPolicyStore {
         let required = i32::try_from(rules.methods_required())
             .map_err(|_| Error::CorruptPolicy("methods_required out of range".to_owned()))?;
 
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let default = PolicyRules::default();
         Entity::insert(entity::ActiveModel {
             id: Set(POLICY_ROW_ID),

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use sspr_storage::outbox::{self, OutboxMessage};
 
@@ -97,7 +97,7 @@ impl Store {
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         reset_session::ActiveModel {
             token_hash: Set(token_hash.to_owned()),
             flow_id: Set(session.flow_id.as_str().to_owned()),
@@ -149,7 +149,7 @@ impl Store {
         messages: Vec<OutboxMessage>,
     ) -> Result<(), StoreError> {
         let now = new.created_at;
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         // Write first: on SQLite the first write takes the database's write lock (waiting for it
         // under busy_timeout), so the read below cannot be invalidated by a concurrent writer.
         code::Entity::update_many()
@@ -227,7 +227,7 @@ impl Store {
         now: DateTime<Utc>,
         messages: impl FnOnce(u32) -> Vec<OutboxMessage>,
     ) -> Result<Option<u32>, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         // An atomic decrement, not a compare-and-set on the value read: concurrent wrong guesses
         // each spend exactly one attempt and none of them has to retry.
         let updated = code::Entity::update_many()
@@ -258,7 +258,7 @@ impl Store {
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = code::Entity::update_many()
             .col_expr(code::Column::UsedAt, Expr::value(now))
             .filter(still_usable(code, now))
@@ -297,7 +297,7 @@ impl Store {
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         enqueue_all(&txn, messages, now).await?;
         txn.commit().await?;
         Ok(())
@@ -310,7 +310,7 @@ impl Store {
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = reset_session::Entity::update_many()
             .col_expr(
                 reset_session::Column::Status,
