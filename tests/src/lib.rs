@@ -247,6 +247,24 @@ impl World {
         code_in(&text).with_context(|| format!("no code in the mail text: {text}"))
     }
 
+    /// Sends a reset code to the email method `method_id` of the flow `session_id` and returns
+    /// the code read from the mail that arrives at `address`.
+    pub async fn send_reset_code(
+        &self,
+        session_id: &str,
+        method_id: &str,
+        address: &str,
+    ) -> anyhow::Result<String> {
+        let seen = self.mail_count(address);
+        self.reset()
+            .send_code(sspr_proto::reset::v1::SendCodeRequest {
+                session_id: session_id.to_owned(),
+                method_id: method_id.to_owned(),
+            })
+            .await?;
+        self.next_code(address, seen).await
+    }
+
     /// Registers `address` as an email method for the user with `password`; returns its id.
     pub async fn register_email(
         &self,
@@ -319,6 +337,12 @@ impl World {
             stack.stop().await;
         }
     }
+}
+
+/// A well-formed code of the same length that is not `code`.
+pub fn other_code(code: &str) -> String {
+    let digit = if code.starts_with('0') { "1" } else { "0" };
+    digit.repeat(code.len())
 }
 
 /// The first line of `text` that is only 6 to 10 digits.
