@@ -72,10 +72,25 @@ pub async fn connect(
                 .sqlx_logging(false)
                 .connect_timeout(Duration::from_secs(10));
             let admin = Database::connect(bootstrap).await.map_err(err)?;
-            admin
+            // Replicas starting together may race on CREATE SCHEMA (a unique violation even with
+            // IF NOT EXISTS); losing that race is fine once the schema exists.
+            if let Err(e) = admin
                 .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
                 .await
-                .map_err(err)?;
+            {
+                let exists = admin
+                    .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+                        [schema.clone().into()],
+                    ))
+                    .await
+                    .map_err(err)?
+                    .is_some();
+                if !exists {
+                    return Err(err(e));
+                }
+            }
             admin.close().await.map_err(err)?;
             let mut opts = ConnectOptions::new(url.clone());
             opts.max_connections(16)
