@@ -12,23 +12,25 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 /// The sspr services and their default metrics ports.
-const SSPR_SERVICES: [(&str, u16); 6] = [
+const SSPR_SERVICES: [(&str, u16); 7] = [
     ("gateway", 9100),
     ("policy", 9101),
     ("enrolment", 9102),
     ("verification", 9103),
     ("notification", 9104),
     ("directory", 9105),
+    ("audit", 9106),
 ];
 
 /// Every binary the image must contain.
-const BINARIES: [&str; 7] = [
+const BINARIES: [&str; 8] = [
     "sspr-gateway",
     "sspr-policy",
     "sspr-enrolment",
     "sspr-verification",
     "sspr-notification",
     "sspr-directory",
+    "sspr-audit",
     "sspr",
 ];
 

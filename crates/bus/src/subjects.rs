@@ -13,6 +13,8 @@ pub const DELIVERY_STREAM: &str = "SSPR_DELIVERY";
 pub const DELIVERY_WILDCARD: &str = "sspr.delivery.v1.>";
 /// Durable pull consumer shared by every notification replica.
 pub const DELIVERY_CONSUMER: &str = "sspr-notification";
+/// Durable pull consumer of [`EVENTS_STREAM`] shared by every audit replica.
+pub const AUDIT_CONSUMER: &str = "sspr-audit";
 
 /// Public event subjects.
 pub mod events {
@@ -50,6 +52,8 @@ pub mod rpc {
         pub const SET_POLICY: &str = "sspr.rpc.policy.set_policy";
         pub const EVALUATE: &str = "sspr.rpc.policy.evaluate";
         pub const CHECK_PASSWORD: &str = "sspr.rpc.policy.check_password";
+        pub const GET_PASSWORD_POLICY: &str = "sspr.rpc.policy.get_password_policy";
+        pub const SET_PASSWORD_POLICY: &str = "sspr.rpc.policy.set_password_policy";
     }
     pub mod enrolment {
         pub const SERVICE: &str = "enrolment";
@@ -71,6 +75,10 @@ pub mod rpc {
     pub mod notification {
         pub const SERVICE: &str = "notification";
         pub const GET_DELIVERY: &str = "sspr.rpc.notification.get_delivery";
+    }
+    pub mod audit {
+        pub const SERVICE: &str = "audit";
+        pub const LIST_EVENTS: &str = "sspr.rpc.audit.list_events";
     }
 }
 

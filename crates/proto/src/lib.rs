@@ -61,6 +61,11 @@ pub mod sspr {
                 tonic::include_proto!("sspr.internal.directory.v1");
             }
         }
+        pub mod audit {
+            pub mod v1 {
+                tonic::include_proto!("sspr.internal.audit.v1");
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Test fixtures that start REAL components on random local ports: a private `nats-server` with
-//! JetStream, an SMTP sink, an HTTP sink (SMS webhook), an OTLP trace receiver, and databases.
+//! JetStream, an SMTP sink, an HTTP sink (SMS webhook), an OTLP trace receiver, and databases;
+//! plus [`ServiceBinary`], which runs a service binary for tests of its process contract.
 //!
 //! Invariants: every fixture owns its process, socket and temporary directory and releases them on
 //! drop, so tests never share state and never leak processes; nothing here is a mock of the peer
@@ -24,6 +25,7 @@ mod db;
 mod http;
 mod nats;
 mod otlp;
+mod process;
 mod smtp;
 mod support;
 
@@ -31,5 +33,6 @@ pub use db::{TEST_POSTGRES_URL_ENV, TestDb};
 pub use http::{HttpSink, ReceivedRequest};
 pub use nats::{NATS_SERVER_BIN_ENV, NatsServer};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use process::{Exited, RunningService, ServiceBinary, UNREACHABLE_NATS_URL};
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use support::{free_port, init_test_tracing, random_code_key};

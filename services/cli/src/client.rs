@@ -94,6 +94,33 @@ pub enum AdminCommand {
     },
     /// Delete a user.
     DeleteUser { user_id: String },
+    /// List audit records (flow steps and admin changes), oldest first, one page at a time.
+    Audit {
+        /// Only records about this user.
+        #[arg(long = "user")]
+        user: Option<String>,
+        /// Only this kind of event, e.g. reset.completed.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only records at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_rfc3339)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long, value_parser = parse_rfc3339)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Records per page: 1 to 500 (default 50).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        page_size: Option<u32>,
+        /// The next_page_token of a previous answer.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+fn parse_rfc3339(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| "expected an RFC 3339 time such as 2026-01-31T09:00:00Z".to_owned())
 }
 
 #[derive(Subcommand, Debug)]
@@ -335,8 +362,53 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 .map_err(status_error)?;
             print(json!({"deleted": user_id}));
         }
+        AdminCommand::Audit {
+            user,
+            kind,
+            since,
+            until,
+            page_size,
+            page_token,
+        } => {
+            let body = admin::ListAuditEventsRequest {
+                user_id: user.unwrap_or_default(),
+                kind: kind.unwrap_or_default(),
+                from: since.map(sspr_proto::time::timestamp),
+                to: until.map(sspr_proto::time::timestamp),
+                page_size: page_size.unwrap_or_default(),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let page = client
+                .list_audit_events(request(args, body, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(audit_json(&page));
+        }
     }
     Ok(())
+}
+
+fn audit_json(page: &admin::ListAuditEventsResponse) -> Value {
+    let records: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| {
+            json!({
+                "event_id": r.event_id,
+                "occurred_at": time_json(&r.occurred_at),
+                "kind": r.kind,
+                "user_id": r.user_id,
+                "flow_id": r.flow_id,
+                "actor": r.actor,
+                "outcome": r.outcome,
+                "trace_id": r.trace_id,
+                "source": r.source,
+                "summary": serde_json::from_str::<Value>(&r.summary_json).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    json!({"records": records, "next_page_token": page.next_page_token})
 }
 
 pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::Result<()> {
@@ -479,4 +551,71 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    #[test]
+    fn audit_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "audit",
+            "--user",
+            "alice",
+            "--kind",
+            "reset.completed",
+            "--since",
+            "2026-01-31T09:00:00+01:00",
+            "--page-size",
+            "10",
+        ])
+        .unwrap();
+        let AdminCommand::Audit {
+            user,
+            kind,
+            since,
+            until,
+            page_size,
+            page_token,
+        } = cli.command
+        else {
+            panic!("not the audit command");
+        };
+        assert_eq!(user.as_deref(), Some("alice"));
+        assert_eq!(kind.as_deref(), Some("reset.completed"));
+        assert_eq!(since.unwrap().to_rfc3339(), "2026-01-31T08:00:00+00:00");
+        assert_eq!((until, page_size, page_token), (None, Some(10), None));
+        assert!(Cli::try_parse_from(["sspr", "audit", "--since", "yesterday"]).is_err());
+        assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "501"]).is_err());
+        assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn audit_pages_print_as_json() {
+        let page = admin::ListAuditEventsResponse {
+            records: vec![admin::AuditRecord {
+                event_id: "e1".into(),
+                kind: "reset.started".into(),
+                summary_json: r#"{"client_ip":"192.0.2.1"}"#.into(),
+                ..Default::default()
+            }],
+            next_page_token: "t".into(),
+        };
+        let v = audit_json(&page);
+        assert_eq!(v["records"][0]["kind"], "reset.started");
+        assert_eq!(v["records"][0]["summary"]["client_ip"], "192.0.2.1");
+        assert_eq!(v["records"][0]["occurred_at"], Value::Null);
+        assert_eq!(v["next_page_token"], "t");
+    }
 }

@@ -112,6 +112,10 @@ impl Stack {
             )
         });
 
+        let ctx = context(sspr_audit::SERVICE, &opts).await?;
+        let (cfg, token) = (sspr_audit::Config::default(), shutdown.clone());
+        tasks.spawn(async move { ("audit", sspr_audit::run(ctx, cfg, token).await) });
+
         let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), "sspr-gateway")).await?;
         let cfg = sspr_gateway::Config {
             grpc_addr: opts.grpc_addr,
@@ -141,6 +145,7 @@ impl Stack {
             "enrolment",
             "verification",
             "notification",
+            "audit",
         ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in services {

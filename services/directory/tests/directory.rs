@@ -503,12 +503,13 @@ async fn set_password_checks_policy_hashes_and_announces_without_the_password() 
             short.message,
             "password rejected: must be at least 8 characters"
         );
-        let both = set_password(&f.bus, "alice", "Alice", "flow-1", "self_service_reset")
+        let both = set_password(&f.bus, "alice", "Alice!!!", "flow-1", "self_service_reset")
             .await
-            .expect_err("too short and contains the user id");
+            .expect_err("contains the user id and too little else");
         assert_eq!(
             both.message,
-            "password rejected: must be at least 8 characters; must not contain the user id"
+            "password rejected: must not contain your name or user id; is too easy to guess: \
+             add more words or characters that are not common passwords or names"
         );
         authenticate(&f.bus, "alice", "first password 1")
             .await

@@ -4,11 +4,14 @@
 
 mod common;
 
-use common::{Gateway, Options, as_admin, canned_policy, masked_email, ts, with_token};
+use common::{
+    Gateway, Options, as_admin, canned_audit_record, canned_policy, masked_email, ts, with_token,
+};
 use sspr_bus::RpcError;
-use sspr_bus::subjects::rpc::{directory, enrolment, policy, verification};
+use sspr_bus::subjects::rpc::{audit, directory, enrolment, policy, verification};
 use sspr_proto::admin::v1 as admin;
 use sspr_proto::common::v1::MethodKind;
+use sspr_proto::internal::audit::v1 as aud;
 use sspr_proto::internal::directory::v1 as dir;
 use sspr_proto::internal::enrolment::v1 as enr;
 use sspr_proto::internal::policy::v1 as pol;
@@ -814,4 +817,116 @@ async fn no_responder_is_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn list_audit_events_maps_both_ways_and_checks_its_input() {
+    let gw = Gateway::start().await;
+    let mut client = gw.admin();
+
+    let listed = client
+        .list_audit_events(as_admin(admin::ListAuditEventsRequest {
+            user_id: " alice ".into(),
+            kind: "reset.completed".into(),
+            from: Some(ts(1_600_000_000)),
+            to: Some(ts(1_800_000_000)),
+            page_size: 20,
+            page_token: "dG9rZW4".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = canned_audit_record();
+    assert_eq!(
+        listed,
+        admin::ListAuditEventsResponse {
+            records: vec![admin::AuditRecord {
+                event_id: r.event_id,
+                occurred_at: r.occurred_at,
+                kind: r.kind,
+                user_id: r.user_id,
+                flow_id: r.flow_id,
+                actor: r.actor,
+                outcome: r.outcome,
+                trace_id: r.trace_id,
+                source: r.source,
+                summary_json: r.summary_json,
+            }],
+            next_page_token: "next-page".into(),
+        }
+    );
+    assert_eq!(
+        gw.recorder
+            .single::<aud::ListEventsRequest>(audit::LIST_EVENTS),
+        aud::ListEventsRequest {
+            user_id: "alice".into(),
+            kind: "reset.completed".into(),
+            from: Some(ts(1_600_000_000)),
+            to: Some(ts(1_800_000_000)),
+            page_size: 20,
+            page_token: "dG9rZW4".into(),
+        }
+    );
+    let before = gw.recorder.total();
+
+    for (request, field) in [
+        (
+            admin::ListAuditEventsRequest {
+                page_size: 501,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            admin::ListAuditEventsRequest {
+                kind: "reset".into(),
+                ..Default::default()
+            },
+            "kind",
+        ),
+        (
+            admin::ListAuditEventsRequest {
+                user_id: "a\u{7}".into(),
+                ..Default::default()
+            },
+            "user_id",
+        ),
+        (
+            admin::ListAuditEventsRequest {
+                page_token: "not a token".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            admin::ListAuditEventsRequest {
+                from: Some(ts(20)),
+                to: Some(ts(10)),
+                ..Default::default()
+            },
+            "to",
+        ),
+    ] {
+        let r = client.list_audit_events(as_admin(request)).await;
+        assert_invalid(r, field);
+    }
+
+    let status = client
+        .list_audit_events(tonic::Request::new(admin::ListAuditEventsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = client
+        .list_audit_events(with_token(
+            admin::ListAuditEventsRequest::default(),
+            "not-the-admin-token",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        gw.recorder.total(),
+        before,
+        "neither invalid nor unauthenticated calls reach the audit service"
+    );
 }

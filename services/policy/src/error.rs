@@ -7,12 +7,15 @@
 use sspr_bus::RpcError;
 use sspr_storage::sea_orm::DbErr;
 
+use crate::domain::password_policy::PasswordRulesError;
 use crate::domain::policy::PolicyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     InvalidPolicy(#[from] PolicyError),
+    #[error(transparent)]
+    InvalidPasswordPolicy(#[from] PasswordRulesError),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
     /// The stored row does not parse back into a valid policy.
@@ -24,6 +27,7 @@ impl From<Error> for RpcError {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidPolicy(e) => RpcError::invalid_argument(e.to_string()),
+            Error::InvalidPasswordPolicy(e) => RpcError::invalid_argument(e.to_string()),
             Error::Db(_) | Error::CorruptPolicy(_) => {
                 tracing::error!(error = %e, "policy request failed");
                 RpcError::internal()

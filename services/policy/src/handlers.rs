@@ -2,7 +2,7 @@
 //! this edge, apply the rules, store, reply.
 //!
 //! Never logged or traced: the candidate password of `check_password`. Span fields carry only
-//! the user id.
+//! the user id. The custom banned terms are not logged either (only their count).
 
 use std::sync::Arc;
 
@@ -12,15 +12,20 @@ use sspr_clock::SharedClock;
 use sspr_proto::admin::v1 as admin;
 use sspr_proto::common::v1 as common;
 use sspr_proto::events::v1::{EventMeta, PolicyChanged};
+use sspr_proto::internal::policy::v1 as wire;
 use sspr_proto::internal::policy::v1::{
     CheckPasswordRequest, CheckPasswordResponse, EvaluateRequest, EvaluateResponse,
-    GetPolicyRequest, GetPolicyResponse, PasswordViolation, SetPolicyRequest, SetPolicyResponse,
+    GetPasswordPolicyRequest, GetPasswordPolicyResponse, GetPolicyRequest, GetPolicyResponse,
+    PasswordViolation, SetPasswordPolicyRequest, SetPasswordPolicyResponse, SetPolicyRequest,
+    SetPolicyResponse,
 };
 use sspr_storage::outbox::OutboxMessage;
 
 use crate::SERVICE;
-use crate::domain::password;
+use crate::domain::password::{self, Account};
+use crate::domain::password_policy::{PasswordPolicy, PasswordRules, PasswordRulesDraft};
 use crate::domain::policy::{MethodKind, Policy, PolicyDraft, PolicyRules, Scope, Subject};
+use crate::ports::Announce;
 use crate::ports::PolicyStore;
 
 /// The state every endpoint shares; cheap to clone.
@@ -51,27 +56,7 @@ impl PolicyHandlers {
         let rules = PolicyRules::parse(draft_from_proto(&submitted))
             .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
         let now = self.clock.now();
-        let policy = self
-            .store
-            .replace(
-                rules,
-                now,
-                Box::new(move |stored: &Policy| {
-                    let event_id = uuid::Uuid::now_v7().to_string();
-                    let event = PolicyChanged {
-                        meta: Some(EventMeta {
-                            event_id: event_id.clone(),
-                            occurred_at: Some(sspr_proto::time::timestamp(now)),
-                            user_id: String::new(),
-                            flow_id: String::new(),
-                            source: SERVICE.to_owned(),
-                        }),
-                        policy: Some(policy_to_proto(stored)),
-                    };
-                    OutboxMessage::new(events::POLICY_CHANGED, event_id, &event)
-                }),
-            )
-            .await?;
+        let policy = self.store.replace(rules, now, announce(now)).await?;
         tracing::info!(
             version = policy.version,
             scope = policy.rules.scope().as_str(),
@@ -108,20 +93,32 @@ impl PolicyHandlers {
         })
     }
 
+    /// Checks a candidate against the stored password section. Never logs the candidate.
     #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
     pub async fn check_password(
         &self,
         req: CheckPasswordRequest,
     ) -> Result<CheckPasswordResponse, RpcError> {
-        let violations = password::check(&req.password, &req.user_id);
+        let policy = self.store.current_password_policy().await?;
+        let account = Account {
+            user_id: &req.user_id,
+            display_name: &req.display_name,
+        };
+        let assessment = password::check(&req.password, account, &policy.rules);
         tracing::debug!(
-            accepted = violations.is_empty(),
-            violations = violations.len(),
+            accepted = assessment.accepted(),
+            violations = assessment.violations.len(),
+            strength = assessment.strength.score,
+            password_policy_version = policy.version,
             "password checked"
         );
         Ok(CheckPasswordResponse {
-            accepted: violations.is_empty(),
-            violations: violations
+            accepted: assessment.accepted(),
+            crack_time: assessment.strength.crack_time(),
+            strength: assessment.strength.score,
+            history_count: policy.rules.history_count(),
+            violations: assessment
+                .violations
                 .into_iter()
                 .map(|v| PasswordViolation {
                     rule: v.rule.as_str().to_owned(),
@@ -130,6 +127,81 @@ impl PolicyHandlers {
                 .collect(),
         })
     }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn get_password_policy(
+        &self,
+        _req: GetPasswordPolicyRequest,
+    ) -> Result<GetPasswordPolicyResponse, RpcError> {
+        let policy = self.store.current_password_policy().await?;
+        Ok(GetPasswordPolicyResponse {
+            policy: Some(password_policy_to_proto(&policy)),
+        })
+    }
+
+    /// Validates and stores the password section as its next version and emits
+    /// `policy.changed` (carrying the SSPR policy in force: the public event has no password
+    /// section yet).
+    #[tracing::instrument(skip_all)]
+    pub async fn set_password_policy(
+        &self,
+        req: SetPasswordPolicyRequest,
+    ) -> Result<SetPasswordPolicyResponse, RpcError> {
+        let submitted = req
+            .policy
+            .ok_or_else(|| RpcError::invalid_argument("policy is required"))?;
+        let rules = PasswordRules::parse(PasswordRulesDraft {
+            min_length: submitted.min_length,
+            custom_banned_terms: submitted.custom_banned_terms,
+            organisation_name: submitted.organisation_name,
+            history_count: submitted.history_count,
+        })
+        .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
+        let now = self.clock.now();
+        let policy = self
+            .store
+            .replace_password_policy(rules, now, announce(now))
+            .await?;
+        tracing::info!(
+            version = policy.version,
+            min_length = policy.rules.min_length(),
+            custom_banned_terms = policy.rules.custom_terms().len(),
+            history_count = policy.rules.history_count(),
+            "password policy changed"
+        );
+        Ok(SetPasswordPolicyResponse {
+            policy: Some(password_policy_to_proto(&policy)),
+        })
+    }
+}
+
+/// The `policy.changed` event for a change made at `now`, carrying the stored SSPR policy.
+fn announce(now: chrono::DateTime<chrono::Utc>) -> Announce {
+    Box::new(move |stored: &Policy| {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let event = PolicyChanged {
+            meta: Some(EventMeta {
+                event_id: event_id.clone(),
+                occurred_at: Some(sspr_proto::time::timestamp(now)),
+                user_id: String::new(),
+                flow_id: String::new(),
+                source: SERVICE.to_owned(),
+            }),
+            policy: Some(policy_to_proto(stored)),
+        };
+        OutboxMessage::new(events::POLICY_CHANGED, event_id, &event)
+    })
+}
+
+fn password_policy_to_proto(p: &PasswordPolicy) -> wire::PasswordPolicy {
+    wire::PasswordPolicy {
+        min_length: p.rules.min_length(),
+        custom_banned_terms: p.rules.custom_terms().to_vec(),
+        organisation_name: p.rules.organisation_name().to_owned(),
+        history_count: p.rules.history_count(),
+        version: p.version,
+        max_length: p.rules.max_length(),
+    }
 }
 
 /// The service's NATS endpoints.
@@ -137,7 +209,9 @@ pub fn router(handlers: PolicyHandlers) -> Router {
     let get = handlers.clone();
     let set = handlers.clone();
     let eval = handlers.clone();
-    let check = handlers;
+    let check = handlers.clone();
+    let get_password = handlers.clone();
+    let set_password = handlers;
     Router::new(
         SERVICE,
         "sspr policy: SSPR policy, eligibility and password rules",
@@ -158,6 +232,20 @@ pub fn router(handlers: PolicyHandlers) -> Router {
         let h = check.clone();
         async move { h.check_password(req).await }
     })
+    .route(
+        sspr_bus::subjects::rpc::policy::GET_PASSWORD_POLICY,
+        move |_: RequestContext, req| {
+            let h = get_password.clone();
+            async move { h.get_password_policy(req).await }
+        },
+    )
+    .route(
+        sspr_bus::subjects::rpc::policy::SET_PASSWORD_POLICY,
+        move |_: RequestContext, req| {
+            let h = set_password.clone();
+            async move { h.set_password_policy(req).await }
+        },
+    )
 }
 
 fn scope_from_proto(raw: i32) -> Option<Scope> {

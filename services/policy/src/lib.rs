@@ -4,7 +4,12 @@
 //! - `get_policy` / `set_policy`: the policy; every change gets the next version and emits
 //!   `sspr.events.v1.policy.changed` through the outbox in the same transaction.
 //! - `evaluate`: whether a user may reset and with how many methods (admins always need two).
-//! - `check_password`: the password rules; the candidate is never stored or logged.
+//! - `check_password`: the password rules (length, Entra-style banned passwords, names) under
+//!   the stored password section, plus a strength estimate; the candidate is never stored or
+//!   logged.
+//! - `get_password_policy` / `set_password_policy`: the password section (minimum length,
+//!   custom banned terms, organisation name, history length); every change gets the next
+//!   version and emits `policy.changed` like `set_policy`.
 //!
 //! Layout: [`domain`] holds the pure rules, [`ports`] the store trait, [`adapters`] its sea-orm
 //! implementation and migrations, [`handlers`] the NATS endpoints.

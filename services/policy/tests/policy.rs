@@ -14,7 +14,9 @@ use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1::PolicyChanged;
 use sspr_proto::internal::policy::v1::{
     CheckPasswordRequest, CheckPasswordResponse, EvaluateRequest, EvaluateResponse,
-    GetPolicyRequest, GetPolicyResponse, SetPolicyRequest, SetPolicyResponse,
+    GetPasswordPolicyRequest, GetPasswordPolicyResponse, GetPolicyRequest, GetPolicyResponse,
+    PasswordPolicy, SetPasswordPolicyRequest, SetPasswordPolicyResponse, SetPolicyRequest,
+    SetPolicyResponse,
 };
 use sspr_testkit::{NatsServer, TestDb};
 use tokio::task::JoinHandle;
@@ -223,7 +225,7 @@ async fn events_on(
     got
 }
 
-fn rpc_error(result: Result<Policy, BusError>) -> (ErrorCode, String) {
+fn rpc_error<T: std::fmt::Debug>(result: Result<T, BusError>) -> (ErrorCode, String) {
     match result {
         Err(BusError::Rpc(e)) => (e.code, e.message),
         other => panic!("expected an RPC error, got {other:?}"),
@@ -408,37 +410,260 @@ async fn evaluate_applies_scope_admin_rule_and_enabled_flag() {
     .await;
 }
 
-#[tokio::test]
-async fn check_password_over_nats() {
-    // Pure rules, no storage: SQLite is enough.
-    let f = fixture_on(TestDb::sqlite().expect("sqlite test db")).await;
-    let check = |password: &str| {
-        let bus = f.bus.clone();
-        let req = CheckPasswordRequest {
+async fn check(bus: &Bus, password: &str) -> CheckPasswordResponse {
+    bus.request::<_, CheckPasswordResponse>(
+        rpc::CHECK_PASSWORD,
+        &CheckPasswordRequest {
             password: password.to_owned(),
             user_id: "alice".to_owned(),
             display_name: "Alice Example".to_owned(),
-        };
-        async move {
-            bus.request::<_, CheckPasswordResponse>(rpc::CHECK_PASSWORD, &req)
-                .await
-                .expect("check")
-        }
-    };
-    let ok = check("correct horse battery staple").await;
+        },
+    )
+    .await
+    .expect("check_password")
+}
+
+fn rules_of(r: &CheckPasswordResponse) -> Vec<&str> {
+    r.violations.iter().map(|v| v.rule.as_str()).collect()
+}
+
+async fn get_password_policy(bus: &Bus) -> PasswordPolicy {
+    bus.request::<_, GetPasswordPolicyResponse>(
+        sspr_bus::subjects::rpc::policy::GET_PASSWORD_POLICY,
+        &GetPasswordPolicyRequest {},
+    )
+    .await
+    .expect("get_password_policy")
+    .policy
+    .expect("a password policy")
+}
+
+async fn set_password_policy(
+    bus: &Bus,
+    policy: Option<PasswordPolicy>,
+) -> Result<PasswordPolicy, BusError> {
+    bus.request::<_, SetPasswordPolicyResponse>(
+        sspr_bus::subjects::rpc::policy::SET_PASSWORD_POLICY,
+        &SetPasswordPolicyRequest { policy },
+    )
+    .await
+    .map(|r| r.policy.expect("a password policy"))
+}
+
+fn password_policy(min: u32, terms: &[&str], organisation: &str, history: u32) -> PasswordPolicy {
+    PasswordPolicy {
+        min_length: min,
+        custom_banned_terms: terms.iter().map(|t| (*t).to_owned()).collect(),
+        organisation_name: organisation.to_owned(),
+        history_count: history,
+        version: 0,
+        max_length: 0,
+    }
+}
+
+#[tokio::test]
+async fn check_password_over_nats() {
+    // Default password policy; no storage written: SQLite is enough.
+    let f = fixture_on(TestDb::sqlite().expect("sqlite test db")).await;
+    let ok = check(&f.bus, "correct horse battery staple").await;
     assert!(ok.accepted);
     assert!(ok.violations.is_empty());
+    assert_eq!(ok.strength, 4);
+    assert_eq!(ok.crack_time, "centuries");
+    assert_eq!(ok.history_count, 0);
 
-    let short = check("Alice1").await;
+    // Only the length is reported for a too-short password.
+    let short = check(&f.bus, "Alice1").await;
     assert!(!short.accepted);
-    let rules: Vec<&str> = short.violations.iter().map(|v| v.rule.as_str()).collect();
-    assert_eq!(rules, vec!["too_short", "contains_user_id"]);
+    assert_eq!(rules_of(&short), vec!["too_short"]);
     assert_eq!(short.violations[0].message, "must be at least 8 characters");
 
-    let long = check(&"x".repeat(257)).await;
+    for banned in ["password", "P@ssw0rd", "passwprd", "qpasswordqq"] {
+        let r = check(&f.bus, banned).await;
+        assert!(!r.accepted, "{banned}");
+        assert_eq!(
+            rules_of(&r),
+            vec!["banned_password", "score_too_low"],
+            "{banned}"
+        );
+        assert_eq!(
+            r.violations[0].message,
+            "must not be or contain a commonly used password"
+        );
+        assert!(r.strength <= 1, "{banned}");
+    }
+    assert!(check(&f.bus, "qqpasswordqq").await.accepted, "5 points");
+    let name = check(&f.bus, "Alice!!!").await;
+    assert_eq!(rules_of(&name), vec!["contains_name", "score_too_low"]);
+
+    let long = check(&f.bus, &"x".repeat(257)).await;
     assert!(!long.accepted);
-    assert_eq!(long.violations[0].rule, "too_long");
+    assert_eq!(rules_of(&long), vec!["too_long"]);
     f.stop().await;
+}
+
+#[tokio::test]
+async fn password_policy_defaults_set_get_and_announce() {
+    on_every_backend(async |f| {
+        let default = get_password_policy(&f.bus).await;
+        assert_eq!(
+            default,
+            PasswordPolicy {
+                max_length: 256,
+                ..password_policy(8, &[], "", 0)
+            }
+        );
+
+        let mut submitted = password_policy(12, &["Quokkaville", " blue falcon "], " Contoso ", 5);
+        submitted.version = 99;
+        submitted.max_length = 1;
+        let stored = set_password_policy(&f.bus, Some(submitted))
+            .await
+            .expect("set_password_policy");
+        assert_eq!(stored.version, 1, "the store assigns the version");
+        assert_eq!(stored.min_length, 12);
+        assert_eq!(
+            stored.custom_banned_terms,
+            vec!["Quokkaville", "blue falcon"]
+        );
+        assert_eq!(stored.organisation_name, "Contoso");
+        assert_eq!(stored.history_count, 5);
+        assert_eq!(stored.max_length, 256);
+        assert_eq!(get_password_policy(&f.bus).await, stored);
+
+        let second = set_password_policy(&f.bus, Some(password_policy(8, &[], "", 0)))
+            .await
+            .expect("set again");
+        assert_eq!(second.version, 2);
+        assert_eq!(get_password_policy(&f.bus).await, second);
+        // The SSPR policy is untouched and keeps its own version.
+        assert_eq!(get(&f.bus).await.version, 0);
+
+        let messages = events_on(&f.bus, events::POLICY_CHANGED, 2, SETTLE).await;
+        assert_eq!(
+            messages.len(),
+            2,
+            "one policy.changed per set_password_policy"
+        );
+        for msg in &messages {
+            let event = PolicyChanged::decode(msg.payload.clone()).expect("PolicyChanged");
+            let meta = event.meta.expect("meta");
+            assert_eq!(meta.source, "policy");
+            assert!(uuid::Uuid::parse_str(&meta.event_id).is_ok());
+            // The event carries the SSPR policy in force.
+            assert_eq!(event.policy.expect("policy").version, 0);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_password_policies_are_refused_with_the_field_named() {
+    on_every_backend(async |f| {
+        let too_many: Vec<String> = (0..1001).map(|i| format!("term{i}")).collect();
+        let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        let long_term = "y".repeat(65);
+        let long_org = "o".repeat(257);
+        let cases: Vec<(PasswordPolicy, &str)> = vec![
+            (password_policy(0, &[], "", 0), "policy.min_length"),
+            (password_policy(7, &[], "", 0), "policy.min_length"),
+            (password_policy(257, &[], "", 0), "policy.min_length"),
+            (
+                password_policy(8, &too_many, "", 0),
+                "policy.custom_banned_terms",
+            ),
+            (
+                password_policy(8, &["fine", "abc"], "", 0),
+                "policy.custom_banned_terms[1]",
+            ),
+            (
+                password_policy(8, &[long_term.as_str()], "", 0),
+                "policy.custom_banned_terms[0]",
+            ),
+            (
+                password_policy(8, &["contoso", "C0NT0S0"], "", 0),
+                "policy.custom_banned_terms[1]",
+            ),
+            (
+                password_policy(8, &[], long_org.as_str(), 0),
+                "policy.organisation_name",
+            ),
+            (
+                password_policy(8, &[], "a\nb", 0),
+                "policy.organisation_name",
+            ),
+            (password_policy(8, &[], "", 25), "policy.history_count"),
+        ];
+        for (bad, field) in cases {
+            let (code, message) = rpc_error(set_password_policy(&f.bus, Some(bad.clone())).await);
+            assert_eq!(code, ErrorCode::InvalidArgument, "{field}");
+            assert!(
+                message.starts_with(field),
+                "{message:?} should name {field}"
+            );
+        }
+        let (code, _) = rpc_error(set_password_policy(&f.bus, None).await);
+        assert_eq!(code, ErrorCode::InvalidArgument);
+
+        // Nothing was stored and nothing announced.
+        assert_eq!(get_password_policy(&f.bus).await.version, 0);
+        assert!(
+            events_on(&f.bus, events::POLICY_CHANGED, 1, Duration::from_secs(2))
+                .await
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_password_applies_the_stored_password_policy() {
+    on_every_backend(async |f| {
+        // Before: accepted under the default policy.
+        assert!(check(&f.bus, "quokkaville!").await.accepted);
+        assert!(check(&f.bus, "C0nt0s0!!").await.accepted);
+        assert!(check(&f.bus, "zq8!kx3#vw").await.accepted);
+
+        set_password_policy(
+            &f.bus,
+            Some(password_policy(12, &["Quokkaville"], "Contoso", 3)),
+        )
+        .await
+        .expect("set_password_policy");
+
+        let custom = check(&f.bus, "Qu0kk@v1lle!").await;
+        assert!(!custom.accepted);
+        assert_eq!(rules_of(&custom), vec!["banned_term", "score_too_low"]);
+        assert!(
+            !custom.violations[0]
+                .message
+                .to_lowercase()
+                .contains("quokka")
+        );
+        assert_eq!(custom.history_count, 3);
+
+        // Contoso + "-" + dragon (a common password): 3 points.
+        let org = check(&f.bus, "Contoso-dragon").await;
+        assert!(!org.accepted);
+        assert_eq!(
+            rules_of(&org),
+            vec!["banned_password", "contains_organisation", "score_too_low"]
+        );
+        // Contoso + 5 more characters: 6 points.
+        assert!(check(&f.bus, "C0nt0s0!!123").await.accepted);
+
+        let short = check(&f.bus, "zq8!kx3#vw").await;
+        assert_eq!(rules_of(&short), vec!["too_short"]);
+        assert_eq!(
+            short.violations[0].message,
+            "must be at least 12 characters"
+        );
+
+        let ok = check(&f.bus, "quokkas live on rottnest island").await;
+        assert!(ok.accepted, "{ok:?}");
+        assert_eq!(ok.history_count, 3);
+    })
+    .await;
 }
 
 #[tokio::test]

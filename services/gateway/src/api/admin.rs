@@ -1,15 +1,17 @@
-//! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*` and `sspr.rpc.directory.*`.
+//! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*`, `sspr.rpc.directory.*` and
+//! `sspr.rpc.audit.list_events`.
 //!
 //! Every call must carry `authorization: Bearer <SSPR_ADMIN_TOKEN>`. The token is checked
 //! first, before the body is looked at, and compared in constant time. Neither the expected nor
 //! the presented token is ever logged or put in a status message.
 
-use sspr_bus::subjects::rpc::{directory, policy};
+use sspr_bus::subjects::rpc::{audit, directory, policy};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
-    DeleteUserRequest, DeleteUserResponse, GetPolicyRequest, Policy, SetPolicyRequest,
-    UpsertUserRequest, User,
+    AuditRecord, DeleteUserRequest, DeleteUserResponse, GetPolicyRequest, ListAuditEventsRequest,
+    ListAuditEventsResponse, Policy, SetPolicyRequest, UpsertUserRequest, User,
 };
+use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
 use sspr_proto::internal::policy::v1 as internal_policy;
 use sspr_runtime::Secret;
@@ -69,6 +71,21 @@ fn user_from_record(record: internal_directory::UserRecord) -> User {
         is_admin: record.is_admin,
         enabled: record.enabled,
         has_password: record.has_password,
+    }
+}
+
+fn audit_record(r: internal_audit::AuditRecord) -> AuditRecord {
+    AuditRecord {
+        event_id: r.event_id,
+        occurred_at: r.occurred_at,
+        kind: r.kind,
+        user_id: r.user_id,
+        flow_id: r.flow_id,
+        actor: r.actor,
+        outcome: r.outcome,
+        trace_id: r.trace_id,
+        source: r.source,
+        summary_json: r.summary_json,
     }
 }
 
@@ -178,6 +195,36 @@ impl Admin for AdminApi {
                 .request(directory::DELETE_USER, &internal)
                 .await?;
             Ok(DeleteUserResponse {})
+        })
+        .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "ListAuditEvents", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let req = request.into_inner();
+            input::time_range(req.from.as_ref(), req.to.as_ref())?;
+            let internal = internal_audit::ListEventsRequest {
+                user_id: input::optional_user_id(&req.user_id)?.to_owned(),
+                kind: input::audit_kind(&req.kind)?.to_owned(),
+                from: req.from,
+                to: req.to,
+                page_size: input::page_size(req.page_size)?,
+                page_token: input::page_token(&req.page_token)?.to_owned(),
+            };
+            let resp: internal_audit::ListEventsResponse = self
+                .edge
+                .bus()
+                .request(audit::LIST_EVENTS, &internal)
+                .await?;
+            Ok(ListAuditEventsResponse {
+                records: resp.records.into_iter().map(audit_record).collect(),
+                next_page_token: resp.next_page_token,
+            })
         })
         .await
     }

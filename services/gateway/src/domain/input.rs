@@ -220,10 +220,122 @@ pub fn group_ids(field: &'static str, raw: &[String]) -> Result<Vec<String>, Inv
         .collect()
 }
 
+/// Largest audit page.
+pub const MAX_AUDIT_PAGE_SIZE: u32 = 500;
+/// Longest audit kind (`<noun>.<verb>`).
+pub const MAX_AUDIT_KIND_CHARS: usize = 64;
+/// Longest audit page token.
+pub const MAX_PAGE_TOKEN_CHARS: usize = 256;
+
+/// An optional user id filter: empty, or an [`identifier`].
+pub fn optional_user_id(raw: &str) -> Result<&str, InvalidField> {
+    if raw.trim().is_empty() {
+        Ok("")
+    } else {
+        identifier("user_id", raw)
+    }
+}
+
+/// An optional audit kind filter: empty, or `<noun>.<verb>` of `[a-z_]` such as
+/// `reset.completed`.
+pub fn audit_kind(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "kind";
+    if raw.is_empty() {
+        return Ok(raw);
+    }
+    let well_formed = raw.len() <= MAX_AUDIT_KIND_CHARS
+        && raw.split('.').count() == 2
+        && raw
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+    if well_formed {
+        Ok(raw)
+    } else {
+        Err(InvalidField::new(
+            FIELD,
+            "must be an event kind such as \"reset.completed\"",
+        ))
+    }
+}
+
+/// An audit page size: 0 (the default) or 1 to 500.
+pub fn page_size(raw: u32) -> Result<u32, InvalidField> {
+    if raw > MAX_AUDIT_PAGE_SIZE {
+        return Err(InvalidField::new(
+            "page_size",
+            format!("must be at most {MAX_AUDIT_PAGE_SIZE}"),
+        ));
+    }
+    Ok(raw)
+}
+
+/// An optional page token: empty, or up to 256 characters of `[A-Za-z0-9_-]`.
+pub fn page_token(raw: &str) -> Result<&str, InvalidField> {
+    if raw.len() > MAX_PAGE_TOKEN_CHARS || !raw.chars().all(is_token_char) {
+        return Err(InvalidField::new("page_token", "is not a valid page token"));
+    }
+    Ok(raw)
+}
+
+/// An optional time range `[from, to)`: each bound a valid timestamp, `from` before `to`.
+pub fn time_range(
+    from: Option<&prost_types::Timestamp>,
+    to: Option<&prost_types::Timestamp>,
+) -> Result<(), InvalidField> {
+    let parse = |field: &'static str, t: Option<&prost_types::Timestamp>| match t {
+        None => Ok(None),
+        Some(t) => sspr_proto::time::from_timestamp(t)
+            .map(Some)
+            .ok_or_else(|| InvalidField::new(field, "is not a valid timestamp")),
+    };
+    let from = parse("from", from)?;
+    let to = parse("to", to)?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(InvalidField::new("to", "must be after from"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_filters_are_checked() {
+        assert_eq!(optional_user_id("  "), Ok(""));
+        assert_eq!(optional_user_id(" bob "), Ok("bob"));
+        assert!(optional_user_id("b\u{0}ob").is_err());
+        assert_eq!(audit_kind(""), Ok(""));
+        assert_eq!(audit_kind("reset.completed"), Ok("reset.completed"));
+        assert_eq!(audit_kind("reset").unwrap_err().field, "kind");
+        assert!(audit_kind("Reset.completed").is_err());
+        assert!(audit_kind("a.b.c").is_err());
+        assert!(audit_kind(".b").is_err());
+        assert_eq!(page_size(0), Ok(0));
+        assert_eq!(page_size(500), Ok(500));
+        assert_eq!(page_size(501).unwrap_err().field, "page_size");
+        assert_eq!(page_token("abc_-9"), Ok("abc_-9"));
+        assert!(page_token("a b").is_err());
+        assert!(page_token(&"a".repeat(257)).is_err());
+        let t = |s: i64| prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        };
+        assert!(time_range(None, None).is_ok());
+        assert!(time_range(Some(&t(1)), Some(&t(2))).is_ok());
+        assert_eq!(
+            time_range(Some(&t(2)), Some(&t(2))).unwrap_err().field,
+            "to"
+        );
+        let bad = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert_eq!(time_range(Some(&bad), None).unwrap_err().field, "from");
+    }
 
     #[test]
     fn user_id_is_trimmed_and_bounded() {

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prost::Message;
-use sspr_bus::subjects::rpc::{directory, enrolment, policy, verification};
+use sspr_bus::subjects::rpc::{audit, directory, enrolment, policy, verification};
 use sspr_bus::{Bus, BusConfig, Router, RpcError};
 use sspr_proto::admin::v1 as admin;
 use sspr_proto::admin::v1::admin_client::AdminClient;
 use sspr_proto::common::v1::{ContactMethod, MethodKind};
+use sspr_proto::internal::audit::v1 as aud;
 use sspr_proto::internal::directory::v1 as dir;
 use sspr_proto::internal::enrolment::v1 as enr;
 use sspr_proto::internal::policy::v1 as pol;
@@ -31,7 +32,7 @@ use tonic::transport::Channel;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Every subject a stand-in answers.
-pub const SUBJECTS: [&str; 11] = [
+pub const SUBJECTS: [&str; 12] = [
     verification::START_RESET,
     verification::SEND_CODE,
     verification::VERIFY_CODE,
@@ -43,6 +44,7 @@ pub const SUBJECTS: [&str; 11] = [
     policy::SET_POLICY,
     directory::UPSERT_USER,
     directory::DELETE_USER,
+    audit::LIST_EVENTS,
 ];
 
 pub fn ts(seconds: i64) -> prost_types::Timestamp {
@@ -265,6 +267,34 @@ fn directory_stand_in(recorder: &Arc<Recorder>) -> Router {
     )
 }
 
+/// The audit record every `list_events` stand-in answer carries.
+pub fn canned_audit_record() -> aud::AuditRecord {
+    aud::AuditRecord {
+        event_id: "0192-event".into(),
+        occurred_at: Some(ts(1_700_000_000)),
+        kind: "reset.completed".into(),
+        user_id: "alice".into(),
+        flow_id: "flow-1".into(),
+        actor: "alice".into(),
+        outcome: "ok".into(),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        source: "verification".into(),
+        summary_json: "{\"verified_method_ids\":[\"m1\"]}".into(),
+    }
+}
+
+fn audit_stand_in(recorder: &Arc<Recorder>) -> Router {
+    stand_in(
+        Router::new("audit", "stand-in audit service"),
+        recorder,
+        audit::LIST_EVENTS,
+        |_: aud::ListEventsRequest| aud::ListEventsResponse {
+            records: vec![canned_audit_record()],
+            next_page_token: "next-page".into(),
+        },
+    )
+}
+
 /// Installs the real telemetry stack once per test binary: logs, and the OpenTelemetry layer
 /// whose trace context the bus injects into NATS headers.
 pub fn init_telemetry() {
@@ -331,6 +361,7 @@ impl Gateway {
                 enrolment_stand_in(&recorder),
                 policy_stand_in(&recorder),
                 directory_stand_in(&recorder),
+                audit_stand_in(&recorder),
             ] {
                 let bus = bus.clone();
                 let token = shutdown.clone();

@@ -1,4 +1,5 @@
 //! The `policy` table: at most one row (id 1). No row means the default policy, version 0.
+//! The `password_policy` table ([`password`]) holds the password section the same way.
 //!
 //! Lists are stored comma-separated: group ids and method names never contain a comma (group
 //! ids are validated to `A-Z a-z 0-9 . _ @ -` before they are stored), and every row is parsed
@@ -29,3 +30,29 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The `password_policy` table: at most one row (id 1); no row means the default password
+/// section, version 0. Custom terms are stored newline-separated: they never contain a control
+/// character (validated before they are stored) and are parsed back through the domain types.
+pub mod password {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "password_policy")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub min_length: i32,
+        /// Newline-separated custom banned terms, as the admin typed them (trimmed).
+        pub custom_banned_terms: String,
+        pub organisation_name: String,
+        pub history_count: i32,
+        pub version: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

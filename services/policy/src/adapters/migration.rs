@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(sspr_storage::outbox::CreateOutbox),
             Box::new(CreatePolicy),
+            Box::new(CreatePasswordPolicy),
         ]
     }
 }
@@ -66,6 +67,82 @@ impl MigrationTrait for CreatePolicy {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Policy::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PasswordPolicy {
+    Table,
+    Id,
+    MinLength,
+    CustomBannedTerms,
+    OrganisationName,
+    HistoryCount,
+    Version,
+    UpdatedAt,
+}
+
+struct CreatePasswordPolicy;
+
+impl MigrationName for CreatePasswordPolicy {
+    fn name(&self) -> &str {
+        "m0002_create_password_policy"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePasswordPolicy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PasswordPolicy::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(PasswordPolicy::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::MinLength)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::CustomBannedTerms)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::OrganisationName)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::HistoryCount)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordPolicy::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(PasswordPolicy::Table).to_owned())
             .await
     }
 }

@@ -4,13 +4,18 @@
 //! then bumps its version with one `UPDATE .. SET version = version + 1`: the row lock (or
 //! SQLite's write lock, taken by the first statement) serialises concurrent writers, so no two
 //! policies ever share a version, and the outbox row commits with the policy.
+//! `replace_password_policy` does the same on the `password_policy` row, which has its own
+//! version sequence.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use sspr_storage::outbox::{self, OutboxSignal};
 
-use crate::adapters::entity::{self, Column, Entity, POLICY_ROW_ID};
+use crate::adapters::entity::{self, Column, Entity, POLICY_ROW_ID, password};
+use crate::domain::password_policy::{
+    DEFAULT_MIN_LENGTH, PasswordPolicy, PasswordRules, PasswordRulesDraft,
+};
 use crate::domain::policy::{MethodKind, Policy, PolicyDraft, PolicyRules, Scope};
 use crate::error::Error;
 use crate::ports::{Announce, PolicyStore};
@@ -55,13 +60,105 @@ fn from_row(row: entity::Model) -> Result<Policy, Error> {
     Ok(Policy { rules, version })
 }
 
+fn password_from_row(row: password::Model) -> Result<PasswordPolicy, Error> {
+    let corrupt = |what: &str| Error::CorruptPolicy(what.to_owned());
+    let draft = PasswordRulesDraft {
+        min_length: u32::try_from(row.min_length).map_err(|_| corrupt("negative min_length"))?,
+        custom_banned_terms: row
+            .custom_banned_terms
+            .split('\n')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        organisation_name: row.organisation_name,
+        history_count: u32::try_from(row.history_count)
+            .map_err(|_| corrupt("negative history_count"))?,
+    };
+    let rules = PasswordRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
+    let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
+    Ok(PasswordPolicy { rules, version })
+}
+
+/// Reads the SSPR policy in force through `conn` (a connection or a transaction).
+async fn current_policy(conn: &impl sea_orm::ConnectionTrait) -> Result<Policy, Error> {
+    match Entity::find_by_id(POLICY_ROW_ID).one(conn).await? {
+        Some(row) => from_row(row),
+        None => Ok(Policy::default()),
+    }
+}
+
 #[async_trait::async_trait]
 impl PolicyStore for SqlPolicyStore {
     async fn current(&self) -> Result<Policy, Error> {
-        match Entity::find_by_id(POLICY_ROW_ID).one(&self.db).await? {
-            Some(row) => from_row(row),
-            None => Ok(Policy::default()),
+        current_policy(&self.db).await
+    }
+
+    async fn current_password_policy(&self) -> Result<PasswordPolicy, Error> {
+        match password::Entity::find_by_id(POLICY_ROW_ID)
+            .one(&self.db)
+            .await?
+        {
+            Some(row) => password_from_row(row),
+            None => Ok(PasswordPolicy::default()),
         }
+    }
+
+    async fn replace_password_policy(
+        &self,
+        rules: PasswordRules,
+        now: DateTime<Utc>,
+        announce: Announce,
+    ) -> Result<PasswordPolicy, Error> {
+        let out_of_range = |what: &str| Error::CorruptPolicy(format!("{what} out of range"));
+        let min_length =
+            i32::try_from(rules.min_length()).map_err(|_| out_of_range("min_length"))?;
+        let history_count =
+            i32::try_from(rules.history_count()).map_err(|_| out_of_range("history_count"))?;
+        let terms = rules.custom_terms().join("\n");
+
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        password::Entity::insert(password::ActiveModel {
+            id: Set(POLICY_ROW_ID),
+            min_length: Set(i32::try_from(DEFAULT_MIN_LENGTH).unwrap_or(8)),
+            custom_banned_terms: Set(String::new()),
+            organisation_name: Set(String::new()),
+            history_count: Set(0),
+            version: Set(0),
+            updated_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&txn)
+        .await?;
+        password::Entity::update_many()
+            .col_expr(password::Column::MinLength, Expr::value(min_length))
+            .col_expr(password::Column::CustomBannedTerms, Expr::value(terms))
+            .col_expr(
+                password::Column::OrganisationName,
+                Expr::value(rules.organisation_name()),
+            )
+            .col_expr(password::Column::HistoryCount, Expr::value(history_count))
+            .col_expr(
+                password::Column::Version,
+                Expr::col(password::Column::Version).add(1),
+            )
+            .col_expr(password::Column::UpdatedAt, Expr::value(now))
+            .filter(password::Column::Id.eq(POLICY_ROW_ID))
+            .exec(&txn)
+            .await?;
+        let row = password::Entity::find_by_id(POLICY_ROW_ID)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| {
+                Error::CorruptPolicy(
+                    "the password policy row vanished while it was written".to_owned(),
+                )
+            })?;
+        let stored = password_from_row(row)?;
+        let policy = current_policy(&txn).await?;
+        outbox::enqueue(&txn, announce(&policy), now).await?;
+        txn.commit().await?;
+        self.signal.notify();
+        Ok(stored)
     }
 
     async fn replace(

@@ -1,7 +1,11 @@
 //! Pure rules of the policy service: no IO, no async, no protobuf, no database.
 //!
 //! - [`policy`]: the SSPR policy (scope, groups, methods) and the eligibility of a user.
-//! - [`password`]: the password rules a candidate password must pass.
+//! - [`password_policy`]: the password section of the policy (minimum length, custom banned
+//!   terms, organisation name, history length), valid by construction.
+//! - [`password`]: the password rules a candidate password must pass (length, Entra-style
+//!   banned passwords) and its strength estimate.
 
 pub mod password;
+pub mod password_policy;
 pub mod policy;
