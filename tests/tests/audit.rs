@@ -100,7 +100,7 @@ async fn reset_steps_are_audited(backend: Backend) {
         .await
         .expect("complete");
 
-    // The projection is asynchronous: wait until the flow's last step is in.
+    // The projection is asynchronous: wait until every step of the flow is in.
     let mut admin_client = world.admin();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let records = loop {
@@ -118,7 +118,11 @@ async fn reset_steps_are_audited(backend: Backend) {
             .into_iter()
             .filter(|r| r.flow_id == started.flow_id)
             .collect();
-        if flow.iter().any(|r| r.kind == "password.changed") {
+        // Every step, not just the last committed one: the services commit independently.
+        if FLOW_STEPS
+            .iter()
+            .all(|step| flow.iter().any(|r| r.kind == *step))
+        {
             break flow;
         }
         assert!(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use tracing::Instrument;
 
-use crate::error::{BusError, ErrorCode, RpcError};
+use crate::error::{BadRequest, BusError, DETAILS_HEADER, ErrorCode, RpcError};
 use crate::trace;
 
 /// How to reach NATS.
@@ -85,7 +85,7 @@ impl Bus {
     }
 
     /// Sends `request` to `subject` and decodes the protobuf reply. A refusal by the remote
-    /// handler comes back as [`BusError::Rpc`] with its code and message.
+    /// handler comes back as [`BusError::Rpc`] with its code, message and details.
     pub async fn request<Req, Resp>(&self, subject: &str, request: &Req) -> Result<Resp, BusError>
     where
         Req: Message,
@@ -127,10 +127,13 @@ impl Bus {
                     .get(async_nats::service::NATS_SERVICE_ERROR)
                     .map(|v| v.as_str().to_owned())
                     .unwrap_or_default();
-                return Err(BusError::Rpc(RpcError::new(
-                    ErrorCode::from_number(code),
-                    message,
-                )));
+                // Details that do not parse are dropped: the code and message still stand.
+                let details = headers
+                    .get(DETAILS_HEADER)
+                    .and_then(|v| BadRequest::from_header_value(v.as_str()));
+                let mut error = RpcError::new(ErrorCode::from_number(code), message);
+                error.details = details;
+                return Err(BusError::Rpc(error));
             }
             Resp::decode(reply.payload).map_err(|source| BusError::Decode {
                 subject: subject.to_owned(),

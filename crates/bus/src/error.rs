@@ -4,6 +4,13 @@
 //! safe to show to the end user (never a secret, never an internal detail). It travels in the
 //! NATS micro-service error headers (`Nats-Service-Error-Code` = the numeric gRPC code,
 //! `Nats-Service-Error` = the message), so the gateway can turn it into the same gRPC status.
+//!
+//! A refusal may also carry structured [`BadRequest`] details (one [`FieldViolation`] per broken
+//! rule, e.g. each password rule). They travel in the [`DETAILS_HEADER`] reply header as the
+//! lower-case hex of the protobuf encoding of `google.rpc.BadRequest` (the messages below are
+//! wire-compatible with it), survive every hop that passes an [`RpcError`] on unchanged, and
+//! become `google.rpc.Status` details at the gateway. Like the message, they are written for
+//! end users: never a secret, never the rejected value.
 
 /// The subset of gRPC status codes sspr uses, with the same numeric values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +45,119 @@ impl ErrorCode {
     }
 }
 
+/// The reply header carrying an error's [`BadRequest`] details (hex of its protobuf encoding).
+pub const DETAILS_HEADER: &str = "Sspr-Error-Details";
+
+/// Largest details accepted from a reply header, in bytes once decoded; larger ones are dropped.
+const MAX_DETAILS_BYTES: usize = 32 * 1024;
+
+/// Wire-compatible with `google.rpc.BadRequest`: the fields of a request that broke a rule.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+/// Wire-compatible with `google.rpc.BadRequest.FieldViolation`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FieldViolation {
+    /// The request field, e.g. `new_password`.
+    #[prost(string, tag = "1")]
+    pub field: String,
+    /// Why it was refused, for the end user.
+    #[prost(string, tag = "2")]
+    pub description: String,
+    /// A stable identifier of the broken rule, e.g. `banned_term`.
+    #[prost(string, tag = "3")]
+    pub reason: String,
+}
+
+impl FieldViolation {
+    pub fn new(
+        field: impl Into<String>,
+        description: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl BadRequest {
+    /// The header value: lower-case hex of the protobuf encoding.
+    pub fn to_header_value(&self) -> String {
+        use prost::Message;
+        let bytes = self.encode_to_vec();
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
+    }
+
+    /// Parses a header value written by [`Self::to_header_value`]; `None` if it is not one.
+    pub fn from_header_value(value: &str) -> Option<Self> {
+        use prost::Message;
+        let raw = value.trim().as_bytes();
+        if !raw.len().is_multiple_of(2) || raw.len() / 2 > MAX_DETAILS_BYTES {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let bytes = raw
+            .chunks_exact(2)
+            .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+            .collect::<Option<Vec<u8>>>()?;
+        Self::decode(bytes.as_slice()).ok()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `google.rpc.Status`, only to find the [`BadRequest`] among a gRPC status's details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusProto {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+impl BadRequest {
+    /// The `Any` type URL of `google.rpc.BadRequest`.
+    pub const TYPE_URL: &'static str = "type.googleapis.com/google.rpc.BadRequest";
+
+    /// The first `BadRequest` in the details of a gRPC status (the bytes of the
+    /// `grpc-status-details-bin` trailer, an encoded `google.rpc.Status`), for clients.
+    pub fn from_status_details(details: &[u8]) -> Option<Self> {
+        use prost::Message;
+        StatusProto::decode(details)
+            .ok()?
+            .details
+            .into_iter()
+            .find(|any| any.type_url == Self::TYPE_URL)
+            .and_then(|any| Self::decode(any.value.as_slice()).ok())
+    }
+}
+
 /// A handler's refusal, safe to forward to the end user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct RpcError {
     pub code: ErrorCode,
     pub message: String,
+    /// Structured reasons (e.g. one per broken password rule), if the refusal has any.
+    pub details: Option<BadRequest>,
 }
 
 impl RpcError {
@@ -51,7 +165,20 @@ impl RpcError {
         Self {
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// The same refusal with `violations` as its [`BadRequest`] details (none: no details).
+    pub fn with_violations(mut self, violations: Vec<FieldViolation>) -> Self {
+        self.details = if violations.is_empty() {
+            None
+        } else {
+            Some(BadRequest {
+                field_violations: violations,
+            })
+        };
+        self
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
@@ -129,5 +256,83 @@ impl BusError {
 impl From<BusError> for RpcError {
     fn from(e: BusError) -> Self {
         e.into_rpc()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_round_trip_through_the_header_value() {
+        let details = BadRequest {
+            field_violations: vec![
+                FieldViolation::new(
+                    "new_password",
+                    "contains a commonly used password",
+                    "banned_term",
+                ),
+                FieldViolation::new("new_password", "é ü — non-ASCII survives", "score_too_low"),
+            ],
+        };
+        let value = details.to_header_value();
+        assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(BadRequest::from_header_value(&value), Some(details));
+        assert_eq!(BadRequest::from_header_value("abc"), None);
+        assert_eq!(BadRequest::from_header_value("zz"), None);
+        assert_eq!(
+            BadRequest::from_header_value(""),
+            Some(BadRequest::default())
+        );
+    }
+
+    #[test]
+    fn bad_request_is_found_among_status_details() {
+        use prost::Message;
+        let details = BadRequest {
+            field_violations: vec![FieldViolation::new("password", "too short", "too_short")],
+        };
+        let status = StatusProto {
+            code: 3,
+            message: "password rejected: too short".into(),
+            details: vec![
+                prost_types::Any {
+                    type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                    value: vec![1, 2, 3],
+                },
+                prost_types::Any {
+                    type_url: BadRequest::TYPE_URL.into(),
+                    value: details.encode_to_vec(),
+                },
+            ],
+        };
+        assert_eq!(
+            BadRequest::from_status_details(&status.encode_to_vec()),
+            Some(details)
+        );
+        assert_eq!(BadRequest::from_status_details(&[]), None);
+        assert_eq!(BadRequest::from_status_details(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn no_violations_means_no_details() {
+        let e = RpcError::invalid_argument("m").with_violations(Vec::new());
+        assert_eq!(e.details, None);
+        let e = RpcError::invalid_argument("m").with_violations(vec![FieldViolation::new(
+            "password",
+            "too short",
+            "too_short",
+        )]);
+        assert_eq!(e.details.unwrap().field_violations.len(), 1);
+    }
+
+    #[test]
+    fn a_remote_refusal_passes_through_with_its_details() {
+        let e = RpcError::invalid_argument("password rejected: x").with_violations(vec![
+            FieldViolation::new("new_password", "x", "banned_term"),
+        ]);
+        assert_eq!(BusError::Rpc(e.clone()).into_rpc(), e);
+        assert_eq!(RpcError::from(BusError::Rpc(e.clone())), e);
     }
 }

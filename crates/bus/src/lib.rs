@@ -11,6 +11,7 @@
 //! Nothing here logs payloads: requests carry passwords and codes.
 
 mod client;
+pub mod consumer;
 mod error;
 pub mod sealed;
 mod server;
@@ -19,5 +20,5 @@ pub mod subjects;
 pub mod trace;
 
 pub use client::{Bus, BusConfig};
-pub use error::{BusError, ErrorCode, RpcError};
+pub use error::{BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, RpcError};
 pub use server::{RequestContext, Router, serve};

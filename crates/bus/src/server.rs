@@ -2,13 +2,16 @@
 //!
 //! Each endpoint is subscribed in the queue group `sspr-<service>`, so replicas share the load,
 //! and the service answers `$SRV.PING`/`$SRV.INFO`/`$SRV.STATS` for discovery. Every request
-//! runs in its own task, inside a span continued from the caller's `traceparent`. On shutdown
+//! runs in its own task, inside a span continued from the caller's `traceparent`. A refusal's
+//! details go back in the `Sspr-Error-Details` header next to the micro-service error headers.
+//! On shutdown
 //! the endpoints stop taking requests and the ones in flight finish before `serve` returns.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use async_nats::HeaderMap;
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,7 +20,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::client::Bus;
-use crate::error::{BusError, ErrorCode, RpcError};
+use crate::error::{BusError, DETAILS_HEADER, ErrorCode, RpcError};
 use crate::{subjects, trace};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -153,6 +156,7 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
             subject: subject.to_owned(),
         };
         let result = handler(ctx, request.message.payload.clone()).await;
+        let mut headers = HeaderMap::new();
         let response = match result {
             Ok(body) => Ok(body),
             Err(e) => {
@@ -161,16 +165,147 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
                 if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
                     span.record("otel.status_code", "ERROR");
                 }
+                if let Some(details) = &e.details {
+                    headers.insert(DETAILS_HEADER, details.to_header_value().as_str());
+                }
                 Err(service::error::Error {
                     status: e.message,
                     code: e.code as usize,
                 })
             }
         };
-        if let Err(e) = request.respond(response).await {
+        if let Err(e) = request.respond_with_headers(response, headers).await {
             tracing::warn!(error = %e, "could not send the reply");
         }
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! A real request/reply over a private nats-server (from `PATH`): refusal details survive
+    //! the reply header and a service that passes the refusal on unchanged.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::BusConfig;
+    use crate::error::FieldViolation;
+
+    const INNER: &str = "sspr.rpc.bustest.inner";
+    const OUTER: &str = "sspr.rpc.bustest.outer";
+
+    async fn nats_server() -> (tokio::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(
+            std::env::var("SSPR_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()),
+        )
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server on PATH");
+        for _ in 0..250 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (child, format!("nats://127.0.0.1:{port}"))
+    }
+
+    fn refusal() -> RpcError {
+        RpcError::invalid_argument("password rejected: too short; too common").with_violations(
+            vec![
+                FieldViolation::new("new_password", "too short", "too_short"),
+                FieldViolation::new("new_password", "too common", "banned_term"),
+            ],
+        )
+    }
+
+    #[tokio::test]
+    async fn details_survive_a_reply_and_a_passthrough_hop() {
+        let (_server, url) = nats_server().await;
+        let bus = Bus::connect(&BusConfig::new(&url, "bus-test"))
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.changed().await;
+        };
+
+        let inner = Router::new("bustest-inner", "refuses with details")
+            .route(INNER, |_: RequestContext, _: ()| async {
+                Err::<(), _>(refusal())
+            });
+        let relay = bus.clone();
+        let outer = Router::new("bustest-outer", "passes refusals on").route(
+            OUTER,
+            move |_: RequestContext, req: ()| {
+                let relay = relay.clone();
+                async move {
+                    relay
+                        .request::<(), ()>(INNER, &req)
+                        .await
+                        .map_err(BusError::into_rpc)
+                }
+            },
+        );
+        let a = tokio::spawn({
+            let bus = bus.clone();
+            let rx = stop_rx.clone();
+            async move { serve(&bus, inner, stopped(rx)).await }
+        });
+        let b = tokio::spawn({
+            let bus = bus.clone();
+            async move { serve(&bus, outer, stopped(stop_rx)).await }
+        });
+
+        let mut direct = None;
+        for _ in 0..100 {
+            match bus.request::<(), ()>(INNER, &()).await {
+                Err(BusError::NoResponders(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => {
+                    direct = Some(other);
+                    break;
+                }
+            }
+        }
+        match direct.expect("the inner service answered") {
+            Err(BusError::Rpc(e)) => assert_eq!(e, refusal()),
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+        let mut relayed = None;
+        for _ in 0..100 {
+            match bus.request::<(), ()>(OUTER, &()).await {
+                Err(BusError::NoResponders(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => {
+                    relayed = Some(other);
+                    break;
+                }
+            }
+        }
+        match relayed.expect("the outer service answered") {
+            Err(BusError::Rpc(e)) => assert_eq!(e, refusal(), "details survive the hop"),
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+
+        let _ = stop_tx.send(true);
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    }
 }

@@ -15,6 +15,10 @@ pub const DELIVERY_WILDCARD: &str = "sspr.delivery.v1.>";
 pub const DELIVERY_CONSUMER: &str = "sspr-notification";
 /// Durable pull consumer of [`EVENTS_STREAM`] shared by every audit replica.
 pub const AUDIT_CONSUMER: &str = "sspr-audit";
+/// Durable pull consumer of `user.deleted` on [`EVENTS_STREAM`] shared by enrolment replicas.
+pub const ENROLMENT_USER_DELETED_CONSUMER: &str = "sspr-enrolment-user-deleted";
+/// Durable pull consumer of `user.deleted` on [`EVENTS_STREAM`] shared by verification replicas.
+pub const VERIFICATION_USER_DELETED_CONSUMER: &str = "sspr-verification-user-deleted";
 
 /// Public event subjects.
 pub mod events {

@@ -76,6 +76,27 @@ pub enum AdminCommand {
         #[arg(long = "allow", value_enum, value_delimiter = ',', default_values_t = [KindArg::Email, KindArg::Sms])]
         allowed: Vec<KindArg>,
     },
+    /// Show the password rules (length, banned terms, organisation name, history).
+    GetPasswordPolicy,
+    /// Change the password rules. Options left out keep their current value; giving
+    /// --banned-term at least once replaces the whole custom list.
+    SetPasswordPolicy {
+        /// Shortest accepted password: 8 to 256 characters.
+        #[arg(long)]
+        min_length: Option<u32>,
+        /// A custom banned term, 4 to 64 characters (repeat for several).
+        #[arg(long = "banned-term")]
+        banned_terms: Vec<String>,
+        /// Remove every custom banned term.
+        #[arg(long, conflicts_with = "banned_terms")]
+        clear_banned_terms: bool,
+        /// Refused inside passwords like the user's name; "" for none.
+        #[arg(long)]
+        organisation_name: Option<String>,
+        /// How many of the last passwords may not be reused: 0 (off) to 24.
+        #[arg(long = "history")]
+        history: Option<u32>,
+    },
     /// Create or update a user.
     UpsertUser {
         #[arg(long)]
@@ -228,8 +249,22 @@ fn request<T>(
     Ok(req)
 }
 
+/// The status as one line, plus one line per rule of its `google.rpc.BadRequest` details.
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    anyhow::anyhow!("{}", status_text(&s))
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    if let Some(details) = sspr_bus::BadRequest::from_status_details(s.details()) {
+        for v in details.field_violations {
+            text.push_str(&format!(
+                "\n  - {} [{}]: {}",
+                v.field, v.reason, v.description
+            ));
+        }
+    }
+    text
 }
 
 fn print(v: Value) {
@@ -276,6 +311,44 @@ fn policy_json(p: &admin::Policy) -> Value {
     })
 }
 
+fn password_policy_json(p: &admin::PasswordPolicy) -> Value {
+    json!({
+        "min_length": p.min_length,
+        "max_length": p.max_length,
+        "custom_banned_terms": p.custom_banned_terms,
+        "organisation_name": p.organisation_name,
+        "history_count": p.history_count,
+        "version": p.version,
+    })
+}
+
+/// Options of `set-password-policy`; `None` keeps the current value.
+#[derive(Debug, Default)]
+struct PasswordPolicyChange {
+    min_length: Option<u32>,
+    banned_terms: Option<Vec<String>>,
+    organisation_name: Option<String>,
+    history: Option<u32>,
+}
+
+impl PasswordPolicyChange {
+    fn apply(self, mut current: admin::PasswordPolicy) -> admin::PasswordPolicy {
+        if let Some(n) = self.min_length {
+            current.min_length = n;
+        }
+        if let Some(terms) = self.banned_terms {
+            current.custom_banned_terms = terms;
+        }
+        if let Some(name) = self.organisation_name {
+            current.organisation_name = name;
+        }
+        if let Some(n) = self.history {
+            current.history_count = n;
+        }
+        current
+    }
+}
+
 pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<()> {
     let token = admin_token(args)?;
     let mut client = admin::admin_client::AdminClient::new(channel(args).await?);
@@ -320,6 +393,49 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 .await
                 .map_err(status_error)?;
             print(policy_json(p.get_ref()));
+        }
+        AdminCommand::GetPasswordPolicy => {
+            let p = client
+                .get_password_policy(request(args, admin::GetPasswordPolicyRequest {}, t)?)
+                .await
+                .map_err(status_error)?;
+            print(password_policy_json(p.get_ref()));
+        }
+        AdminCommand::SetPasswordPolicy {
+            min_length,
+            banned_terms,
+            clear_banned_terms,
+            organisation_name,
+            history,
+        } => {
+            let change = PasswordPolicyChange {
+                min_length,
+                banned_terms: if clear_banned_terms {
+                    Some(Vec::new())
+                } else if banned_terms.is_empty() {
+                    None
+                } else {
+                    Some(banned_terms)
+                },
+                organisation_name,
+                history,
+            };
+            let current = client
+                .get_password_policy(request(args, admin::GetPasswordPolicyRequest {}, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let p = client
+                .set_password_policy(request(
+                    args,
+                    admin::SetPasswordPolicyRequest {
+                        policy: Some(change.apply(current)),
+                    },
+                    t,
+                )?)
+                .await
+                .map_err(status_error)?;
+            print(password_policy_json(p.get_ref()));
         }
         AdminCommand::UpsertUser {
             user_id,
@@ -599,6 +715,105 @@ mod tests {
         assert!(Cli::try_parse_from(["sspr", "audit", "--since", "yesterday"]).is_err());
         assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "501"]).is_err());
         assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn password_policy_arguments_parse_and_keep_what_is_not_given() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "set-password-policy",
+            "--min-length",
+            "12",
+            "--banned-term",
+            "contoso",
+            "--banned-term",
+            "quokka",
+            "--history",
+            "2",
+        ])
+        .unwrap();
+        let AdminCommand::SetPasswordPolicy {
+            min_length,
+            banned_terms,
+            clear_banned_terms,
+            organisation_name,
+            history,
+        } = cli.command
+        else {
+            panic!("not set-password-policy");
+        };
+        assert_eq!(min_length, Some(12));
+        assert_eq!(banned_terms, ["contoso", "quokka"]);
+        assert!(!clear_banned_terms);
+        let current = admin::PasswordPolicy {
+            min_length: 8,
+            custom_banned_terms: vec!["old".into()],
+            organisation_name: "Contoso".into(),
+            history_count: 0,
+            version: 3,
+            max_length: 256,
+        };
+        let next = PasswordPolicyChange {
+            min_length,
+            banned_terms: Some(banned_terms),
+            organisation_name,
+            history,
+        }
+        .apply(current.clone());
+        assert_eq!(next.min_length, 12);
+        assert_eq!(next.custom_banned_terms, ["contoso", "quokka"]);
+        assert_eq!(next.organisation_name, "Contoso", "kept");
+        assert_eq!(next.history_count, 2);
+        assert_eq!(
+            PasswordPolicyChange::default().apply(current.clone()),
+            current
+        );
+        assert!(
+            Cli::try_parse_from([
+                "sspr",
+                "set-password-policy",
+                "--clear-banned-terms",
+                "--banned-term",
+                "x"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["sspr", "get-password-policy"]).is_ok());
+    }
+
+    /// Protobuf length-delimited field `tag` holding `bytes` (all lengths here are < 128).
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn refusals_print_each_rule() {
+        let violation = [
+            field(1, b"new_password"),
+            field(2, b"must be at least 8 characters"),
+            field(3, b"too_short"),
+        ]
+        .concat();
+        let bad_request = field(1, &violation);
+        let any = [
+            field(1, sspr_bus::BadRequest::TYPE_URL.as_bytes()),
+            field(2, &bad_request),
+        ]
+        .concat();
+        let status = tonic::Status::with_details(
+            tonic::Code::InvalidArgument,
+            "password rejected: must be at least 8 characters",
+            field(3, &any).into(),
+        );
+        assert_eq!(
+            status_text(&status),
+            "InvalidArgument: password rejected: must be at least 8 characters\n  - new_password \
+             [too_short]: must be at least 8 characters"
+        );
+        let plain = tonic::Status::not_found("unknown user");
+        assert_eq!(status_text(&plain), "NotFound: unknown user");
     }
 
     #[test]

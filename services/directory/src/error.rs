@@ -5,11 +5,12 @@
 //! ever contains a password or a hash, and the sign-in refusal is the same text whatever the
 //! reason (unknown user, wrong password, disabled account, no password).
 
-use sspr_bus::{BusError, RpcError};
+use sspr_bus::{BusError, FieldViolation, RpcError};
 use sspr_storage::sea_orm::DbErr;
 
 use crate::domain::password::HashError;
 use crate::domain::user::InvalidInput;
+use crate::ports::RuleViolation;
 
 /// The one answer to a failed sign-in.
 pub const WRONG_CREDENTIALS: &str = "wrong user id or password";
@@ -24,9 +25,13 @@ pub enum Error {
     UnknownUser,
     #[error("{WRONG_CREDENTIALS}")]
     WrongCredentials,
-    /// The policy service refused the password; one message per broken rule.
-    #[error("password rejected: {}", .0.join("; "))]
-    PasswordRejected(Vec<String>),
+    /// The password broke rules of the policy (or is in the history); one entry per rule.
+    /// `field` is the request field that held it, for the `BadRequest` details.
+    #[error("password rejected: {}", messages(.violations))]
+    PasswordRejected {
+        field: &'static str,
+        violations: Vec<RuleViolation>,
+    },
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("database error: {0}")]
@@ -42,10 +47,27 @@ pub enum Error {
     Corrupt(String),
 }
 
+fn messages(violations: &[RuleViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| v.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl From<Error> for RpcError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Invalid(_) | Error::InvalidArgument(_) | Error::PasswordRejected(_) => {
+            Error::PasswordRejected { field, violations } => {
+                let message = format!("password rejected: {}", messages(&violations));
+                RpcError::invalid_argument(message).with_violations(
+                    violations
+                        .into_iter()
+                        .map(|v| FieldViolation::new(field, v.message, v.rule))
+                        .collect(),
+                )
+            }
+            Error::Invalid(_) | Error::InvalidArgument(_) => {
                 RpcError::invalid_argument(e.to_string())
             }
             Error::UnknownUser => RpcError::not_found(e.to_string()),
@@ -60,5 +82,48 @@ impl From<Error> for RpcError {
                 RpcError::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sspr_bus::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn a_rejected_password_lists_each_rule_in_message_and_details() {
+        let e = Error::PasswordRejected {
+            field: "new_password",
+            violations: vec![
+                RuleViolation {
+                    rule: "too_short".into(),
+                    message: "must be at least 8 characters".into(),
+                },
+                RuleViolation {
+                    rule: "banned_term".into(),
+                    message: "contains a commonly used password".into(),
+                },
+            ],
+        };
+        let rpc = RpcError::from(e);
+        assert_eq!(rpc.code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            rpc.message,
+            "password rejected: must be at least 8 characters; contains a commonly used password"
+        );
+        let details = rpc.details.unwrap().field_violations;
+        assert_eq!(
+            details,
+            vec![
+                FieldViolation::new("new_password", "must be at least 8 characters", "too_short"),
+                FieldViolation::new(
+                    "new_password",
+                    "contains a commonly used password",
+                    "banned_term"
+                ),
+            ]
+        );
     }
 }

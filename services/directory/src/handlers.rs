@@ -8,6 +8,10 @@
 //!   user, a wrong password, a disabled account and an account without a password.
 //! - A new password is checked by the policy service before it is hashed; if policy cannot be
 //!   reached the change is refused (`UNAVAILABLE`), never made without the check.
+//! - With a password history (`history_count` N > 0 in the policy's verdict) a new password is
+//!   verified against the current hash and at most N - 1 previous ones (each an Argon2id
+//!   computation on the blocking pool, stopping at the first match) and refused if it matches
+//!   any; the refusal names the rule (`password_reused`), never the password.
 
 use std::sync::Arc;
 
@@ -27,7 +31,7 @@ use crate::domain::user::{InvalidInput, Profile, ProfileDraft, User};
 use crate::error::Error;
 use crate::events;
 use crate::hashing::Hasher;
-use crate::ports::{PasswordRules, UserStore};
+use crate::ports::{MAX_HISTORY, PasswordRules, RuleViolation, UserStore};
 
 /// Longest flow id accepted from a caller, in characters.
 const MAX_FLOW_ID_CHARS: usize = 128;
@@ -116,14 +120,20 @@ impl DirectoryHandlers {
         }
         let user = self.store.find(&user_id).await?.ok_or(Error::UnknownUser)?;
         let password = Password::new(&req.new_password);
-        let hash = self
-            .accept_password(password, &user_id, user.profile.display_name.as_str())
+        let (hash, keep) = self
+            .accept_password(
+                password,
+                "new_password",
+                &user_id,
+                user.profile.display_name.as_str(),
+                user.password_hash.as_ref(),
+            )
             .await?;
         let now = self.clock.now();
         let event = events::password_changed(&user_id, &req.flow_id, reason, now);
         if !self
             .store
-            .set_password(&user_id, &hash, now, vec![event])
+            .set_password(&user_id, &hash, keep, now, vec![event])
             .await?
         {
             // Deleted between the look-up and the write.
@@ -142,14 +152,25 @@ impl DirectoryHandlers {
             group_ids: req.group_ids,
             is_admin: req.is_admin,
         })?;
-        let hash = if req.password.is_empty() {
-            None
+        let (hash, keep) = if req.password.is_empty() {
+            (None, 0)
         } else {
             let password = Password::new(&req.password);
-            Some(
-                self.accept_password(password, &profile.user_id, profile.display_name.as_str())
-                    .await?,
-            )
+            let current = self
+                .store
+                .find(&profile.user_id)
+                .await?
+                .and_then(|u| u.password_hash);
+            let (hash, keep) = self
+                .accept_password(
+                    password,
+                    "password",
+                    &profile.user_id,
+                    profile.display_name.as_str(),
+                    current.as_ref(),
+                )
+                .await?;
+            (Some(hash), keep)
         };
         let now = self.clock.now();
         let events = match hash {
@@ -163,7 +184,7 @@ impl DirectoryHandlers {
         };
         let user = self
             .store
-            .upsert(&profile, req.enabled, hash.as_ref(), now, events)
+            .upsert(&profile, req.enabled, hash.as_ref(), keep, now, events)
             .await?;
         tracing::info!(
             password_set = hash.is_some(),
@@ -189,23 +210,64 @@ impl DirectoryHandlers {
         Ok(DeleteUserResponse {})
     }
 
-    /// Asks the policy service about `password`, then hashes it.
+    /// Asks the policy service about `password`, refuses it if it is one of the last
+    /// `history_count` passwords (`current` and the stored previous ones), then hashes it.
+    /// Returns the hash and how many passwords the store must remember. `field` names the
+    /// request field in the refusal's details.
     async fn accept_password(
         &self,
         password: Password,
+        field: &'static str,
         user_id: &UserId,
         display_name: &str,
-    ) -> Result<PasswordHash, Error> {
+        current: Option<&PasswordHash>,
+    ) -> Result<(PasswordHash, u32), Error> {
         let verdict = self.rules.check(&password, user_id, display_name).await?;
         if !verdict.accepted {
-            let mut reasons = verdict.violations;
-            if reasons.is_empty() {
-                reasons.push("does not meet the password policy".to_owned());
+            let mut violations = verdict.violations;
+            if violations.is_empty() {
+                violations.push(RuleViolation {
+                    rule: "policy".to_owned(),
+                    message: "does not meet the password policy".to_owned(),
+                });
             }
-            tracing::info!(violations = reasons.len(), "password refused by policy");
-            return Err(Error::PasswordRejected(reasons));
+            tracing::info!(violations = violations.len(), "password refused by policy");
+            return Err(Error::PasswordRejected { field, violations });
         }
-        self.hasher.hash(password).await
+        let keep = verdict.history_count.min(MAX_HISTORY);
+        if keep > 0 && self.in_history(&password, user_id, current, keep).await? {
+            tracing::info!(history = keep, "password refused: reused");
+            return Err(Error::PasswordRejected {
+                field,
+                violations: vec![RuleViolation {
+                    rule: "password_reused".to_owned(),
+                    message: format!("must not be one of your last {keep} passwords"),
+                }],
+            });
+        }
+        Ok((self.hasher.hash(password).await?, keep))
+    }
+
+    /// True if `password` verifies against `current` or one of the `keep - 1` previous hashes:
+    /// at most `keep` Argon2id verifications, stopping at the first match.
+    async fn in_history(
+        &self,
+        password: &Password,
+        user_id: &UserId,
+        current: Option<&PasswordHash>,
+        keep: u32,
+    ) -> Result<bool, Error> {
+        let previous = self
+            .store
+            .previous_passwords(user_id, keep.saturating_sub(1))
+            .await?;
+        let candidates = current.into_iter().cloned().chain(previous);
+        for hash in candidates.take(keep as usize) {
+            if self.hasher.verify(password.clone(), Some(hash)).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

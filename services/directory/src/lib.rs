@@ -4,7 +4,9 @@
 //! - `get_user`: look an account up (unknown is `found = false`, not an error).
 //! - `authenticate`: Argon2id check of a password; the same work and the same
 //!   `UNAUTHENTICATED` answer for unknown users, wrong passwords and disabled accounts.
-//! - `set_password`: policy check, Argon2id hash, `password.changed` through the outbox.
+//! - `set_password`: policy check, password history (the last `history_count` passwords of the
+//!   policy, stored hashed), Argon2id hash, `password.changed` through the outbox. A refusal is
+//!   `INVALID_ARGUMENT` "password rejected: ..." with one `BadRequest` violation per rule.
 //! - `upsert_user` / `delete_user`: admin changes; `user.deleted` through the outbox.
 //!
 //! Layout: [`domain`] holds the pure rules (ids, profile, password hashing), [`ports`] the

@@ -1,5 +1,10 @@
 //! What the handlers need from the outside world, as traits: the account store and the
 //! password rules of the policy service.
+//!
+//! Password history: the store keeps, besides the current hash, up to `keep - 1` previous
+//! hashes per account (`keep` = the policy's `history_count`, at most [`MAX_HISTORY`]); each
+//! password write moves the replaced hash into the history and trims the rest in the same
+//! transaction. `keep = 0` (history off) empties it.
 
 use chrono::{DateTime, Utc};
 use sspr_bus::BusError;
@@ -20,23 +25,36 @@ pub trait UserStore: Send + Sync + 'static {
     /// Creates or updates the account and replaces its groups. `enabled` defaults to true for a
     /// new account and is left alone for an existing one when `None`; `password` is left alone
     /// when `None`.
+    /// A new `password` is written as in [`UserStore::set_password`], with the same `keep`.
     async fn upsert(
         &self,
         profile: &Profile,
         enabled: Option<bool>,
         password: Option<&PasswordHash>,
+        keep: u32,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<User, Error>;
 
-    /// Replaces the password hash; false (and nothing written) if the account does not exist.
+    /// Replaces the password hash, keeping the replaced one (and those before it) as the last
+    /// `keep` passwords including the new one; false (and nothing written) if the account does
+    /// not exist.
     async fn set_password(
         &self,
         user_id: &UserId,
         password: &PasswordHash,
+        keep: u32,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<bool, Error>;
+
+    /// The previous password hashes of the account (not the current one), newest first, at
+    /// most `limit`.
+    async fn previous_passwords(
+        &self,
+        user_id: &UserId,
+        limit: u32,
+    ) -> Result<Vec<PasswordHash>, Error>;
 
     /// Deletes the account and its group memberships; false (and nothing written) if it does
     /// not exist.
@@ -48,12 +66,26 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<bool, Error>;
 }
 
+/// The most previous passwords the directory keeps (the policy allows 0..=24).
+pub const MAX_HISTORY: u32 = 24;
+
+/// One broken password rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleViolation {
+    /// Stable rule id, e.g. "too_short", "banned_term", "password_reused".
+    pub rule: String,
+    /// Human-readable, e.g. "must be at least 8 characters"; never echoes the password.
+    pub message: String,
+}
+
 /// The policy service's verdict on a candidate password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordVerdict {
     pub accepted: bool,
-    /// One human-readable message per broken rule, e.g. "must be at least 8 characters".
-    pub violations: Vec<String>,
+    /// One entry per broken rule.
+    pub violations: Vec<RuleViolation>,
+    /// How many of the last passwords (the current one included) may not be reused; 0 = off.
+    pub history_count: u32,
 }
 
 /// The password rules, owned by the policy service.

@@ -802,3 +802,132 @@ async fn delete_user_removes_the_account_and_announces_it() {
     })
     .await;
 }
+
+async fn set_history(bus: &Bus, history_count: u32) {
+    use sspr_proto::internal::policy::v1::{
+        PasswordPolicy, SetPasswordPolicyRequest, SetPasswordPolicyResponse,
+    };
+    let req = SetPasswordPolicyRequest {
+        policy: Some(PasswordPolicy {
+            min_length: 8,
+            history_count,
+            ..PasswordPolicy::default()
+        }),
+    };
+    let resp: SetPasswordPolicyResponse = bus
+        .request(sspr_bus::subjects::rpc::policy::SET_PASSWORD_POLICY, &req)
+        .await
+        .expect("set_password_policy");
+    assert_eq!(resp.policy.expect("policy").history_count, history_count);
+}
+
+fn assert_reused(err: RpcError, field: &str, n: u32) {
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(
+        err.message,
+        format!("password rejected: must not be one of your last {n} passwords")
+    );
+    let details = err.details.expect("BadRequest details").field_violations;
+    assert_eq!(details.len(), 1);
+    assert_eq!(details[0].field, field);
+    assert_eq!(details[0].reason, "password_reused");
+    assert_eq!(
+        details[0].description,
+        format!("must not be one of your last {n} passwords")
+    );
+}
+
+#[tokio::test]
+async fn a_policy_refusal_carries_one_violation_per_rule() {
+    on_every_backend(true, async |f| {
+        upsert(&f.bus, &upsert_req("alice", ""))
+            .await
+            .expect("upsert");
+        let err = set_password(&f.bus, "alice", "P@ssw0rd", "", "admin")
+            .await
+            .expect_err("common password");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(
+            err.message.starts_with("password rejected: "),
+            "{}",
+            err.message
+        );
+        let details = err.details.expect("details").field_violations;
+        let reasons: Vec<&str> = details.iter().map(|v| v.reason.as_str()).collect();
+        assert_eq!(reasons, ["banned_password", "score_too_low"]);
+        assert!(details.iter().all(|v| v.field == "new_password"));
+        for v in &details {
+            assert!(err.message.contains(&v.description), "{}", err.message);
+        }
+        let err = upsert(&f.bus, &upsert_req("bob", "short"))
+            .await
+            .expect_err("too short");
+        let details = err.details.expect("details").field_violations;
+        assert_eq!(details[0].field, "password");
+        assert_eq!(details[0].reason, "too_short");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_last_passwords_cannot_be_reused() {
+    const FIRST: &str = "first granite meadow";
+    const SECOND: &str = "second copper lantern";
+    const THIRD: &str = "third velvet harbour";
+    on_every_backend(true, async |f| {
+        // History off: the current password may be set again.
+        upsert(&f.bus, &upsert_req("alice", FIRST))
+            .await
+            .expect("upsert");
+        set_password(&f.bus, "alice", FIRST, "", "admin")
+            .await
+            .expect("no history: same password again");
+
+        set_history(&f.bus, 2).await;
+        let err = set_password(&f.bus, "alice", FIRST, "f1", "self_service_reset")
+            .await
+            .expect_err("the current password");
+        assert_reused(err, "new_password", 2);
+        set_password(&f.bus, "alice", SECOND, "f2", "self_service_reset")
+            .await
+            .expect("a new password");
+        let err = set_password(&f.bus, "alice", FIRST, "f3", "self_service_reset")
+            .await
+            .expect_err("the previous password");
+        assert_reused(err, "new_password", 2);
+        let err = upsert(&f.bus, &upsert_req("alice", SECOND))
+            .await
+            .expect_err("the current password through upsert");
+        assert_reused(err, "password", 2);
+        authenticate(&f.bus, "alice", SECOND)
+            .await
+            .expect("the refusals changed nothing");
+
+        // Only the last 2 count: after a third password, the first is allowed again.
+        set_password(&f.bus, "alice", THIRD, "f4", "self_service_reset")
+            .await
+            .expect("a third password");
+        let err = set_password(&f.bus, "alice", SECOND, "f5", "self_service_reset")
+            .await
+            .expect_err("the previous password");
+        assert_reused(err, "new_password", 2);
+        set_password(&f.bus, "alice", FIRST, "f6", "self_service_reset")
+            .await
+            .expect("older than the last 2");
+        authenticate(&f.bus, "alice", FIRST).await.expect("sign in");
+
+        // Turning history off forgets it.
+        set_history(&f.bus, 0).await;
+        set_password(&f.bus, "alice", FIRST, "f7", "admin")
+            .await
+            .expect("history off");
+        set_history(&f.bus, 3).await;
+        set_password(&f.bus, "alice", THIRD, "f8", "admin")
+            .await
+            .expect("forgotten while history was off");
+        delete_user(&f.bus, "alice")
+            .await
+            .expect("delete with history");
+    })
+    .await;
+}

@@ -8,6 +8,9 @@
 //! (transactional outbox). Other services read confirmed methods masked (`list_methods`), and
 //! verification alone reads a full destination to address a reset code (`get_destination`).
 //!
+//! When the directory deletes a user, the `user.deleted` consumer ([`user_deleted`]) forgets the
+//! user's methods and registration sessions.
+//!
 //! Enrolment never sees a code except the one the user typed, which it only forwards; it never
 //! logs a token, password, code or unmasked destination.
 
@@ -16,6 +19,7 @@ pub mod domain;
 mod error;
 pub mod handlers;
 pub mod ports;
+pub mod user_deleted;
 
 use std::sync::Arc;
 
@@ -40,8 +44,9 @@ impl Config {
 }
 
 /// Runs enrolment until `shutdown` is cancelled: migrates its database, makes sure the event
-/// stream exists, relays its outbox and serves its NATS endpoints. On shutdown the endpoints
-/// finish the requests in flight, then the outbox relay publishes what is left.
+/// stream exists, relays its outbox, consumes `user.deleted` and serves its NATS endpoints. On
+/// shutdown the endpoints finish the requests in flight and the consumer the event in hand, then
+/// the outbox relay publishes what is left.
 pub async fn run(
     ctx: ServiceContext,
     _config: Config,
@@ -50,7 +55,16 @@ pub async fn run(
     // The storage error already says which database failed to migrate.
     let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
     let signal = emitter.signal();
-    let store = Arc::new(adapters::store::SeaOrmStore::new(ctx.db.clone(), signal));
+    let store: Arc<dyn ports::EnrolmentStore> =
+        Arc::new(adapters::store::SeaOrmStore::new(ctx.db.clone(), signal));
+    // A child token: it also stops the consumer when serving ends on its own (an error).
+    let stop_forgetting = shutdown.child_token();
+    let forgetting = tokio::spawn(user_deleted::consume(
+        ctx.bus.clone(),
+        Arc::clone(&store),
+        ctx.clock.clone(),
+        stop_forgetting.clone(),
+    ));
     let enrolment = Arc::new(handlers::Enrolment::new(
         store,
         adapters::peers::Peers::new(ctx.bus.clone()),
@@ -63,6 +77,11 @@ pub async fn run(
     )
     .await;
 
+    // The consumer finishes the message in hand and returns.
+    stop_forgetting.cancel();
+    if let Err(e) = forgetting.await {
+        tracing::error!(error = %e, "the user.deleted consumer panicked");
+    }
     emitter.finish(&ctx).await;
     served.context("serving the enrolment endpoints")
 }

@@ -5,7 +5,9 @@
 //! - sessions are stored and found only by the hash of their token, never the token;
 //! - adding a destination and confirming a method are each one transaction, so concurrent
 //!   requests cannot register a destination twice or confirm a method twice;
-//! - confirming a method and enqueueing its `method.registered` event commit together.
+//! - confirming a method and enqueueing its `method.registered` event commit together;
+//! - forgetting a deleted user and recording the event as processed commit together, so a
+//!   redelivered `user.deleted` changes nothing.
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +15,13 @@ use crate::domain::{
     Destination, FlowId, MethodId, RegisteredMethod, RegistrationSession, TokenHash, UserId,
 };
 use crate::error::Error;
+
+/// What forgetting a deleted user removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forgotten {
+    pub methods: u64,
+    pub sessions: u64,
+}
 
 #[async_trait::async_trait]
 pub trait EnrolmentStore: Send + Sync + 'static {
@@ -57,4 +66,14 @@ pub trait EnrolmentStore: Send + Sync + 'static {
         flow_id: &FlowId,
         now: DateTime<Utc>,
     ) -> Result<u32, Error>;
+
+    /// Deletes all of `user`'s methods (pending and confirmed) and registration sessions, and
+    /// records `event_id` as processed, in one transaction. `None` when `event_id` was already
+    /// processed (then nothing is deleted).
+    async fn forget_user(
+        &self,
+        event_id: &uuid::Uuid,
+        user: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Forgotten>, Error>;
 }

@@ -1,12 +1,15 @@
 //! The gateway's errors and the one place they become gRPC statuses.
 //!
 //! A refusal from an internal service (`BusError::Rpc`) passes through with the same code and
-//! message: those messages are written for end users. Infrastructure failures are logged here
+//! message: those messages are written for end users, and with its `google.rpc.BadRequest`
+//! details, if any (e.g. one field violation per broken password rule, the rule id in
+//! `reason`), as the status details. Infrastructure failures are logged here
 //! and reach the client only as `UNAVAILABLE` or `INTERNAL` with a fixed message, so no subject,
 //! address or other internal detail leaks. Nothing in this module sees a request body.
 
-use sspr_bus::BusError;
+use sspr_bus::{BusError, RpcError};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::domain::input::InvalidField;
 
@@ -32,9 +35,7 @@ impl From<GatewayError> for Status {
         match e {
             GatewayError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             GatewayError::Unauthenticated(message) => Status::unauthenticated(message),
-            GatewayError::Bus(BusError::Rpc(rpc)) => {
-                Status::new(Code::from_i32(rpc.code as i32), rpc.message)
-            }
+            GatewayError::Bus(BusError::Rpc(rpc)) => refusal(rpc),
             GatewayError::Bus(e @ (BusError::NoResponders(_) | BusError::Timeout(_))) => {
                 tracing::warn!(error = %e, "internal service unavailable");
                 Status::unavailable("service temporarily unavailable")
@@ -51,7 +52,34 @@ impl From<GatewayError> for Status {
     }
 }
 
+/// A refusal from an internal service: same code, same message, its details as
+/// `google.rpc.BadRequest`.
+fn refusal(rpc: RpcError) -> Status {
+    let code = Code::from_i32(rpc.code as i32);
+    match rpc.details {
+        Some(details) if !details.field_violations.is_empty() => {
+            let violations: Vec<FieldViolation> = details
+                .field_violations
+                .into_iter()
+                .map(|v| FieldViolation {
+                    field: v.field,
+                    description: v.description,
+                    reason: v.reason,
+                    localized_message: None,
+                })
+                .collect();
+            Status::with_error_details(
+                code,
+                rpc.message,
+                ErrorDetails::with_bad_request(violations),
+            )
+        }
+        _ => Status::new(code, rpc.message),
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use sspr_bus::{ErrorCode, RpcError};
 
@@ -75,6 +103,34 @@ mod tests {
             let status: Status = GatewayError::Bus(BusError::Rpc(RpcError::new(code, "m"))).into();
             assert_eq!(status.code() as i32, code as i32);
         }
+    }
+
+    #[test]
+    fn refusal_details_become_bad_request_details() {
+        let rpc = RpcError::invalid_argument("password rejected: a; b").with_violations(vec![
+            sspr_bus::FieldViolation::new("new_password", "a", "banned_password"),
+            sspr_bus::FieldViolation::new("new_password", "b", "score_too_low"),
+        ]);
+        let status: Status = GatewayError::Bus(BusError::Rpc(rpc)).into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "password rejected: a; b");
+        let bad_request = status.get_details_bad_request().unwrap();
+        let got: Vec<(&str, &str, &str)> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str(), v.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("new_password", "a", "banned_password"),
+                ("new_password", "b", "score_too_low")
+            ]
+        );
+        let plain: Status =
+            GatewayError::Bus(BusError::Rpc(RpcError::invalid_argument("m"))).into();
+        assert!(plain.details().is_empty());
+        assert!(plain.get_details_bad_request().is_none());
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //!   error message.
 //! - Unknown, disabled, out-of-scope and unregistered users get decoy flows with the same shape,
 //!   statuses and messages as real ones; a decoy never delivers anything and never verifies.
+//! - A `user.deleted` event ([`user_deleted`]) deletes the user's reset sessions and codes, once.
 
 pub mod adapters;
 mod config;
 pub mod domain;
 mod error;
 pub mod handlers;
+pub mod user_deleted;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +38,9 @@ pub const SERVICE: &str = "verification";
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const KEEP_EXPIRED_FOR: chrono::Duration = chrono::Duration::hours(24);
 
-/// Migrates, ensures the streams, starts the outbox relay and serves the NATS endpoints until
-/// `shutdown` is cancelled; then drains requests and the outbox.
+/// Migrates, ensures the streams, starts the outbox relay and the `user.deleted` consumer and
+/// serves the NATS endpoints until `shutdown` is cancelled; then drains requests, the event in
+/// hand and the outbox.
 pub async fn run(
     ctx: ServiceContext,
     config: Config,
@@ -51,6 +54,15 @@ pub async fn run(
         store.clone(),
         ctx.clock.clone(),
         shutdown.clone(),
+    ));
+
+    // A child token: it also stops the consumer when serving ends on its own (an error).
+    let stop_forgetting = shutdown.child_token();
+    let forgetting = tokio::spawn(user_deleted::consume(
+        ctx.bus.clone(),
+        store.clone(),
+        ctx.clock.clone(),
+        stop_forgetting.clone(),
     ));
 
     let service = Arc::new(handlers::Verification::new(
@@ -67,6 +79,11 @@ pub async fn run(
     )
     .await;
 
+    // The consumer finishes the message in hand and returns.
+    stop_forgetting.cancel();
+    if let Err(e) = forgetting.await {
+        tracing::error!(error = %e, "the user.deleted consumer panicked");
+    }
     let _ = purge.await;
     emitter.finish(&ctx).await;
     served.context("serving the verification endpoints")?;

@@ -44,3 +44,25 @@ pub mod user_groups {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `password_history`: previous password hashes (PHC strings), one row each; `id` is a UUIDv7,
+/// so ordering by it is ordering by age. Trimmed on every password write, deleted with the
+/// account.
+pub mod password_history {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "password_history")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub password_hash: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

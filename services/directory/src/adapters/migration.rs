@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(sspr_storage::outbox::CreateOutbox),
             Box::new(CreateUsers),
+            Box::new(CreatePasswordHistory),
         ]
     }
 }
@@ -133,6 +134,83 @@ impl MigrationTrait for CreateUsers {
             .await?;
         manager
             .drop_table(Table::drop().table(Users::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PasswordHistory {
+    Table,
+    Id,
+    UserId,
+    PasswordHash,
+    CreatedAt,
+}
+
+/// Previous password hashes, for the policy's password history.
+struct CreatePasswordHistory;
+
+impl MigrationName for CreatePasswordHistory {
+    fn name(&self) -> &str {
+        "m0002_create_password_history"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreatePasswordHistory {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PasswordHistory::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(PasswordHistory::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordHistory::UserId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordHistory::PasswordHash)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PasswordHistory::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_password_history_user")
+                            .from(PasswordHistory::Table, PasswordHistory::UserId)
+                            .to(Users::Table, Users::UserId)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_password_history_user")
+                    .table(PasswordHistory::Table)
+                    .col(PasswordHistory::UserId)
+                    .col(PasswordHistory::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(PasswordHistory::Table).to_owned())
             .await
     }
 }

@@ -9,7 +9,7 @@ use sspr_proto::internal::policy::v1::{CheckPasswordRequest, CheckPasswordRespon
 
 use crate::domain::ids::UserId;
 use crate::domain::password::Password;
-use crate::ports::{PasswordRules, PasswordVerdict};
+use crate::ports::{MAX_HISTORY, PasswordRules, PasswordVerdict, RuleViolation};
 
 pub struct NatsPasswordRules {
     bus: Bus,
@@ -37,7 +37,15 @@ impl PasswordRules for NatsPasswordRules {
         let response: CheckPasswordResponse = self.bus.request(CHECK_PASSWORD, &request).await?;
         Ok(PasswordVerdict {
             accepted: response.accepted,
-            violations: response.violations.into_iter().map(|v| v.message).collect(),
+            violations: response
+                .violations
+                .into_iter()
+                .map(|v| RuleViolation {
+                    rule: v.rule,
+                    message: v.message,
+                })
+                .collect(),
+            history_count: response.history_count.min(MAX_HISTORY),
         })
     }
 }

@@ -7,16 +7,18 @@
 //!   upserts of a new account cannot both try to create it; `created_at` and, when not given,
 //!   `enabled` and the password hash keep their stored values.
 //! - Groups are replaced as a whole and read back sorted by group id.
+//! - A password write moves the replaced hash into `password_history` (when history is on)
+//!   and trims it to the newest `keep - 1` rows, in the same transaction.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
-use crate::adapters::entities::{user_groups, users};
+use crate::adapters::entities::{password_history, user_groups, users};
 use crate::domain::ids::UserId;
 use crate::domain::password::PasswordHash;
 use crate::domain::user::{Profile, ProfileDraft, User};
@@ -73,6 +75,53 @@ async fn load<C: ConnectionTrait>(conn: &C, user_id: &UserId) -> Result<Option<U
     to_user(row, groups).map(Some)
 }
 
+/// Before the password of `user_id` is replaced: keeps its current hash (if any) as the newest
+/// previous password when `keep` > 1, and trims the history to the newest `keep - 1` rows.
+async fn remember_replaced<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    keep: u32,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let previous_kept = u64::from(keep.saturating_sub(1));
+    if previous_kept > 0 {
+        let current = users::Entity::find_by_id(user_id.to_owned())
+            .one(conn)
+            .await?
+            .and_then(|row| row.password_hash);
+        if let Some(phc) = current {
+            password_history::Entity::insert(password_history::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                user_id: Set(user_id.to_owned()),
+                password_hash: Set(phc),
+                created_at: Set(now),
+            })
+            .exec_without_returning(conn)
+            .await?;
+        }
+    }
+    // At most MAX_HISTORY + 1 rows: every write trims. (No OFFSET without LIMIT on SQLite.)
+    let ids: Vec<String> = password_history::Entity::find()
+        .select_only()
+        .column(password_history::Column::Id)
+        .filter(password_history::Column::UserId.eq(user_id))
+        .order_by_desc(password_history::Column::Id)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let stale: Vec<String> = ids
+        .into_iter()
+        .skip(usize::try_from(previous_kept).unwrap_or(usize::MAX))
+        .collect();
+    if !stale.is_empty() {
+        password_history::Entity::delete_many()
+            .filter(password_history::Column::Id.is_in(stale))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn enqueue_all<C: ConnectionTrait>(
     conn: &C,
     events: Vec<OutboxMessage>,
@@ -96,6 +145,7 @@ impl UserStore for SqlUserStore {
         profile: &Profile,
         enabled: Option<bool>,
         password: Option<&PasswordHash>,
+        keep: u32,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<User, Error> {
@@ -128,6 +178,9 @@ impl UserStore for SqlUserStore {
         }
 
         let txn = sspr_storage::begin_write(&self.db).await?;
+        if password.is_some() {
+            remember_replaced(&txn, user_id, keep, now).await?;
+        }
         users::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(users::Column::UserId)
@@ -165,10 +218,12 @@ impl UserStore for SqlUserStore {
         &self,
         user_id: &UserId,
         password: &PasswordHash,
+        keep: u32,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
     ) -> Result<bool, Error> {
         let txn = sspr_storage::begin_write(&self.db).await?;
+        remember_replaced(&txn, user_id.as_str(), keep, now).await?;
         let updated = users::Entity::update_many()
             .col_expr(
                 users::Column::PasswordHash,
@@ -191,6 +246,31 @@ impl UserStore for SqlUserStore {
         Ok(true)
     }
 
+    async fn previous_passwords(
+        &self,
+        user_id: &UserId,
+        limit: u32,
+    ) -> Result<Vec<PasswordHash>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<String> = password_history::Entity::find()
+            .select_only()
+            .column(password_history::Column::PasswordHash)
+            .filter(password_history::Column::UserId.eq(user_id.as_str()))
+            .order_by_desc(password_history::Column::Id)
+            .limit(u64::from(limit))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        rows.iter()
+            .map(|phc| {
+                PasswordHash::from_stored(phc)
+                    .map_err(|e| Error::Corrupt(format!("password history row: {e}")))
+            })
+            .collect()
+    }
+
     async fn delete(
         &self,
         user_id: &UserId,
@@ -200,6 +280,10 @@ impl UserStore for SqlUserStore {
         let txn = sspr_storage::begin_write(&self.db).await?;
         user_groups::Entity::delete_many()
             .filter(user_groups::Column::UserId.eq(user_id.as_str()))
+            .exec(&txn)
+            .await?;
+        password_history::Entity::delete_many()
+            .filter(password_history::Column::UserId.eq(user_id.as_str()))
             .exec(&txn)
             .await?;
         let deleted = users::Entity::delete_by_id(user_id.as_str().to_owned())

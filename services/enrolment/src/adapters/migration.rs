@@ -1,5 +1,6 @@
-//! Enrolment's schema: the outbox, `registration_sessions` and `methods`. Migrations are
-//! append-only: never edit one that has shipped, add a new one.
+//! Enrolment's schema: the outbox, `registration_sessions`, `methods` and `processed_events`
+//! (the `user.deleted` events already applied). Migrations are append-only: never edit one that
+//! has shipped, add a new one.
 
 use sea_orm_migration::prelude::*;
 use sspr_storage::outbox::CreateOutbox;
@@ -8,7 +9,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOutbox), Box::new(CreateEnrolmentTables)]
+        vec![
+            Box::new(CreateOutbox),
+            Box::new(CreateEnrolmentTables),
+            Box::new(CreateProcessedEvents),
+        ]
     }
 }
 
@@ -170,6 +175,53 @@ impl MigrationTrait for CreateEnrolmentTables {
             .await?;
         manager
             .drop_table(Table::drop().table(RegistrationSessions::Table).to_owned())
+            .await
+    }
+}
+
+/// `processed_events`: one row per consumed event, so a redelivered event is applied once.
+struct CreateProcessedEvents;
+
+impl MigrationName for CreateProcessedEvents {
+    fn name(&self) -> &str {
+        "m0002_create_processed_events"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ProcessedEvents {
+    Table,
+    EventId,
+    ProcessedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateProcessedEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ProcessedEvents::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ProcessedEvents::EventId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ProcessedEvents::ProcessedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(ProcessedEvents::Table).to_owned())
             .await
     }
 }

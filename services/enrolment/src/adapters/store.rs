@@ -12,21 +12,21 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, SqlErr,
 };
 use sspr_storage::outbox::{self, OutboxSignal};
 
-use super::entities::{method, registration_session};
+use super::entities::{method, processed_event, registration_session};
 use super::events;
 use crate::domain::{
     AddPlan, Destination, FlowId, Locale, MethodId, MethodKind, MethodStatus, RegisteredMethod,
     RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, plan_add,
 };
 use crate::error::Error;
-use crate::ports::EnrolmentStore;
+use crate::ports::{EnrolmentStore, Forgotten};
 
 /// How often an add that lost a race on the unique index is retried.
 const ADD_ATTEMPTS: usize = 3;
@@ -231,6 +231,44 @@ impl EnrolmentStore for SeaOrmStore {
         txn.commit().await?;
         self.outbox.notify();
         Ok(confirmed)
+    }
+
+    async fn forget_user(
+        &self,
+        event_id: &uuid::Uuid,
+        user: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Forgotten>, Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first (see the module header): the processed-event row is the idempotency key.
+        let inserted = processed_event::Entity::insert(processed_event::ActiveModel {
+            event_id: Set(event_id.to_string()),
+            processed_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(processed_event::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let methods = method::Entity::delete_many()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        let sessions = registration_session::Entity::delete_many()
+            .filter(registration_session::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some(Forgotten {
+            methods: methods.rows_affected,
+            sessions: sessions.rows_affected,
+        }))
     }
 }
 

@@ -210,6 +210,13 @@ impl Harness {
             .unwrap_or_else(|e| panic!("cleaning up the {backend} database: {e:#}"));
     }
 
+    /// A second connection to the service's database, to look at its rows.
+    pub async fn db_connection(&self) -> sea_orm::DatabaseConnection {
+        sspr_storage::connect(sspr_enrolment::SERVICE, &self.db.settings())
+            .await
+            .expect("database")
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.db.backend()

@@ -1,5 +1,5 @@
-//! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*`, `sspr.rpc.directory.*` and
-//! `sspr.rpc.audit.list_events`.
+//! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*` (the SSPR policy and the password policy),
+//! `sspr.rpc.directory.*` and `sspr.rpc.audit.list_events`.
 //!
 //! Every call must carry `authorization: Bearer <SSPR_ADMIN_TOKEN>`. The token is checked
 //! first, before the body is looked at, and compared in constant time. Neither the expected nor
@@ -8,8 +8,9 @@
 use sspr_bus::subjects::rpc::{audit, directory, policy};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
-    AuditRecord, DeleteUserRequest, DeleteUserResponse, GetPolicyRequest, ListAuditEventsRequest,
-    ListAuditEventsResponse, Policy, SetPolicyRequest, UpsertUserRequest, User,
+    AuditRecord, DeleteUserRequest, DeleteUserResponse, GetPasswordPolicyRequest, GetPolicyRequest,
+    ListAuditEventsRequest, ListAuditEventsResponse, PasswordPolicy, Policy,
+    SetPasswordPolicyRequest, SetPolicyRequest, UpsertUserRequest, User,
 };
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
@@ -72,6 +73,32 @@ fn user_from_record(record: internal_directory::UserRecord) -> User {
         enabled: record.enabled,
         has_password: record.has_password,
     }
+}
+
+fn password_policy_from_internal(p: internal_policy::PasswordPolicy) -> PasswordPolicy {
+    PasswordPolicy {
+        min_length: p.min_length,
+        custom_banned_terms: p.custom_banned_terms,
+        organisation_name: p.organisation_name,
+        history_count: p.history_count,
+        version: p.version,
+        max_length: p.max_length,
+    }
+}
+
+/// Checks the submitted password policy at the edge; `version` and `max_length` are not
+/// settable and are dropped.
+fn password_policy_to_internal(
+    p: PasswordPolicy,
+) -> Result<internal_policy::PasswordPolicy, input::InvalidField> {
+    Ok(internal_policy::PasswordPolicy {
+        min_length: input::password_min_length(p.min_length)?,
+        custom_banned_terms: input::banned_terms(&p.custom_banned_terms)?,
+        organisation_name: input::organisation_name(&p.organisation_name)?.to_owned(),
+        history_count: input::password_history(p.history_count)?,
+        version: 0,
+        max_length: 0,
+    })
 }
 
 fn audit_record(r: internal_audit::AuditRecord) -> AuditRecord {
@@ -138,6 +165,64 @@ impl Admin for AdminApi {
             resp.policy.ok_or(GatewayError::MalformedReply(
                 "set_policy answered without a policy",
             ))
+        })
+        .await
+    }
+
+    async fn get_password_policy(
+        &self,
+        request: Request<GetPasswordPolicyRequest>,
+    ) -> Result<Response<PasswordPolicy>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetPasswordPolicy", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let resp: internal_policy::GetPasswordPolicyResponse = self
+                .edge
+                .bus()
+                .request(
+                    policy::GET_PASSWORD_POLICY,
+                    &internal_policy::GetPasswordPolicyRequest {},
+                )
+                .await?;
+            resp.policy
+                .map(password_policy_from_internal)
+                .ok_or(GatewayError::MalformedReply(
+                    "get_password_policy answered without a policy",
+                ))
+        })
+        .await
+    }
+
+    async fn set_password_policy(
+        &self,
+        request: Request<SetPasswordPolicyRequest>,
+    ) -> Result<Response<PasswordPolicy>, Status> {
+        let call = Call::start(SERVICE_NAME, "SetPasswordPolicy", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata())?;
+            let Some(submitted) = request.into_inner().policy else {
+                return Err(input::InvalidField {
+                    field: "policy",
+                    problem: "is required".to_owned(),
+                }
+                .into());
+            };
+            let policy = password_policy_to_internal(submitted)?;
+            let resp: internal_policy::SetPasswordPolicyResponse = self
+                .edge
+                .bus()
+                .request(
+                    policy::SET_PASSWORD_POLICY,
+                    &internal_policy::SetPasswordPolicyRequest {
+                        policy: Some(policy),
+                    },
+                )
+                .await?;
+            resp.policy
+                .map(password_policy_from_internal)
+                .ok_or(GatewayError::MalformedReply(
+                    "set_password_policy answered without a policy",
+                ))
         })
         .await
     }

@@ -298,6 +298,90 @@ pub fn time_range(
     Ok(())
 }
 
+/// Password policy bounds checked at the edge (the policy service applies the full rules, e.g.
+/// term length after normalisation and duplicates).
+pub const PASSWORD_MIN_LENGTH: std::ops::RangeInclusive<u32> = 8..=256;
+/// Most custom banned terms.
+pub const MAX_BANNED_TERMS: usize = 1_000;
+/// Longest custom banned term, in characters as given.
+pub const MAX_BANNED_TERM_CHARS: usize = 64;
+/// Longest organisation name, in characters.
+pub const MAX_ORGANISATION_CHARS: usize = 256;
+/// Most previous passwords a policy may refuse.
+pub const MAX_PASSWORD_HISTORY: u32 = 24;
+
+/// `policy.min_length`: 8 to 256.
+pub fn password_min_length(raw: u32) -> Result<u32, InvalidField> {
+    if !PASSWORD_MIN_LENGTH.contains(&raw) {
+        return Err(InvalidField::new(
+            "policy.min_length",
+            format!(
+                "must be {} to {}",
+                PASSWORD_MIN_LENGTH.start(),
+                PASSWORD_MIN_LENGTH.end()
+            ),
+        ));
+    }
+    Ok(raw)
+}
+
+/// `policy.custom_banned_terms`: at most 1,000 terms, each 1 to 64 characters (trimmed)
+/// without control characters; returned trimmed.
+pub fn banned_terms(raw: &[String]) -> Result<Vec<String>, InvalidField> {
+    const FIELD: &str = "policy.custom_banned_terms";
+    if raw.len() > MAX_BANNED_TERMS {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must hold at most {MAX_BANNED_TERMS} terms"),
+        ));
+    }
+    raw.iter()
+        .map(|term| {
+            let trimmed = term.trim();
+            if trimmed.is_empty()
+                || trimmed.chars().count() > MAX_BANNED_TERM_CHARS
+                || has_control(trimmed)
+            {
+                Err(InvalidField::new(
+                    FIELD,
+                    format!(
+                        "each term must be 1 to {MAX_BANNED_TERM_CHARS} characters without \
+                         control characters"
+                    ),
+                ))
+            } else {
+                Ok(trimmed.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// `policy.organisation_name`: at most 256 characters (trimmed), no control characters; may
+/// be empty.
+pub fn organisation_name(raw: &str) -> Result<&str, InvalidField> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > MAX_ORGANISATION_CHARS || has_control(trimmed) {
+        return Err(InvalidField::new(
+            "policy.organisation_name",
+            format!(
+                "must be at most {MAX_ORGANISATION_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// `policy.history_count`: 0 (off) to 24.
+pub fn password_history(raw: u32) -> Result<u32, InvalidField> {
+    if raw > MAX_PASSWORD_HISTORY {
+        return Err(InvalidField::new(
+            "policy.history_count",
+            format!("must be 0 to {MAX_PASSWORD_HISTORY}"),
+        ));
+    }
+    Ok(raw)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -444,6 +528,27 @@ mod tests {
         );
         assert!(group_ids("group_ids", &["".into()]).is_err());
         assert!(group_ids("group_ids", &vec!["g".to_owned(); 257]).is_err());
+    }
+
+    #[test]
+    fn password_policy_fields() {
+        assert_eq!(password_min_length(8), Ok(8));
+        assert_eq!(password_min_length(256), Ok(256));
+        assert!(password_min_length(7).is_err());
+        assert!(password_min_length(257).is_err());
+        assert_eq!(
+            banned_terms(&[" contoso ".into()]),
+            Ok(vec!["contoso".to_owned()])
+        );
+        assert!(banned_terms(&["".into()]).is_err());
+        assert!(banned_terms(&["a\nb".into()]).is_err());
+        assert!(banned_terms(&["x".repeat(65)]).is_err());
+        assert!(banned_terms(&vec!["term".to_owned(); 1_001]).is_err());
+        assert_eq!(organisation_name(" Contoso "), Ok("Contoso"));
+        assert_eq!(organisation_name(""), Ok(""));
+        assert!(organisation_name(&"o".repeat(257)).is_err());
+        assert_eq!(password_history(24), Ok(24));
+        assert!(password_history(25).is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Every subject a stand-in answers.
-pub const SUBJECTS: [&str; 12] = [
+pub const SUBJECTS: [&str; 14] = [
     verification::START_RESET,
     verification::SEND_CODE,
     verification::VERIFY_CODE,
@@ -42,6 +42,8 @@ pub const SUBJECTS: [&str; 12] = [
     enrolment::CONFIRM_METHOD,
     policy::GET_POLICY,
     policy::SET_POLICY,
+    policy::GET_PASSWORD_POLICY,
+    policy::SET_PASSWORD_POLICY,
     directory::UPSERT_USER,
     directory::DELETE_USER,
     audit::LIST_EVENTS,
@@ -227,7 +229,7 @@ fn policy_stand_in(recorder: &Arc<Recorder>) -> Router {
             policy: Some(canned_policy()),
         },
     );
-    stand_in(
+    let r = stand_in(
         r,
         recorder,
         policy::SET_POLICY,
@@ -238,7 +240,39 @@ fn policy_stand_in(recorder: &Arc<Recorder>) -> Router {
                 policy: Some(policy),
             }
         },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        policy::GET_PASSWORD_POLICY,
+        |_: pol::GetPasswordPolicyRequest| pol::GetPasswordPolicyResponse {
+            policy: Some(canned_password_policy()),
+        },
+    );
+    stand_in(
+        r,
+        recorder,
+        policy::SET_PASSWORD_POLICY,
+        |req: pol::SetPasswordPolicyRequest| {
+            let mut policy = req.policy.unwrap_or_default();
+            policy.version = 4;
+            policy.max_length = 256;
+            pol::SetPasswordPolicyResponse {
+                policy: Some(policy),
+            }
+        },
     )
+}
+
+pub fn canned_password_policy() -> pol::PasswordPolicy {
+    pol::PasswordPolicy {
+        min_length: 10,
+        custom_banned_terms: vec!["contoso".into(), "quokka".into()],
+        organisation_name: "Contoso Ltd".into(),
+        history_count: 3,
+        version: 3,
+        max_length: 256,
+    }
 }
 
 fn directory_stand_in(recorder: &Arc<Recorder>) -> Router {

@@ -1,4 +1,5 @@
-//! Schema of the verification database: the outbox, `reset_sessions` and `codes`.
+//! Schema of the verification database: the outbox, `reset_sessions`, `codes` and
+//! `processed_events` (the `user.deleted` events already applied).
 //!
 //! Migrations are append-only: a released migration is never edited, a change is a new one.
 
@@ -10,7 +11,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOutbox), Box::new(CreateVerificationTables)]
+        vec![
+            Box::new(CreateOutbox),
+            Box::new(CreateVerificationTables),
+            Box::new(CreateProcessedEvents),
+        ]
     }
 }
 
@@ -184,6 +189,90 @@ impl MigrationTrait for CreateVerificationTables {
             .await?;
         manager
             .drop_table(Table::drop().table(ResetSessions::Table).to_owned())
+            .await
+    }
+}
+
+/// `processed_events`: one row per consumed event, so a redelivered event is applied once; and
+/// indexes to find a user's sessions and codes when the user is deleted.
+struct CreateProcessedEvents;
+
+impl MigrationName for CreateProcessedEvents {
+    fn name(&self) -> &str {
+        "m0002_create_processed_events"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ProcessedEvents {
+    Table,
+    EventId,
+    ProcessedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateProcessedEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ProcessedEvents::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ProcessedEvents::EventId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ProcessedEvents::ProcessedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_reset_sessions_user_id")
+                    .table(ResetSessions::Table)
+                    .col(ResetSessions::UserId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_codes_user_id")
+                    .table(Codes::Table)
+                    .col(Codes::UserId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("idx_codes_user_id")
+                    .table(Codes::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("idx_reset_sessions_user_id")
+                    .table(ResetSessions::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(ProcessedEvents::Table).to_owned())
             .await
     }
 }

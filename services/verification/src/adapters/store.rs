@@ -10,16 +10,18 @@
 //!   can never both use one code, never spend more attempts than there are, never lose a
 //!   verified method. Wrong guesses decrement atomically. A lost race reports it and the caller
 //!   reads again and decides again.
+//! - Forgetting a deleted user (all reset sessions and codes) and recording the `user.deleted`
+//!   event as processed commit together: a redelivered event deletes nothing twice.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
     DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use sspr_storage::outbox::{self, OutboxMessage};
 
-use super::entities::{code, reset_session};
+use super::entities::{code, processed_event, reset_session};
 use crate::domain::code::{TooSoon, may_resend};
 use crate::domain::{
     CodeHash, CodeState, FlowId, Locale, MethodId, Purpose, ResetSession, SessionMethod,
@@ -327,6 +329,46 @@ impl Store {
         enqueue_all(&txn, messages, now).await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Deletes every reset session (real or decoy, in any state) and every code (reset and
+    /// registration) of `user`, and records `event_id` as processed, in one transaction.
+    /// Returns how many sessions and codes went; `None` when `event_id` was already processed
+    /// (then nothing is deleted).
+    pub async fn forget_user(
+        &self,
+        event_id: &uuid::Uuid,
+        user: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first: the processed-event row is the idempotency key (and takes the SQLite
+        // write lock up front).
+        let inserted = processed_event::Entity::insert(processed_event::ActiveModel {
+            event_id: Set(event_id.to_string()),
+            processed_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(processed_event::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let sessions = reset_session::Entity::delete_many()
+            .filter(reset_session::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        let codes = code::Entity::delete_many()
+            .filter(code::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some((sessions.rows_affected, codes.rows_affected)))
     }
 
     /// Deletes sessions and codes that expired before `before`; returns how many rows went.

@@ -1,4 +1,5 @@
 //! sea-orm entities of enrolment's own tables.
 
 pub mod method;
+pub mod processed_event;
 pub mod registration_session;
