@@ -173,7 +173,7 @@ impl World {
             group_ids: groups.iter().map(|g| g.to_string()).collect(),
             methods_required,
             allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
-            version: 0,
+            ..Default::default()
         };
         Ok(self
             .admin()

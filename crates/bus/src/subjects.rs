@@ -24,6 +24,7 @@ pub const VERIFICATION_USER_DELETED_CONSUMER: &str = "sspr-verification-user-del
 pub mod events {
     pub const POLICY_CHANGED: &str = "sspr.events.v1.policy.changed";
     pub const METHOD_REGISTERED: &str = "sspr.events.v1.method.registered";
+    pub const METHOD_REMOVED: &str = "sspr.events.v1.method.removed";
     pub const RESET_STARTED: &str = "sspr.events.v1.reset.started";
     pub const CODE_ISSUED: &str = "sspr.events.v1.code.issued";
     pub const CODE_DELIVERED: &str = "sspr.events.v1.code.delivered";
@@ -66,6 +67,9 @@ pub mod rpc {
         pub const CONFIRM_METHOD: &str = "sspr.rpc.enrolment.confirm_method";
         pub const LIST_METHODS: &str = "sspr.rpc.enrolment.list_methods";
         pub const GET_DESTINATION: &str = "sspr.rpc.enrolment.get_destination";
+        pub const GET_STATUS: &str = "sspr.rpc.enrolment.get_status";
+        pub const LIST_OWN_METHODS: &str = "sspr.rpc.enrolment.list_own_methods";
+        pub const REMOVE_METHOD: &str = "sspr.rpc.enrolment.remove_method";
     }
     pub mod verification {
         pub const SERVICE: &str = "verification";

@@ -1,5 +1,5 @@
 //! Test fixtures that start REAL components on random local ports: a private `nats-server` with
-//! JetStream, an SMTP sink, an HTTP sink (SMS webhook), an OTLP trace receiver, and databases;
+//! JetStream, an OpenLDAP `slapd` with StartTLS ([`Slapd`]), an SMTP sink, an HTTP sink (SMS webhook), an OTLP trace receiver, and databases;
 //! plus [`ServiceBinary`], which runs a service binary for tests of its process contract.
 //!
 //! Invariants: every fixture owns its process, socket and temporary directory and releases them on
@@ -26,6 +26,7 @@ mod http;
 mod nats;
 mod otlp;
 mod process;
+mod slapd;
 mod smtp;
 mod support;
 
@@ -34,5 +35,6 @@ pub use http::{HttpSink, ReceivedRequest};
 pub use nats::{NATS_SERVER_BIN_ENV, NatsServer};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use process::{Exited, RunningService, ServiceBinary, UNREACHABLE_NATS_URL};
+pub use slapd::{REQUIRE_LDAP_TESTS_ENV, SLAPD_BIN, Slapd};
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use support::{free_port, init_test_tracing, random_code_key};

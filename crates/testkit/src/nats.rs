@@ -35,7 +35,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `sh -c` script: runs "$@" (the server) and kills it with SIGKILL when its stdin (a pipe from
 /// this process) reaches end of file; exits with the server's status when the server exits.
 /// Background jobs of a non-interactive shell get /dev/null as stdin, hence the copy on fd 3.
-const SUPERVISOR: &str = r#"exec 3<&0
+pub(crate) const SUPERVISOR: &str = r#"exec 3<&0
 "$@" </dev/null 3<&- &
 server=$!
 ( read -r _ <&3; kill -9 "$server" 2>/dev/null ) &

@@ -75,6 +75,9 @@ pub enum AdminCommand {
         /// Allowed method kinds.
         #[arg(long = "allow", value_enum, value_delimiter = ',', default_values_t = [KindArg::Email, KindArg::Sms])]
         allowed: Vec<KindArg>,
+        /// Days after which registered users must confirm their methods again: 0 (never) to 730.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=730))]
+        reconfirm_after_days: u32,
     },
     /// Show the password rules (length, banned terms, organisation name, history).
     GetPasswordPolicy,
@@ -164,7 +167,7 @@ pub enum RegisterCommand {
         #[arg(long)]
         destination: String,
     },
-    /// Confirm a method with the code it received.
+    /// Confirm a method with the code it received (again, to re-confirm it).
     Confirm {
         #[arg(long)]
         session: String,
@@ -172,6 +175,25 @@ pub enum RegisterCommand {
         method: String,
         #[arg(long)]
         code: String,
+    },
+    /// Whether the user must register or re-confirm (checks the password, opens no session).
+    Status {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long, env = "SSPR_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// List the session user's confirmed methods.
+    List {
+        #[arg(long)]
+        session: String,
+    },
+    /// Remove one of the session user's confirmed methods.
+    Remove {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
     },
 }
 
@@ -308,6 +330,7 @@ fn policy_json(p: &admin::Policy) -> Value {
         "methods_required": p.methods_required,
         "allowed_methods": p.allowed_methods.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
         "version": p.version,
+        "reconfirm_after_days": p.reconfirm_after_days,
     })
 }
 
@@ -366,6 +389,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
             groups,
             methods_required,
             allowed,
+            reconfirm_after_days,
         } => {
             let scope = match scope {
                 ScopeArg::None => admin::Scope::None,
@@ -381,6 +405,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                     .map(|k| MethodKind::from(k) as i32)
                     .collect(),
                 version: 0,
+                reconfirm_after_days,
             };
             let p = client
                 .set_policy(request(
@@ -555,6 +580,7 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 "allowed_kinds": r.allowed_kinds.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
                 "registered": methods_json(&r.registered),
                 "registration_required": r.registration_required,
+                "reconfirm_required": r.reconfirm_required,
                 "expires_at": time_json(&r.expires_at),
             }));
         }
@@ -591,6 +617,43 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 .map_err(status_error)?
                 .into_inner();
             print(json!({"registration_complete": r.registration_complete}));
+        }
+        RegisterCommand::Status { user_id, password } => {
+            let body = registration::GetStatusRequest { user_id, password };
+            let r = client
+                .get_status(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "eligible": r.eligible,
+                "registration_required": r.registration_required,
+                "reconfirm_required": r.reconfirm_required,
+                "methods_required": r.methods_required,
+                "methods_registered": r.methods_registered,
+            }));
+        }
+        RegisterCommand::List { session } => {
+            let body = registration::ListMethodsRequest {
+                session_id: session,
+            };
+            let r = client
+                .list_methods(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({"methods": methods_json(&r.methods)}));
+        }
+        RegisterCommand::Remove { session, method } => {
+            let body = registration::RemoveMethodRequest {
+                session_id: session,
+                method_id: method,
+            };
+            client
+                .remove_method(request(args, body, None)?)
+                .await
+                .map_err(status_error)?;
+            print(json!({"removed": true}));
         }
     }
     Ok(())
@@ -680,6 +743,76 @@ mod tests {
     struct Cli {
         #[command(subcommand)]
         command: AdminCommand,
+    }
+
+    #[derive(Parser)]
+    struct RegisterCli {
+        #[command(subcommand)]
+        command: RegisterCommand,
+    }
+
+    #[test]
+    fn reconfirm_after_days_is_parsed_and_bounded() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "set-policy",
+            "--scope",
+            "all",
+            "--reconfirm-after-days",
+            "180",
+        ])
+        .unwrap();
+        let AdminCommand::SetPolicy {
+            reconfirm_after_days,
+            ..
+        } = cli.command
+        else {
+            panic!("not set-policy");
+        };
+        assert_eq!(reconfirm_after_days, 180);
+        let cli = Cli::try_parse_from(["sspr", "set-policy", "--scope", "all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::SetPolicy {
+                reconfirm_after_days: 0,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "sspr",
+                "set-policy",
+                "--scope",
+                "all",
+                "--reconfirm-after-days",
+                "731"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn register_status_list_and_remove_parse() {
+        let cli = RegisterCli::try_parse_from([
+            "sspr",
+            "status",
+            "--user-id",
+            "alice",
+            "--password",
+            "pw",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, RegisterCommand::Status { .. }));
+        let cli = RegisterCli::try_parse_from(["sspr", "list", "--session", "s"]).unwrap();
+        assert!(matches!(cli.command, RegisterCommand::List { .. }));
+        let cli =
+            RegisterCli::try_parse_from(["sspr", "remove", "--session", "s", "--method", "m_1"])
+                .unwrap();
+        let RegisterCommand::Remove { session, method } = cli.command else {
+            panic!("not remove");
+        };
+        assert_eq!((session.as_str(), method.as_str()), ("s", "m_1"));
+        assert!(RegisterCli::try_parse_from(["sspr", "remove", "--session", "s"]).is_err());
     }
 
     #[test]

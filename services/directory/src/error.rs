@@ -10,7 +10,7 @@ use sspr_storage::sea_orm::DbErr;
 
 use crate::domain::password::HashError;
 use crate::domain::user::InvalidInput;
-use crate::ports::RuleViolation;
+use crate::ports::{ConnectorError, RuleViolation};
 
 /// The one answer to a failed sign-in.
 pub const WRONG_CREDENTIALS: &str = "wrong user id or password";
@@ -34,6 +34,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The password connector (e.g. LDAP writeback) failed; nothing was committed locally.
+    #[error("password writeback failed: {0}")]
+    Writeback(#[from] ConnectorError),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
     #[error("password hashing failed: {0}")]
@@ -73,6 +76,16 @@ impl From<Error> for RpcError {
             Error::UnknownUser => RpcError::not_found(e.to_string()),
             Error::WrongCredentials => RpcError::unauthenticated(WRONG_CREDENTIALS),
             Error::Bus(e) => e.into_rpc(),
+            Error::Writeback(ConnectorError::Unavailable { .. }) => {
+                tracing::error!(error = %e, "password not changed");
+                RpcError::unavailable(
+                    "the password could not be changed right now; please try again later",
+                )
+            }
+            Error::Writeback(ConnectorError::Refused { .. }) => {
+                tracing::error!(error = %e, "password not changed");
+                RpcError::internal()
+            }
             Error::Db(_)
             | Error::Hash(_)
             | Error::Task(_)

@@ -12,6 +12,11 @@
 //!   verified against the current hash and at most N - 1 previous ones (each an Argon2id
 //!   computation on the blocking pool, stopping at the first match) and refused if it matches
 //!   any; the refusal names the rule (`password_reused`), never the password.
+//! - A new password (set_password, or upsert_user with a password) goes through the password
+//!   connector ([`PasswordWriteback`], e.g. LDAP) AFTER the policy check and BEFORE the local
+//!   commit: a refused password never reaches the external directory, and a failed writeback
+//!   leaves the local hash, history and events untouched (the call fails with
+//!   `UNAVAILABLE`/`INTERNAL`), so the two never disagree because of an error we saw.
 
 use std::sync::Arc;
 
@@ -31,7 +36,9 @@ use crate::domain::user::{InvalidInput, Profile, ProfileDraft, User};
 use crate::error::Error;
 use crate::events;
 use crate::hashing::Hasher;
-use crate::ports::{MAX_HISTORY, PasswordRules, RuleViolation, UserStore};
+use crate::ports::{
+    BuiltInOnly, MAX_HISTORY, PasswordRules, PasswordWriteback, RuleViolation, UserStore,
+};
 
 /// Longest flow id accepted from a caller, in characters.
 const MAX_FLOW_ID_CHARS: usize = 128;
@@ -43,6 +50,7 @@ pub struct DirectoryHandlers {
     rules: Arc<dyn PasswordRules>,
     hasher: Hasher,
     clock: SharedClock,
+    writeback: Arc<dyn PasswordWriteback>,
 }
 
 impl DirectoryHandlers {
@@ -57,7 +65,14 @@ impl DirectoryHandlers {
             rules,
             hasher,
             clock,
+            writeback: Arc::new(BuiltInOnly),
         }
+    }
+
+    /// Uses `writeback` as the password connector instead of the built-in store only.
+    pub fn with_writeback(mut self, writeback: Arc<dyn PasswordWriteback>) -> Self {
+        self.writeback = writeback;
+        self
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
@@ -122,13 +137,19 @@ impl DirectoryHandlers {
         let password = Password::new(&req.new_password);
         let (hash, keep) = self
             .accept_password(
-                password,
+                password.clone(),
                 "new_password",
                 &user_id,
                 user.profile.display_name.as_str(),
                 user.password_hash.as_ref(),
             )
             .await?;
+        // Order: policy check (above) -> writeback -> local commit with the event. The
+        // external directory is the one that can refuse (unreachable, its own rules), so it
+        // goes first; committing locally first would leave a hash (and a `password.changed`
+        // event) for a password the user cannot sign in with elsewhere. The reverse case (LDAP
+        // changed, local commit fails) is left to a retry of the same password.
+        self.write_back(&user_id, &password).await?;
         let now = self.clock.now();
         let event = events::password_changed(&user_id, &req.flow_id, reason, now);
         if !self
@@ -163,13 +184,15 @@ impl DirectoryHandlers {
                 .and_then(|u| u.password_hash);
             let (hash, keep) = self
                 .accept_password(
-                    password,
+                    password.clone(),
                     "password",
                     &profile.user_id,
                     profile.display_name.as_str(),
                     current.as_ref(),
                 )
                 .await?;
+            // Same order as set_password: policy -> writeback -> local commit.
+            self.write_back(&profile.user_id, &password).await?;
             (Some(hash), keep)
         };
         let now = self.clock.now();
@@ -208,6 +231,12 @@ impl DirectoryHandlers {
         }
         tracing::info!("account deleted");
         Ok(DeleteUserResponse {})
+    }
+
+    /// Writes the accepted password through the connector. A failure ends the change; it is
+    /// logged where it becomes an `RpcError` (connector and cause, never the password).
+    async fn write_back(&self, user_id: &UserId, password: &Password) -> Result<(), Error> {
+        Ok(self.writeback.set_password(user_id, password).await?)
     }
 
     /// Asks the policy service about `password`, refuses it if it is one of the last

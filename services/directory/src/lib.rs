@@ -9,6 +9,11 @@
 //!   `INVALID_ARGUMENT` "password rejected: ..." with one `BadRequest` violation per rule.
 //! - `upsert_user` / `delete_user`: admin changes; `user.deleted` through the outbox.
 //!
+//! Password connector: by default passwords live only in the built-in store. With
+//! `SSPR_LDAP_URL` set, every new password is also written to an LDAP directory
+//! ([`adapters::ldap`]: OpenLDAP password modify over StartTLS, or Active Directory
+//! `unicodePwd` over LDAPS) before it is committed locally; see [`handlers`] for the order.
+//!
 //! Layout: [`domain`] holds the pure rules (ids, profile, password hashing), [`ports`] the
 //! traits the handlers use, [`adapters`] their sea-orm and NATS implementations, [`handlers`]
 //! the endpoints, [`events`] the events emitted. Passwords never reach a log, a span, an event
@@ -31,13 +36,18 @@ use tokio_util::sync::CancellationToken;
 /// Short name: database name, NATS service `sspr-directory`.
 pub const SERVICE: &str = "directory";
 
-/// Settings of the directory beyond the common ones (none yet).
+/// Settings of the directory beyond the common ones.
 #[derive(Debug, Clone, Default)]
-pub struct Config {}
+pub struct Config {
+    /// The LDAP password writeback connector (`SSPR_LDAP_*`); `None`: built-in store only.
+    pub ldap: Option<adapters::ldap::LdapSettings>,
+}
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
-        Ok(Config {})
+        Ok(Config {
+            ldap: adapters::ldap::LdapSettings::from_env()?,
+        })
     }
 }
 
@@ -45,7 +55,7 @@ impl Config {
 /// until `shutdown` is cancelled; then drains in-flight requests and the outbox and returns.
 pub async fn run(
     ctx: ServiceContext,
-    _config: Config,
+    config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
@@ -61,6 +71,17 @@ pub async fn run(
         hasher,
         ctx.clock.clone(),
     );
+    let handlers = match config.ldap {
+        Some(settings) => {
+            tracing::info!(
+                url = %settings.url,
+                mode = ?settings.mode,
+                "password writeback to LDAP enabled"
+            );
+            handlers.with_writeback(Arc::new(adapters::ldap::LdapWriteback::new(settings)))
+        }
+        None => handlers,
+    };
     let served = sspr_bus::serve(
         &ctx.bus,
         handlers::router(handlers),

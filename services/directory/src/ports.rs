@@ -1,5 +1,6 @@
-//! What the handlers need from the outside world, as traits: the account store and the
-//! password rules of the policy service.
+//! What the handlers need from the outside world, as traits: the account store, the
+//! password rules of the policy service, and the password connector ([`PasswordWriteback`]:
+//! where else a new password must be written, e.g. an LDAP directory).
 //!
 //! Password history: the store keeps, besides the current hash, up to `keep - 1` previous
 //! hashes per account (`keep` = the policy's `history_count`, at most [`MAX_HISTORY`]); each
@@ -97,4 +98,54 @@ pub trait PasswordRules: Send + Sync + 'static {
         user_id: &UserId,
         display_name: &str,
     ) -> Result<PasswordVerdict, BusError>;
+}
+
+/// Why a password connector could not write a password. The detail is for operators (logged,
+/// never shown to users) and never contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The external directory could not be reached or did not answer in time: retry later.
+    #[error("{connector} unreachable: {detail}")]
+    Unavailable {
+        connector: &'static str,
+        detail: String,
+    },
+    /// The external directory answered and refused the change (access rights, no such
+    /// entry, its own password policy, ...): needs an operator.
+    #[error("{connector} refused the password change: {detail}")]
+    Refused {
+        connector: &'static str,
+        detail: String,
+    },
+}
+
+/// The password connector: writes a new password to where accounts live besides the built-in
+/// store. Called after the policy accepted the password and before the local commit.
+#[async_trait::async_trait]
+pub trait PasswordWriteback: Send + Sync + 'static {
+    /// Short name for logs, e.g. "builtin", "ldap".
+    fn name(&self) -> &'static str;
+
+    /// Sets `new_password` as the password of `user_id`; `Ok` only once it is in effect.
+    async fn set_password(
+        &self,
+        user_id: &UserId,
+        new_password: &Password,
+    ) -> Result<(), ConnectorError>;
+}
+
+/// The default connector: the built-in store is the only place passwords live, so there is
+/// nothing to write elsewhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltInOnly;
+
+#[async_trait::async_trait]
+impl PasswordWriteback for BuiltInOnly {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
+    async fn set_password(&self, _: &UserId, _: &Password) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }

@@ -7,7 +7,7 @@
 use sspr_bus::{BusError, RpcError};
 
 use crate::domain::{
-    AddRefusal, DestinationError, EntropyError, IdError, MalformedToken, MethodKind,
+    AddRefusal, DestinationError, EntropyError, IdError, MalformedToken, MethodKind, RemoveRefusal,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +21,13 @@ pub enum Error {
     NotEligible,
     #[error("{0} is not an allowed contact method for this account")]
     KindNotAllowed(MethodKind),
-    #[error("this destination is already registered")]
-    AlreadyRegistered,
+    #[error("at least {required} contact methods must stay registered")]
+    BelowRequired { required: u32 },
     #[error("too many contact methods: at most 10 may be registered or pending")]
     TooManyMethods,
     #[error("unknown method")]
     UnknownMethod,
+    /// A concurrent request confirmed the method first, with the same code.
     #[error("this method is already confirmed")]
     AlreadyConfirmed,
     /// A call to another service failed or was refused.
@@ -65,8 +66,15 @@ impl From<MalformedToken> for Error {
 impl From<AddRefusal> for Error {
     fn from(e: AddRefusal) -> Self {
         match e {
-            AddRefusal::AlreadyRegistered => Error::AlreadyRegistered,
             AddRefusal::TooManyMethods => Error::TooManyMethods,
+        }
+    }
+}
+
+impl From<RemoveRefusal> for Error {
+    fn from(e: RemoveRefusal) -> Self {
+        match e {
+            RemoveRefusal::BelowRequired { required } => Error::BelowRequired { required },
         }
     }
 }
@@ -76,12 +84,10 @@ impl From<Error> for RpcError {
         match e {
             Error::InvalidArgument(m) => RpcError::invalid_argument(m),
             Error::UnknownSession => RpcError::unauthenticated(e.to_string()),
-            Error::NotEligible | Error::KindNotAllowed(_) | Error::AlreadyConfirmed => {
-                RpcError::failed_precondition(e.to_string())
-            }
-            Error::AlreadyRegistered => {
-                RpcError::new(sspr_bus::ErrorCode::AlreadyExists, e.to_string())
-            }
+            Error::NotEligible
+            | Error::KindNotAllowed(_)
+            | Error::AlreadyConfirmed
+            | Error::BelowRequired { .. } => RpcError::failed_precondition(e.to_string()),
             Error::TooManyMethods => RpcError::resource_exhausted(e.to_string()),
             Error::UnknownMethod => RpcError::not_found(e.to_string()),
             Error::Peer(e) => e.into_rpc(),
@@ -116,7 +122,10 @@ mod tests {
             ErrorCode::FailedPrecondition
         );
         assert_eq!(code(Error::AlreadyConfirmed), ErrorCode::FailedPrecondition);
-        assert_eq!(code(Error::AlreadyRegistered), ErrorCode::AlreadyExists);
+        assert_eq!(
+            code(Error::BelowRequired { required: 2 }),
+            ErrorCode::FailedPrecondition
+        );
         assert_eq!(code(Error::TooManyMethods), ErrorCode::ResourceExhausted);
         assert_eq!(code(Error::UnknownMethod), ErrorCode::NotFound);
         assert_eq!(

@@ -7,25 +7,31 @@
 //!   only towards verification (to address a code) and in `get_destination`.
 //! - The session token, the password and the code are never logged: spans carry only
 //!   `user_id`, `flow_id` and `method_id`.
+//! - Re-confirmation: AddMethod with a confirmed destination sends that method a code, and
+//!   ConfirmMethod with it moves the method's confirmation date; the registration's last
+//!   confirmation is the newest of these dates (see `domain::status`).
 
 use std::sync::Arc;
 
 use sspr_bus::{Router, RpcError, subjects::rpc};
 use sspr_clock::SharedClock;
 use sspr_proto::common::v1::ContactMethod;
+use sspr_proto::internal::directory::v1::UserRecord;
 use sspr_proto::internal::enrolment::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
     ConfirmMethodRequest, ConfirmMethodResponse, GetDestinationRequest, GetDestinationResponse,
-    ListMethodsRequest, ListMethodsResponse,
+    GetStatusRequest, GetStatusResponse, ListMethodsRequest, ListMethodsResponse,
+    ListOwnMethodsRequest, ListOwnMethodsResponse, RemoveMethodRequest, RemoveMethodResponse,
 };
+use sspr_proto::internal::policy::v1::EvaluateResponse;
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::SERVICE;
 use crate::adapters::peers::Peers;
 use crate::domain::{
-    Destination, Locale, MethodId, MethodKind, RegisteredMethod, RegistrationSession, Requirements,
-    SessionToken, UserId,
+    Destination, Locale, MethodId, MethodKind, RegisteredMethod, RegistrationSession,
+    RegistrationStatus, Requirements, SessionToken, UserId,
 };
 use crate::error::Error;
 use crate::ports::EnrolmentStore;
@@ -57,46 +63,13 @@ impl Enrolment {
         &self,
         req: BeginRegistrationRequest,
     ) -> Result<BeginRegistrationResponse, Error> {
-        let user_id = UserId::parse(&req.user_id)?;
-        Span::current().record("user_id", user_id.as_str());
-        if req.password.is_empty() {
-            return Err(Error::InvalidArgument("password is required".into()));
-        }
-        if req.password.len() > MAX_PASSWORD_BYTES {
-            return Err(Error::InvalidArgument("password is too long".into()));
-        }
         let requested_locale = if req.locale.trim().is_empty() {
             None
         } else {
             Some(Locale::parse(&req.locale)?)
         };
-
-        let user = self
-            .peers
-            .authenticate(&user_id, &req.password)
-            .await?
-            .ok_or(Error::BadPeerReply(
-                "directory authenticated a user but sent no user record",
-            ))?;
-        // Methods are kept under the directory's spelling of the id, which is what the reset
-        // flow will look them up by.
-        let user_id = match UserId::parse(&user.user_id) {
-            Ok(canonical) if canonical != user_id => {
-                Span::current().record("user_id", canonical.as_str());
-                canonical
-            }
-            _ => user_id,
-        };
-        let verdict = self.peers.evaluate(&user).await?;
-        let requirements = Requirements::from_policy(
-            verdict.eligible,
-            verdict.methods_required,
-            verdict
-                .allowed_methods
-                .iter()
-                .filter_map(|&k| MethodKind::from_code(k)),
-        )
-        .ok_or(Error::NotEligible)?;
+        let (user_id, user, verdict) = self.authenticate(&req.user_id, &req.password).await?;
+        let requirements = requirements(&verdict).ok_or(Error::NotEligible)?;
         let locale =
             requested_locale.unwrap_or_else(|| Locale::first_valid([user.locale.as_str()]));
 
@@ -108,9 +81,15 @@ impl Enrolment {
             .create_session(&token.hash(), &session, now)
             .await?;
         let registered = self.store.confirmed_methods(&session.user_id).await?;
-        let confirmed = u32::try_from(registered.len()).unwrap_or(u32::MAX);
+        let status = RegistrationStatus::assess(
+            &session.requirements,
+            &registered,
+            verdict.reconfirm_after_days,
+            now,
+        );
         tracing::info!(
-            methods_registered = confirmed,
+            methods_registered = status.methods_registered,
+            reconfirm_required = status.reconfirm_required,
             "registration session started"
         );
 
@@ -124,9 +103,105 @@ impl Enrolment {
                 .map(|k| k.code())
                 .collect(),
             registered: registered.iter().map(contact_method).collect(),
-            registration_required: !session.requirements.satisfied_by(confirmed),
+            registration_required: status.registration_required,
             expires_at: Some(sspr_proto::time::timestamp(session.expires_at)),
+            reconfirm_required: status.reconfirm_required,
         })
+    }
+
+    /// What a sign-in page should do for this user; needs the user's password, opens nothing.
+    #[tracing::instrument(skip_all, fields(user_id = Empty))]
+    pub async fn get_status(&self, req: GetStatusRequest) -> Result<GetStatusResponse, Error> {
+        let (user_id, _user, verdict) = self.authenticate(&req.user_id, &req.password).await?;
+        let Some(requirements) = requirements(&verdict) else {
+            return Ok(GetStatusResponse {
+                eligible: false,
+                ..GetStatusResponse::default()
+            });
+        };
+        let registered = self.store.confirmed_methods(&user_id).await?;
+        let status = RegistrationStatus::assess(
+            &requirements,
+            &registered,
+            verdict.reconfirm_after_days,
+            self.clock.now(),
+        );
+        Ok(GetStatusResponse {
+            registration_required: status.registration_required,
+            reconfirm_required: status.reconfirm_required,
+            methods_required: requirements.methods_required(),
+            methods_registered: status.methods_registered,
+            eligible: true,
+        })
+    }
+
+    /// The confirmed methods of the session's user, masked, oldest confirmation first.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty))]
+    pub async fn list_own_methods(
+        &self,
+        req: ListOwnMethodsRequest,
+    ) -> Result<ListOwnMethodsResponse, Error> {
+        let session = self.live_session(&req.session_id).await?;
+        let methods = self.store.confirmed_methods(&session.user_id).await?;
+        Ok(ListOwnMethodsResponse {
+            methods: methods.iter().map(contact_method).collect(),
+        })
+    }
+
+    /// Removes a confirmed method of the session's user, keeping the required count.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
+    pub async fn remove_method(
+        &self,
+        req: RemoveMethodRequest,
+    ) -> Result<RemoveMethodResponse, Error> {
+        let session = self.live_session(&req.session_id).await?;
+        let method_id = parse_method_id(&req.method_id)?;
+        Span::current().record("method_id", method_id.as_str());
+        let left = self
+            .store
+            .remove_confirmed(
+                &session.user_id,
+                &method_id,
+                session.requirements.methods_required(),
+                &session.flow_id,
+                self.clock.now(),
+            )
+            .await?;
+        tracing::info!(methods_registered = left, "method removed");
+        Ok(RemoveMethodResponse {})
+    }
+
+    /// Checks the password with the directory and asks policy about the user. The user id
+    /// returned is the directory's spelling, which methods are kept under.
+    async fn authenticate(
+        &self,
+        raw_user_id: &str,
+        password: &str,
+    ) -> Result<(UserId, UserRecord, EvaluateResponse), Error> {
+        let user_id = UserId::parse(raw_user_id)?;
+        Span::current().record("user_id", user_id.as_str());
+        if password.is_empty() {
+            return Err(Error::InvalidArgument("password is required".into()));
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::InvalidArgument("password is too long".into()));
+        }
+        let user =
+            self.peers
+                .authenticate(&user_id, password)
+                .await?
+                .ok_or(Error::BadPeerReply(
+                    "directory authenticated a user but sent no user record",
+                ))?;
+        let user_id = match UserId::parse(&user.user_id) {
+            Ok(canonical) if canonical != user_id => {
+                Span::current().record("user_id", canonical.as_str());
+                canonical
+            }
+            _ => user_id,
+        };
+        let verdict = self.peers.evaluate(&user).await?;
+        Ok((user_id, user, verdict))
     }
 
     /// Adds (or re-sends a code for) a destination of the session's user.
@@ -153,7 +228,7 @@ impl Enrolment {
         })
     }
 
-    /// Confirms a pending method with the code the user received.
+    /// Confirms a pending method, or re-confirms a confirmed one, with the code the user received.
     #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
     pub async fn confirm_method(
         &self,
@@ -174,9 +249,6 @@ impl Enrolment {
             .find_method(&session.user_id, &method_id)
             .await?
             .ok_or(Error::UnknownMethod)?;
-        if method.is_confirmed() {
-            return Err(Error::AlreadyConfirmed);
-        }
         self.peers.check_code(&session, &method, code).await?;
         let confirmed = self
             .store
@@ -186,6 +258,7 @@ impl Enrolment {
         tracing::info!(
             methods_registered = confirmed,
             registration_complete = complete,
+            reconfirmed = method.is_confirmed(),
             "method confirmed"
         );
         Ok(ConfirmMethodResponse {
@@ -246,6 +319,18 @@ impl Enrolment {
     }
 }
 
+/// The requirements policy sets for the user; `None` when they may not use self-service reset.
+fn requirements(verdict: &EvaluateResponse) -> Option<Requirements> {
+    Requirements::from_policy(
+        verdict.eligible,
+        verdict.methods_required,
+        verdict
+            .allowed_methods
+            .iter()
+            .filter_map(|&k| MethodKind::from_code(k)),
+    )
+}
+
 /// An empty id is bad input; an id that cannot be one of ours names no method.
 fn parse_method_id(raw: &str) -> Result<MethodId, Error> {
     if raw.is_empty() {
@@ -285,4 +370,10 @@ pub fn router(enrolment: Arc<Enrolment>) -> Router {
     .route(rpc::enrolment::CONFIRM_METHOD, endpoint!(confirm_method))
     .route(rpc::enrolment::LIST_METHODS, endpoint!(list_methods))
     .route(rpc::enrolment::GET_DESTINATION, endpoint!(get_destination))
+    .route(rpc::enrolment::GET_STATUS, endpoint!(get_status))
+    .route(
+        rpc::enrolment::LIST_OWN_METHODS,
+        endpoint!(list_own_methods),
+    )
+    .route(rpc::enrolment::REMOVE_METHOD, endpoint!(remove_method))
 }

@@ -6,6 +6,9 @@
 //! - adding a destination and confirming a method are each one transaction, so concurrent
 //!   requests cannot register a destination twice or confirm a method twice;
 //! - confirming a method and enqueueing its `method.registered` event commit together;
+//! - removing a method, checking the count left and enqueueing `method.removed` commit together,
+//!   and concurrent removals of one user's methods are serialised, so the count never drops
+//!   below what is required;
 //! - forgetting a deleted user and recording the event as processed commit together, so a
 //!   redelivered `user.deleted` changes nothing.
 
@@ -46,10 +49,10 @@ pub trait EnrolmentStore: Send + Sync + 'static {
         method: &MethodId,
     ) -> Result<Option<RegisteredMethod>, Error>;
 
-    /// The pending method a code should be sent to for `destination`: the user's existing
-    /// pending one (its clock restarted) or a new one. Refuses with `AlreadyRegistered` or
-    /// `TooManyMethods` per [`crate::domain::plan_add`]; drops the user's abandoned pending
-    /// methods first.
+    /// The method a code should be sent to for `destination`: the user's existing confirmed one
+    /// (to re-confirm it), the existing pending one (its clock restarted) or a new pending one.
+    /// Refuses with `TooManyMethods` per [`crate::domain::plan_add`]; drops the user's abandoned
+    /// pending methods first.
     async fn prepare_pending(
         &self,
         user: &UserId,
@@ -57,12 +60,26 @@ pub trait EnrolmentStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<RegisteredMethod, Error>;
 
-    /// Marks a pending method confirmed and enqueues `method.registered`, in one transaction.
-    /// Returns how many confirmed methods the user has now; `AlreadyConfirmed` if another
-    /// request confirmed it first.
+    /// Marks `method` confirmed now (a pending one for the first time, a confirmed one again)
+    /// and enqueues `method.registered`, in one transaction. Returns how many confirmed methods
+    /// the user has now; `AlreadyConfirmed` if another request (re)confirmed it since `method`
+    /// was read.
     async fn confirm(
         &self,
         method: &RegisteredMethod,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error>;
+
+    /// Deletes one confirmed method of `user` and enqueues `method.removed`, in one
+    /// transaction. `UnknownMethod` when it is not a confirmed method of the user;
+    /// `BelowRequired` (nothing deleted) when fewer than `required` confirmed methods would be
+    /// left. Returns how many confirmed methods are left.
+    async fn remove_confirmed(
+        &self,
+        user: &UserId,
+        method: &MethodId,
+        required: u32,
         flow_id: &FlowId,
         now: DateTime<Utc>,
     ) -> Result<u32, Error>;

@@ -417,12 +417,12 @@ async fn duplicates_and_pending_reuse() {
     let session = h.begin(&ALICE).await.expect("begin").session_id;
     let (email_id, _) = h.register(&session, EMAIL, "alice@contoso.com").await;
 
-    // The same address again, spelled with an upper-case domain: already registered.
-    let err = h
+    // The same address again, spelled with an upper-case domain: the same method, re-confirmed.
+    let again = h
         .add(&session, EMAIL, "alice@CONTOSO.com")
         .await
-        .expect_err("duplicate");
-    assert_eq!(err.code, ErrorCode::AlreadyExists);
+        .expect("reconfirmation code");
+    assert_eq!(again.method_id, email_id);
     // Another user may register the same address.
     let dave = h.begin(&DAVE).await.expect("begin dave").session_id;
     h.register(&dave, EMAIL, "alice@contoso.com").await;
@@ -459,11 +459,11 @@ async fn duplicates_and_pending_reuse() {
         .expect("new code works");
     assert!(done.registration_complete);
 
-    let err = h
+    let again = h
         .add(&session, SMS, "+41791234567")
         .await
-        .expect_err("now confirmed");
-    assert_eq!(err.code, ErrorCode::AlreadyExists);
+        .expect("now confirmed: a reconfirmation code");
+    assert_eq!(again.method_id, first.method_id);
     let listed = h.list("alice").await.expect("list");
     assert_eq!(listed.methods.len(), 2);
     assert_eq!(listed.methods[0].method_id, email_id);
@@ -558,8 +558,8 @@ async fn code_errors_pass_through_and_method_checks() {
     let err = h
         .confirm(&session, &added.method_id, &code)
         .await
-        .expect_err("already confirmed");
-    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+        .expect_err("the code is used up");
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
     h.stop().await;
 }
 

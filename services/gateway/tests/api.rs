@@ -150,6 +150,7 @@ async fn registration_calls_map_both_ways() {
             registered: vec![masked_email()],
             registration_required: true,
             expires_at: Some(ts(1_900_000_900)),
+            reconfirm_required: false,
         }
     );
     assert_eq!(
@@ -240,6 +241,7 @@ async fn admin_calls_map_both_ways() {
         methods_required: 1,
         allowed_methods: vec![MethodKind::Email as i32],
         version: 0,
+        reconfirm_after_days: 180,
     };
     let stored = client
         .set_policy(as_admin(admin::SetPolicyRequest {
@@ -503,6 +505,15 @@ async fn invalid_input_is_refused_at_the_edge() {
         }))
         .await;
     assert_invalid(r, "policy.group_ids");
+    let r = admin_client
+        .set_policy(as_admin(admin::SetPolicyRequest {
+            policy: Some(admin::Policy {
+                reconfirm_after_days: 731,
+                ..canned_policy()
+            }),
+        }))
+        .await;
+    assert_invalid(r, "policy.reconfirm_after_days");
     for (request, field) in [
         (
             admin::UpsertUserRequest {
@@ -929,4 +940,82 @@ async fn list_audit_events_maps_both_ways_and_checks_its_input() {
         before,
         "neither invalid nor unauthenticated calls reach the audit service"
     );
+}
+
+#[tokio::test]
+async fn registration_status_list_and_remove_are_forwarded() {
+    let gw = Gateway::start().await;
+    let mut client = gw.registration();
+    let status = client
+        .get_status(registration::GetStatusRequest {
+            user_id: " bob ".into(),
+            password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status,
+        registration::GetStatusResponse {
+            registration_required: true,
+            reconfirm_required: true,
+            methods_required: 2,
+            methods_registered: 2,
+            eligible: true,
+        }
+    );
+    let sent = gw
+        .recorder
+        .single::<enr::GetStatusRequest>(enrolment::GET_STATUS);
+    assert_eq!(sent.user_id, "bob");
+    assert_eq!(sent.password, "correct horse battery staple");
+
+    let session = "A".repeat(43);
+    let listed = client
+        .list_methods(registration::ListMethodsRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.methods, vec![masked_email()]);
+    client
+        .remove_method(registration::RemoveMethodRequest {
+            session_id: session.clone(),
+            method_id: "m-sms-2".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        gw.recorder
+            .single::<enr::RemoveMethodRequest>(enrolment::REMOVE_METHOD),
+        enr::RemoveMethodRequest {
+            session_id: session.clone(),
+            method_id: "m-sms-2".into(),
+        }
+    );
+
+    // Bad input stops at the edge.
+    let before = gw.recorder.total();
+    let r = client
+        .get_status(registration::GetStatusRequest {
+            user_id: "bob".into(),
+            password: String::new(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let r = client
+        .list_methods(registration::ListMethodsRequest {
+            session_id: "not a session".into(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let r = client
+        .remove_method(registration::RemoveMethodRequest {
+            session_id: session,
+            method_id: String::new(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(gw.recorder.total(), before);
 }

@@ -90,6 +90,7 @@ impl PolicyHandlers {
                 .iter()
                 .map(|m| kind_to_proto(*m))
                 .collect(),
+            reconfirm_after_days: evaluation.reconfirm_after_days,
         })
     }
 
@@ -291,6 +292,7 @@ fn draft_from_proto(p: &admin::Policy) -> PolicyDraft {
             .iter()
             .map(|m| kind_from_proto(*m))
             .collect(),
+        reconfirm_after_days: p.reconfirm_after_days,
     }
 }
 
@@ -311,6 +313,7 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
             .map(|m| kind_to_proto(*m))
             .collect(),
         version: p.version,
+        reconfirm_after_days: p.rules.reconfirm_after_days(),
     }
 }
 
@@ -341,6 +344,7 @@ mod tests {
             group_ids: vec!["staff".into()],
             methods_required: 2,
             allowed_methods: vec![Some(MethodKind::Sms), Some(MethodKind::Email)],
+            reconfirm_after_days: 90,
         })
         .expect("valid");
         let policy = Policy {

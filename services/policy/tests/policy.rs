@@ -163,6 +163,7 @@ fn policy(scope: Scope, groups: &[&str], required: u32, methods: &[i32]) -> Poli
         methods_required: required,
         allowed_methods: methods.to_vec(),
         version: 0,
+        reconfirm_after_days: 0,
     }
 }
 
@@ -332,6 +333,13 @@ async fn invalid_policies_are_refused_with_the_field_named() {
             (
                 policy(Scope::All, &[], 1, &[SMS, SMS]),
                 "policy.allowed_methods[1]",
+            ),
+            (
+                Policy {
+                    reconfirm_after_days: 731,
+                    ..policy(Scope::All, &[], 1, &[EMAIL])
+                },
+                "policy.reconfirm_after_days",
             ),
         ];
         let too_many: Vec<String> = (0..101).map(|i| format!("g{i}")).collect();
@@ -707,4 +715,35 @@ async fn concurrent_changes_get_distinct_versions_and_survive_a_restart() {
         );
         f.stop().await;
     }
+}
+
+#[tokio::test]
+async fn reconfirm_after_days_is_stored_and_evaluated() {
+    on_every_backend(async |f| {
+        assert_eq!(get(&f.bus).await.reconfirm_after_days, 0);
+        assert_eq!(
+            evaluate(&f.bus, "alice", &[], false, true)
+                .await
+                .reconfirm_after_days,
+            0
+        );
+        let stored = set(
+            &f.bus,
+            Policy {
+                reconfirm_after_days: 730,
+                ..policy(Scope::All, &[], 1, &[EMAIL])
+            },
+        )
+        .await
+        .expect("valid");
+        assert_eq!(stored.reconfirm_after_days, 730);
+        assert_eq!(get(&f.bus).await.reconfirm_after_days, 730);
+        assert_eq!(
+            evaluate(&f.bus, "alice", &[], false, true)
+                .await
+                .reconfirm_after_days,
+            730
+        );
+    })
+    .await;
 }

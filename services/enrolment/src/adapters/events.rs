@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sspr_bus::subjects;
-use sspr_proto::events::v1::{EventMeta, MethodRegistered};
+use sspr_proto::events::v1::{EventMeta, MethodRegistered, MethodRemoved};
 use sspr_storage::outbox::OutboxMessage;
 use uuid::Uuid;
 
@@ -36,6 +36,31 @@ pub fn method_registered(
     OutboxMessage::new(subjects::events::METHOD_REGISTERED, event_id, &event)
 }
 
+/// `sspr.events.v1.method.removed` for `method`, just deleted; `methods_registered` is the
+/// user's count of confirmed methods left.
+pub fn method_removed(
+    method: &RegisteredMethod,
+    flow_id: &FlowId,
+    methods_registered: u32,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let event_id = Uuid::now_v7().to_string();
+    let event = MethodRemoved {
+        meta: Some(EventMeta {
+            event_id: event_id.clone(),
+            occurred_at: Some(sspr_proto::time::timestamp(now)),
+            user_id: method.user_id.as_str().to_owned(),
+            flow_id: flow_id.to_string(),
+            source: SERVICE.to_owned(),
+        }),
+        method_id: method.method_id.as_str().to_owned(),
+        kind: method.kind().code(),
+        masked_destination: method.masked(),
+        methods_registered,
+    };
+    OutboxMessage::new(subjects::events::METHOD_REMOVED, event_id, &event)
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -63,5 +88,23 @@ mod tests {
         assert_eq!(event.kind, 1);
         let raw = String::from_utf8_lossy(&msg.payload);
         assert!(!raw.contains("secret") && !raw.contains("contoso"));
+    }
+
+    #[test]
+    fn removal_event_carries_the_masked_destination_only() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let dest = Destination::parse(MethodKind::Sms, "+41791234567").expect("valid");
+        let method = RegisteredMethod::pending(UserId::parse("alice").expect("valid"), dest, now);
+        let flow = FlowId::new();
+        let msg = method_removed(&method, &flow, 1, now);
+        assert_eq!(msg.subject, "sspr.events.v1.method.removed");
+        let event = MethodRemoved::decode(msg.payload.as_slice()).expect("decodes");
+        let meta = event.meta.clone().unwrap_or_default();
+        assert_eq!(meta.event_id, msg.msg_id);
+        assert_eq!(meta.user_id, "alice");
+        assert_eq!(event.method_id, method.method_id.as_str());
+        assert_eq!(event.methods_registered, 1);
+        assert_eq!(event.kind, 2);
+        assert!(!String::from_utf8_lossy(&msg.payload).contains("791234567"));
     }
 }

@@ -5,6 +5,9 @@
 //!   reads first and writes later fails at once with `SQLITE_BUSY` if another connection wrote
 //!   in between; writing first takes the write lock up front, so concurrent requests queue on
 //!   the busy timeout instead.
+//! - Removing a method first touches every confirmed method of the user (a no-op update), which
+//!   takes the SQLite write lock or the PostgreSQL row locks up front: concurrent removals of one
+//!   user's methods queue, and each sees the count the previous one left.
 //! - The unique index on (user_id, kind, destination) is the last word on duplicates: a
 //!   concurrent insert that loses the race is retried and then sees the winner's row.
 //! - Errors that reach the log name tables and ids only; a row's destination is never put in
@@ -23,7 +26,8 @@ use super::entities::{method, processed_event, registration_session};
 use super::events;
 use crate::domain::{
     AddPlan, Destination, FlowId, Locale, MethodId, MethodKind, MethodStatus, RegisteredMethod,
-    RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, plan_add,
+    RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, check_removal,
+    plan_add,
 };
 use crate::error::Error;
 use crate::ports::{EnrolmentStore, Forgotten};
@@ -71,6 +75,9 @@ impl SeaOrmStore {
             .count(&txn)
             .await?;
         let prepared = match (plan_add(existing.as_ref(), counted)?, existing) {
+            // Re-confirmation: the method stays confirmed (and usable) until the new code is
+            // checked; nothing to write.
+            (AddPlan::Reconfirm(_), Some(existing)) => existing,
             (AddPlan::Reuse(_), Some(mut existing)) => {
                 // A new code is about to be sent: the pending method starts its life again.
                 method::Entity::update_many()
@@ -193,6 +200,14 @@ impl EnrolmentStore for SeaOrmStore {
         now: DateTime<Utc>,
     ) -> Result<u32, Error> {
         let txn = sspr_storage::begin_write(&self.db).await?;
+        // Only from the state the caller read: a concurrent (re)confirmation wins once.
+        let from_state = match (m.status, m.confirmed_at) {
+            (MethodStatus::Confirmed, Some(at)) => sea_orm::Condition::all()
+                .add(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+                .add(method::Column::ConfirmedAt.eq(at)),
+            _ => sea_orm::Condition::all()
+                .add(method::Column::Status.eq(MethodStatus::Pending.as_str())),
+        };
         let updated = method::Entity::update_many()
             .col_expr(
                 method::Column::Status,
@@ -201,7 +216,7 @@ impl EnrolmentStore for SeaOrmStore {
             .col_expr(method::Column::ConfirmedAt, Expr::value(Some(now)))
             .filter(method::Column::MethodId.eq(m.method_id.as_str()))
             .filter(method::Column::UserId.eq(m.user_id.as_str()))
-            .filter(method::Column::Status.eq(MethodStatus::Pending.as_str()))
+            .filter(from_state)
             .exec(&txn)
             .await?;
         if updated.rows_affected == 0 {
@@ -231,6 +246,54 @@ impl EnrolmentStore for SeaOrmStore {
         txn.commit().await?;
         self.outbox.notify();
         Ok(confirmed)
+    }
+
+    async fn remove_confirmed(
+        &self,
+        user: &UserId,
+        id: &MethodId,
+        required: u32,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first (see the module header): lock the user's confirmed methods.
+        method::Entity::update_many()
+            .col_expr(
+                method::Column::Status,
+                Expr::value(MethodStatus::Confirmed.as_str()),
+            )
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .exec(&txn)
+            .await?;
+        let target = method::Entity::find_by_id(id.as_str().to_owned())
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .one(&txn)
+            .await?
+            .map(method_from_row)
+            .transpose()?
+            .ok_or(Error::UnknownMethod)?;
+        let confirmed = method::Entity::find()
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .count(&txn)
+            .await?;
+        check_removal(confirmed, required)?;
+        method::Entity::delete_by_id(target.method_id.as_str().to_owned())
+            .exec(&txn)
+            .await?;
+        let left = u32::try_from(confirmed.saturating_sub(1)).unwrap_or(u32::MAX);
+        outbox::enqueue(
+            &txn,
+            events::method_removed(&target, flow_id, left, now),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(left)
     }
 
     async fn forget_user(

@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - A user has at most one method per (kind, destination): adding a destination that is
-//!   pending reuses that method (with a new code), adding one that is confirmed is refused.
+//!   pending reuses that method (with a new code); adding one that is confirmed sends that method
+//!   a code to re-confirm it (its confirmation date moves when the code is checked).
+//! - Removing a confirmed method never leaves fewer confirmed methods than required.
 //! - A user has at most [`MAX_METHODS_PER_USER`] methods, pending and confirmed together.
 //!   Pending methods untouched for [`PENDING_TTL`] no longer count and may be removed: no code
 //!   for them can still be valid, and abandoned typos must not lock a user out.
@@ -97,6 +99,8 @@ impl RegisteredMethod {
 pub enum AddPlan {
     /// The destination is pending already: send a new code for this method.
     Reuse(MethodId),
+    /// The destination is confirmed already: send a code to re-confirm this method.
+    Reconfirm(MethodId),
     /// A new pending method.
     Insert,
 }
@@ -104,8 +108,6 @@ pub enum AddPlan {
 /// Why a destination cannot be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AddRefusal {
-    #[error("this destination is already registered")]
-    AlreadyRegistered,
     #[error("too many contact methods: remove one before adding another")]
     TooManyMethods,
 }
@@ -117,10 +119,26 @@ pub fn plan_add(
     counted_methods: u64,
 ) -> Result<AddPlan, AddRefusal> {
     match existing {
-        Some(m) if m.is_confirmed() => Err(AddRefusal::AlreadyRegistered),
+        Some(m) if m.is_confirmed() => Ok(AddPlan::Reconfirm(m.method_id.clone())),
         Some(m) => Ok(AddPlan::Reuse(m.method_id.clone())),
         None if counted_methods >= MAX_METHODS_PER_USER => Err(AddRefusal::TooManyMethods),
         None => Ok(AddPlan::Insert),
+    }
+}
+
+/// Why a confirmed method cannot be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveRefusal {
+    #[error("at least {required} contact methods must stay registered")]
+    BelowRequired { required: u32 },
+}
+
+/// Whether a user with `confirmed` methods may remove one of them when `required` must stay.
+pub fn check_removal(confirmed: u64, required: u32) -> Result<(), RemoveRefusal> {
+    if confirmed.saturating_sub(1) < u64::from(required) {
+        Err(RemoveRefusal::BelowRequired { required })
+    } else {
+        Ok(())
     }
 }
 
@@ -149,9 +167,26 @@ mod tests {
     }
 
     #[test]
-    fn confirmed_destination_is_not_added_twice() {
+    fn confirmed_destination_is_reconfirmed_not_added_twice() {
         let m = method(MethodStatus::Confirmed, 0);
-        assert_eq!(plan_add(Some(&m), 1), Err(AddRefusal::AlreadyRegistered));
+        assert_eq!(
+            plan_add(Some(&m), MAX_METHODS_PER_USER),
+            Ok(AddPlan::Reconfirm(m.method_id.clone()))
+        );
+    }
+
+    #[test]
+    fn removal_keeps_the_required_count() {
+        assert_eq!(check_removal(2, 1), Ok(()));
+        assert_eq!(check_removal(3, 2), Ok(()));
+        assert_eq!(
+            check_removal(2, 2),
+            Err(RemoveRefusal::BelowRequired { required: 2 })
+        );
+        assert_eq!(
+            check_removal(0, 1),
+            Err(RemoveRefusal::BelowRequired { required: 1 })
+        );
     }
 
     #[test]

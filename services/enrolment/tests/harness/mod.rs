@@ -21,7 +21,9 @@ use sspr_proto::common::v1::MethodKind;
 use sspr_proto::internal::directory::v1::{AuthenticateRequest, AuthenticateResponse, UserRecord};
 use sspr_proto::internal::enrolment::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
-    ConfirmMethodRequest, ConfirmMethodResponse, ListMethodsRequest, ListMethodsResponse,
+    ConfirmMethodRequest, ConfirmMethodResponse, GetStatusRequest, GetStatusResponse,
+    ListMethodsRequest, ListMethodsResponse, ListOwnMethodsRequest, ListOwnMethodsResponse,
+    RemoveMethodRequest, RemoveMethodResponse,
 };
 use sspr_proto::internal::policy::v1::{EvaluateRequest, EvaluateResponse};
 use sspr_proto::internal::verification::v1::{
@@ -95,6 +97,8 @@ pub struct Recorded {
     issued: u64,
     /// Accept a code more than once (to race confirmations past verification).
     pub reusable_codes: bool,
+    /// What the policy stand-in answers as `reconfirm_after_days`.
+    pub reconfirm_after_days: u32,
 }
 
 pub struct Harness {
@@ -303,6 +307,40 @@ impl Harness {
         (added.method_id, confirmed.registration_complete)
     }
 
+    pub async fn status(
+        &self,
+        user_id: &str,
+        password: &str,
+    ) -> Result<GetStatusResponse, RpcError> {
+        let req = GetStatusRequest {
+            user_id: user_id.into(),
+            password: password.into(),
+            client_ip: "198.51.100.7".into(),
+        };
+        self.call(subjects::rpc::enrolment::GET_STATUS, &req).await
+    }
+
+    pub async fn list_own(&self, session_id: &str) -> Result<ListOwnMethodsResponse, RpcError> {
+        let req = ListOwnMethodsRequest {
+            session_id: session_id.into(),
+        };
+        self.call(subjects::rpc::enrolment::LIST_OWN_METHODS, &req)
+            .await
+    }
+
+    pub async fn remove(
+        &self,
+        session_id: &str,
+        method_id: &str,
+    ) -> Result<RemoveMethodResponse, RpcError> {
+        let req = RemoveMethodRequest {
+            session_id: session_id.into(),
+            method_id: method_id.into(),
+        };
+        self.call(subjects::rpc::enrolment::REMOVE_METHOD, &req)
+            .await
+    }
+
     pub async fn list(&self, user_id: &str) -> Result<ListMethodsResponse, RpcError> {
         self.call(
             subjects::rpc::enrolment::LIST_METHODS,
@@ -418,7 +456,11 @@ fn policy(recorded: &Arc<Mutex<Recorded>>) -> Router {
         move |_ctx, req: EvaluateRequest| {
             let recorded = Arc::clone(&recorded);
             async move {
-                lock(&recorded).evaluate.push(req.clone());
+                let reconfirm_after_days = {
+                    let mut r = lock(&recorded);
+                    r.evaluate.push(req.clone());
+                    r.reconfirm_after_days
+                };
                 let in_scope = req.enabled && req.group_ids.iter().any(|g| g == "staff");
                 let email_only = req.group_ids.iter().any(|g| g == "email-only");
                 Ok(EvaluateResponse {
@@ -429,6 +471,7 @@ fn policy(recorded: &Arc<Mutex<Recorded>>) -> Router {
                     } else {
                         vec![MethodKind::Email as i32, MethodKind::Sms as i32]
                     },
+                    reconfirm_after_days,
                 })
             }
         },

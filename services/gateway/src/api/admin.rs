@@ -152,6 +152,7 @@ impl Admin for AdminApi {
                 .into());
             };
             policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
+            policy.reconfirm_after_days = input::reconfirm_after_days(policy.reconfirm_after_days)?;
             let resp: internal_policy::SetPolicyResponse = self
                 .edge
                 .bus()

@@ -1,14 +1,16 @@
 //! `sspr.registration.v1.Registration` -> `sspr.rpc.enrolment.*`.
 //!
 //! The enrolment service owns registration; this only checks the shape of the input and adds
-//! the client IP to the calls that are throttled per IP (BeginRegistration, AddMethod).
+//! the client IP to the calls that are throttled per IP (BeginRegistration, AddMethod,
+//! GetStatus).
 
 use sspr_bus::subjects::rpc::enrolment as subject;
 use sspr_proto::internal::enrolment::v1 as internal;
 use sspr_proto::registration::v1::registration_server::{Registration, SERVICE_NAME};
 use sspr_proto::registration::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
-    ConfirmMethodRequest, ConfirmMethodResponse,
+    ConfirmMethodRequest, ConfirmMethodResponse, GetStatusRequest, GetStatusResponse,
+    ListMethodsRequest, ListMethodsResponse, RemoveMethodRequest, RemoveMethodResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -59,6 +61,7 @@ impl Registration for RegistrationApi {
                 registered: resp.registered,
                 registration_required: resp.registration_required,
                 expires_at: resp.expires_at,
+                reconfirm_required: resp.reconfirm_required,
             })
         })
         .await
@@ -111,6 +114,80 @@ impl Registration for RegistrationApi {
             Ok(ConfirmMethodResponse {
                 registration_complete: resp.registration_complete,
             })
+        })
+        .await
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetStatus", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let user_id = input::user_id(&req.user_id)?.to_owned();
+            input::password("password", &req.password)?;
+            let internal = internal::GetStatusRequest {
+                user_id,
+                password: req.password,
+                client_ip,
+            };
+            let resp: internal::GetStatusResponse = self
+                .edge
+                .bus()
+                .request(subject::GET_STATUS, &internal)
+                .await?;
+            Ok(GetStatusResponse {
+                registration_required: resp.registration_required,
+                reconfirm_required: resp.reconfirm_required,
+                methods_required: resp.methods_required,
+                methods_registered: resp.methods_registered,
+                eligible: resp.eligible,
+            })
+        })
+        .await
+    }
+
+    async fn list_methods(
+        &self,
+        request: Request<ListMethodsRequest>,
+    ) -> Result<Response<ListMethodsResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "ListMethods", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::ListOwnMethodsRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+            };
+            let resp: internal::ListOwnMethodsResponse = self
+                .edge
+                .bus()
+                .request(subject::LIST_OWN_METHODS, &internal)
+                .await?;
+            Ok(ListMethodsResponse {
+                methods: resp.methods,
+            })
+        })
+        .await
+    }
+
+    async fn remove_method(
+        &self,
+        request: Request<RemoveMethodRequest>,
+    ) -> Result<Response<RemoveMethodResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "RemoveMethod", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::RemoveMethodRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+            };
+            let _: internal::RemoveMethodResponse = self
+                .edge
+                .bus()
+                .request(subject::REMOVE_METHOD, &internal)
+                .await?;
+            Ok(RemoveMethodResponse {})
         })
         .await
     }

@@ -382,10 +382,32 @@ pub fn password_history(raw: u32) -> Result<u32, InvalidField> {
     Ok(raw)
 }
 
+/// Longest re-confirmation period a policy may set, in days (0 = never).
+pub const MAX_RECONFIRM_AFTER_DAYS: u32 = 730;
+
+/// `policy.reconfirm_after_days`: 0 (never) to 730.
+pub fn reconfirm_after_days(raw: u32) -> Result<u32, InvalidField> {
+    if raw > MAX_RECONFIRM_AFTER_DAYS {
+        return Err(InvalidField::new(
+            "policy.reconfirm_after_days",
+            format!("must be 0 (never) to {MAX_RECONFIRM_AFTER_DAYS}"),
+        ));
+    }
+    Ok(raw)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconfirm_after_days_is_bounded() {
+        assert_eq!(reconfirm_after_days(0).unwrap(), 0);
+        assert_eq!(reconfirm_after_days(730).unwrap(), 730);
+        let err = reconfirm_after_days(731).unwrap_err();
+        assert_eq!(err.field, "policy.reconfirm_after_days");
+    }
 
     #[test]
     fn audit_filters_are_checked() {

@@ -188,7 +188,34 @@ fn enrolment_stand_in(recorder: &Arc<Recorder>) -> Router {
             registered: vec![masked_email()],
             registration_required: true,
             expires_at: Some(ts(1_900_000_900)),
+            reconfirm_required: false,
         },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        enrolment::GET_STATUS,
+        |_: enr::GetStatusRequest| enr::GetStatusResponse {
+            registration_required: true,
+            reconfirm_required: true,
+            methods_required: 2,
+            methods_registered: 2,
+            eligible: true,
+        },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        enrolment::LIST_OWN_METHODS,
+        |_: enr::ListOwnMethodsRequest| enr::ListOwnMethodsResponse {
+            methods: vec![masked_email()],
+        },
+    );
+    let r = stand_in(
+        r,
+        recorder,
+        enrolment::REMOVE_METHOD,
+        |_: enr::RemoveMethodRequest| enr::RemoveMethodResponse {},
     );
     let r = stand_in(
         r,
@@ -216,6 +243,7 @@ pub fn canned_policy() -> admin::Policy {
         methods_required: 2,
         allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
         version: 7,
+        reconfirm_after_days: 90,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Model {
     pub allowed_methods: String,
     pub version: i64,
     pub updated_at: DateTimeUtc,
+    /// 0 = never.
+    pub reconfirm_after_days: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

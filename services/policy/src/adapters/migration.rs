@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(sspr_storage::outbox::CreateOutbox),
             Box::new(CreatePolicy),
             Box::new(CreatePasswordPolicy),
+            Box::new(AddReconfirmAfterDays),
         ]
     }
 }
@@ -25,6 +26,7 @@ enum Policy {
     AllowedMethods,
     Version,
     UpdatedAt,
+    ReconfirmAfterDays,
 }
 
 struct CreatePolicy;
@@ -143,6 +145,45 @@ impl MigrationTrait for CreatePasswordPolicy {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(PasswordPolicy::Table).to_owned())
+            .await
+    }
+}
+
+/// `policy.reconfirm_after_days`: 0 (never) for the row written before it existed.
+struct AddReconfirmAfterDays;
+
+impl MigrationName for AddReconfirmAfterDays {
+    fn name(&self) -> &str {
+        "m0003_add_reconfirm_after_days"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddReconfirmAfterDays {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .add_column(
+                        ColumnDef::new(Policy::ReconfirmAfterDays)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .drop_column(Policy::ReconfirmAfterDays)
+                    .to_owned(),
+            )
             .await
     }
 }

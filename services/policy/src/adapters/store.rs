@@ -54,6 +54,8 @@ fn from_row(row: entity::Model) -> Result<Policy, Error> {
             .iter()
             .map(|m| MethodKind::from_name(m))
             .collect(),
+        reconfirm_after_days: u32::try_from(row.reconfirm_after_days)
+            .map_err(|_| corrupt("negative reconfirm_after_days"))?,
     };
     let rules = PolicyRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
     let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
@@ -171,6 +173,8 @@ impl PolicyStore for SqlPolicyStore {
         let methods = join(rules.allowed_methods().iter().map(|m| m.as_str()));
         let required = i32::try_from(rules.methods_required())
             .map_err(|_| Error::CorruptPolicy("methods_required out of range".to_owned()))?;
+        let reconfirm = i32::try_from(rules.reconfirm_after_days())
+            .map_err(|_| Error::CorruptPolicy("reconfirm_after_days out of range".to_owned()))?;
 
         let txn = sspr_storage::begin_write(&self.db).await?;
         let default = PolicyRules::default();
@@ -182,6 +186,7 @@ impl PolicyStore for SqlPolicyStore {
             allowed_methods: Set(join(default.allowed_methods().iter().map(|m| m.as_str()))),
             version: Set(0),
             updated_at: Set(now),
+            reconfirm_after_days: Set(0),
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&txn)
@@ -191,6 +196,7 @@ impl PolicyStore for SqlPolicyStore {
             .col_expr(Column::GroupIds, Expr::value(groups))
             .col_expr(Column::MethodsRequired, Expr::value(required))
             .col_expr(Column::AllowedMethods, Expr::value(methods))
+            .col_expr(Column::ReconfirmAfterDays, Expr::value(reconfirm))
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(POLICY_ROW_ID))

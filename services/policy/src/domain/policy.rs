@@ -8,6 +8,7 @@
 //! - Admin accounts always need [`ADMIN_METHODS_REQUIRED`] methods: [`PolicyRules::evaluate`]
 //!   never lets a policy weaken that.
 //! - A disabled account is never eligible, whatever the scope.
+//! - `reconfirm_after_days` is 0 (never) to [`MAX_RECONFIRM_AFTER_DAYS`], default 0.
 //! - The number of allowed kinds may be smaller than `methods_required`: a user may register two
 //!   methods of one kind (two email addresses, say).
 
@@ -18,6 +19,8 @@ use std::fmt;
 pub const MAX_GROUP_ID_CHARS: usize = 128;
 /// Most groups a `SELECTED` policy may name.
 pub const MAX_GROUPS: usize = 100;
+/// Longest re-confirmation period, in days (two years, as in Entra ID).
+pub const MAX_RECONFIRM_AFTER_DAYS: u32 = 730;
 /// Methods an admin account needs, whatever the policy says.
 pub const ADMIN_METHODS_REQUIRED: u32 = 2;
 
@@ -113,6 +116,7 @@ pub struct PolicyDraft {
     pub group_ids: Vec<String>,
     pub methods_required: u32,
     pub allowed_methods: Vec<Option<MethodKind>>,
+    pub reconfirm_after_days: u32,
 }
 
 /// Why a submitted policy was refused. The message names the field and is shown to the admin.
@@ -138,6 +142,10 @@ pub enum PolicyError {
     InvalidMethod { index: usize },
     #[error("policy.allowed_methods[{index}] repeats an earlier method")]
     DuplicateMethod { index: usize },
+    #[error(
+        "policy.reconfirm_after_days must be 0 (never) to {MAX_RECONFIRM_AFTER_DAYS}, got {got}"
+    )]
+    ReconfirmAfterDays { got: u32 },
 }
 
 /// A valid policy, without its version.
@@ -147,6 +155,7 @@ pub struct PolicyRules {
     group_ids: Vec<GroupId>,
     methods_required: u32,
     allowed_methods: Vec<MethodKind>,
+    reconfirm_after_days: u32,
 }
 
 impl Default for PolicyRules {
@@ -157,6 +166,7 @@ impl Default for PolicyRules {
             group_ids: Vec::new(),
             methods_required: 1,
             allowed_methods: vec![MethodKind::Email, MethodKind::Sms],
+            reconfirm_after_days: 0,
         }
     }
 }
@@ -204,11 +214,18 @@ impl PolicyRules {
             allowed_methods.push(kind);
         }
 
+        if draft.reconfirm_after_days > MAX_RECONFIRM_AFTER_DAYS {
+            return Err(PolicyError::ReconfirmAfterDays {
+                got: draft.reconfirm_after_days,
+            });
+        }
+
         Ok(Self {
             scope,
             group_ids,
             methods_required: draft.methods_required,
             allowed_methods,
+            reconfirm_after_days: draft.reconfirm_after_days,
         })
     }
 
@@ -226,6 +243,11 @@ impl PolicyRules {
 
     pub fn allowed_methods(&self) -> &[MethodKind] {
         &self.allowed_methods
+    }
+
+    /// 0 = never; otherwise registrations older than this many days must be confirmed again.
+    pub fn reconfirm_after_days(&self) -> u32 {
+        self.reconfirm_after_days
     }
 
     /// What self-service reset means for `subject` under this policy.
@@ -247,6 +269,7 @@ impl PolicyRules {
             eligible: subject.enabled && in_scope,
             methods_required,
             allowed_methods: self.allowed_methods.clone(),
+            reconfirm_after_days: self.reconfirm_after_days,
         }
     }
 }
@@ -274,6 +297,7 @@ pub struct Evaluation {
     pub eligible: bool,
     pub methods_required: u32,
     pub allowed_methods: Vec<MethodKind>,
+    pub reconfirm_after_days: u32,
 }
 
 #[cfg(test)]
@@ -286,6 +310,7 @@ mod tests {
             group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
             methods_required: required,
             allowed_methods: methods.iter().copied().map(Some).collect(),
+            reconfirm_after_days: 0,
         }
     }
 
@@ -540,5 +565,35 @@ mod tests {
         }
         assert_eq!(Scope::from_name("all"), None);
         assert_eq!(MethodKind::from_name(""), None);
+    }
+
+    #[test]
+    fn reconfirm_after_days_is_zero_to_730_and_reaches_the_evaluation() {
+        assert_eq!(PolicyRules::default().reconfirm_after_days(), 0);
+        for days in [0, 1, 90, MAX_RECONFIRM_AFTER_DAYS] {
+            let rules = PolicyRules::parse(PolicyDraft {
+                reconfirm_after_days: days,
+                ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+            })
+            .expect("valid");
+            assert_eq!(rules.reconfirm_after_days(), days);
+            let staff = groups(&[]);
+            assert_eq!(
+                rules
+                    .evaluate(&user(&staff, false, true))
+                    .reconfirm_after_days,
+                days
+            );
+        }
+        let err = PolicyRules::parse(PolicyDraft {
+            reconfirm_after_days: 731,
+            ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+        })
+        .expect_err("too long");
+        assert_eq!(err, PolicyError::ReconfirmAfterDays { got: 731 });
+        assert_eq!(
+            err.to_string(),
+            "policy.reconfirm_after_days must be 0 (never) to 730, got 731"
+        );
     }
 }

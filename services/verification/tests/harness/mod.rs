@@ -516,6 +516,7 @@ fn start_stand_ins(
                         // Like the real policy: the requirement does not depend on eligibility.
                         methods_required: if is_admin { 2 } else { w.methods_required },
                         allowed_methods: w.allowed.iter().map(|k| *k as i32).collect(),
+                        reconfirm_after_days: 0,
                     })
                 }
             },
