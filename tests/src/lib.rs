@@ -240,11 +240,19 @@ impl World {
             .count()
     }
 
-    /// Waits for the next code mailed to `to` and extracts it from the text/plain part.
+    /// Waits for the next code mailed to `to` (beyond the first `seen` mails to that address)
+    /// and extracts it from the text/plain part. Mails without a code, such as the
+    /// password-changed notice of an earlier reset that may land in between, are skipped.
     pub async fn next_code(&self, to: &str, seen: usize) -> anyhow::Result<String> {
-        let mail = self.mail_to(to, seen).await?;
-        let text = mail.text_body().context("mail without a text part")?;
-        code_in(&text).with_context(|| format!("no code in the mail text: {text}"))
+        let mut index = seen;
+        loop {
+            let mail = self.mail_to(to, index).await?;
+            let text = mail.text_body().context("mail without a text part")?;
+            if let Some(code) = code_in(&text) {
+                return Ok(code);
+            }
+            index += 1;
+        }
     }
 
     /// Sends a reset code to the email method `method_id` of the flow `session_id` and returns
@@ -260,6 +268,7 @@ impl World {
             .send_code(sspr_proto::reset::v1::SendCodeRequest {
                 session_id: session_id.to_owned(),
                 method_id: method_id.to_owned(),
+                ..Default::default()
             })
             .await?;
         self.next_code(address, seen).await

@@ -77,6 +77,7 @@ async fn reset_steps_are_audited(backend: Backend) {
         .send_code(traced(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
             method_id: method_id.clone(),
+            ..Default::default()
         }))
         .await
         .expect("send");

@@ -120,6 +120,7 @@ async fn one_method_flow(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
             method_id: method_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("send")
@@ -360,6 +361,7 @@ async fn two_method_flow(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
             method_id: phone.method_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("send sms");
@@ -489,6 +491,7 @@ async fn scope_is_enforced(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: dave.session_id.clone(),
             method_id: dave.methods[0].method_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("decoy send answers like a real one");
@@ -518,6 +521,7 @@ async fn scope_is_enforced(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: carol_none.session_id.clone(),
             method_id: carol_none.methods[0].method_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("decoy send");
@@ -598,6 +602,7 @@ async fn bad_input_gets_the_right_status(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
             method_id: method_id.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown session");
@@ -608,6 +613,7 @@ async fn bad_input_gets_the_right_status(backend: Backend) {
         .send_code(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
             method_id: "m_not_mine".into(),
+            ..Default::default()
         })
         .await
         .expect_err("wrong method id");

@@ -7,7 +7,7 @@
 
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World, code_in};
+use sspr_tests::{Backend, World};
 use tonic::{Code, Status};
 
 const OLD_PASSWORD: &str = "correct horse battery";
@@ -115,11 +115,14 @@ async fn verified_session(world: &World, method_id: &str) -> String {
         .send_code(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
             method_id: method_id.to_owned(),
+            ..Default::default()
         })
         .await
         .expect("send");
-    let mail = world.mail_to(ADDRESS, seen).await.expect("reset mail");
-    let code = code_in(&mail.text_body().expect("text part")).expect("code in mail");
+    let code = world
+        .next_code(ADDRESS, seen)
+        .await
+        .expect("code in a reset mail");
     client
         .verify_code(reset::VerifyCodeRequest {
             session_id: started.session_id.clone(),

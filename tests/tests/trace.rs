@@ -259,6 +259,7 @@ async fn one_trace_across_processes() {
             reset::SendCodeRequest {
                 session_id: started.session_id.clone(),
                 method_id: added.method_id.clone(),
+                ..Default::default()
             },
             &traceparent,
         ))

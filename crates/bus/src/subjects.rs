@@ -20,6 +20,10 @@ pub const ENROLMENT_USER_DELETED_CONSUMER: &str = "sspr-enrolment-user-deleted";
 /// Durable pull consumer of `user.deleted` on [`EVENTS_STREAM`] shared by verification replicas.
 pub const VERIFICATION_USER_DELETED_CONSUMER: &str = "sspr-verification-user-deleted";
 
+/// Durable pull consumer of `password.changed` on [`EVENTS_STREAM`] shared by notification
+/// replicas (password-changed mails and admin alerts).
+pub const NOTIFICATION_PASSWORD_CHANGED_CONSUMER: &str = "sspr-notification-password-changed";
+
 /// Public event subjects.
 pub mod events {
     pub const POLICY_CHANGED: &str = "sspr.events.v1.policy.changed";
@@ -50,6 +54,7 @@ pub mod rpc {
         pub const SET_PASSWORD: &str = "sspr.rpc.directory.set_password";
         pub const UPSERT_USER: &str = "sspr.rpc.directory.upsert_user";
         pub const DELETE_USER: &str = "sspr.rpc.directory.delete_user";
+        pub const LIST_ADMINS: &str = "sspr.rpc.directory.list_admins";
     }
     pub mod policy {
         pub const SERVICE: &str = "policy";
@@ -70,6 +75,7 @@ pub mod rpc {
         pub const GET_STATUS: &str = "sspr.rpc.enrolment.get_status";
         pub const LIST_OWN_METHODS: &str = "sspr.rpc.enrolment.list_own_methods";
         pub const REMOVE_METHOD: &str = "sspr.rpc.enrolment.remove_method";
+        pub const MATCH_DESTINATION: &str = "sspr.rpc.enrolment.match_destination";
     }
     pub mod verification {
         pub const SERVICE: &str = "verification";

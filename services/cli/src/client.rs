@@ -78,6 +78,13 @@ pub enum AdminCommand {
         /// Days after which registered users must confirm their methods again: 0 (never) to 730.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=730))]
         reconfirm_after_days: u32,
+        /// Users must type the full destination (email address / phone number) before a code
+        /// is sent to it.
+        #[arg(long)]
+        require_full_destination: bool,
+        /// Where users get help (URL, email address or text; at most 256 characters).
+        #[arg(long, default_value = "")]
+        helpdesk_contact: String,
     },
     /// Show the password rules (length, banned terms, organisation name, history).
     GetPasswordPolicy,
@@ -212,6 +219,9 @@ pub enum ResetCommand {
         session: String,
         #[arg(long)]
         method: String,
+        /// The method's full destination, when the policy asks for it.
+        #[arg(long = "confirm-destination", default_value = "")]
+        confirm_destination: String,
     },
     /// Verify a received code.
     Verify {
@@ -331,6 +341,8 @@ fn policy_json(p: &admin::Policy) -> Value {
         "allowed_methods": p.allowed_methods.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
         "version": p.version,
         "reconfirm_after_days": p.reconfirm_after_days,
+        "require_full_destination": p.require_full_destination,
+        "helpdesk_contact": p.helpdesk_contact,
     })
 }
 
@@ -390,6 +402,8 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
             methods_required,
             allowed,
             reconfirm_after_days,
+            require_full_destination,
+            helpdesk_contact,
         } => {
             let scope = match scope {
                 ScopeArg::None => admin::Scope::None,
@@ -406,6 +420,8 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                     .collect(),
                 version: 0,
                 reconfirm_after_days,
+                require_full_destination,
+                helpdesk_contact,
             };
             let p = client
                 .set_policy(request(
@@ -678,15 +694,21 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 "methods": methods_json(&r.methods),
                 "methods_required": r.methods_required,
                 "expires_at": time_json(&r.expires_at),
+                "helpdesk_contact": r.helpdesk_contact,
             }));
         }
-        ResetCommand::Send { session, method } => {
+        ResetCommand::Send {
+            session,
+            method,
+            confirm_destination,
+        } => {
             let r = client
                 .send_code(request(
                     args,
                     reset::SendCodeRequest {
                         session_id: session,
                         method_id: method,
+                        destination_confirmation: confirm_destination,
                     },
                     None,
                 )?)
@@ -789,6 +811,73 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn destination_and_helpdesk_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "set-policy",
+            "--scope",
+            "all",
+            "--require-full-destination",
+            "--helpdesk-contact",
+            "https://help.example.com",
+        ])
+        .unwrap();
+        let AdminCommand::SetPolicy {
+            require_full_destination,
+            helpdesk_contact,
+            ..
+        } = cli.command
+        else {
+            panic!("not set-policy");
+        };
+        assert!(require_full_destination);
+        assert_eq!(helpdesk_contact, "https://help.example.com");
+        let cli = Cli::try_parse_from(["sspr", "set-policy", "--scope", "all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::SetPolicy {
+                require_full_destination: false,
+                ..
+            }
+        ));
+    }
+
+    #[derive(Parser)]
+    struct ResetCli {
+        #[command(subcommand)]
+        command: ResetCommand,
+    }
+
+    #[test]
+    fn reset_send_takes_a_destination_confirmation() {
+        let cli = ResetCli::try_parse_from([
+            "sspr",
+            "send",
+            "--session",
+            "s",
+            "--method",
+            "m",
+            "--confirm-destination",
+            "Alice@Example.com",
+        ])
+        .unwrap();
+        let ResetCommand::Send {
+            confirm_destination,
+            ..
+        } = cli.command
+        else {
+            panic!("not send");
+        };
+        assert_eq!(confirm_destination, "Alice@Example.com");
+        let cli =
+            ResetCli::try_parse_from(["sspr", "send", "--session", "s", "--method", "m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            ResetCommand::Send { ref confirm_destination, .. } if confirm_destination.is_empty()
+        ));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use sspr_bus::{RequestContext, Router, RpcError};
 use sspr_clock::SharedClock;
 use sspr_proto::internal::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
-    GetUserRequest, GetUserResponse, SetPasswordRequest, SetPasswordResponse, UpsertUserRequest,
-    UpsertUserResponse, UserRecord,
+    GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, SetPasswordRequest,
+    SetPasswordResponse, UpsertUserRequest, UpsertUserResponse, UserRecord,
 };
 
 use crate::SERVICE;
@@ -87,6 +87,15 @@ impl DirectoryHandlers {
                 found: false,
                 user: None,
             },
+        })
+    }
+
+    /// Every enabled administrator (for admin alerts), sorted by user id.
+    #[tracing::instrument(skip_all)]
+    pub async fn list_admins(&self, _req: ListAdminsRequest) -> Result<ListAdminsResponse, Error> {
+        let users = self.store.list_admins().await?;
+        Ok(ListAdminsResponse {
+            users: users.iter().map(record).collect(),
         })
     }
 
@@ -327,6 +336,7 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     let auth = handlers.clone();
     let set = handlers.clone();
     let upsert = handlers.clone();
+    let admins = handlers.clone();
     let delete = handlers;
     Router::new(
         SERVICE,
@@ -351,5 +361,9 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     .route(subjects::DELETE_USER, move |_: RequestContext, req| {
         let h = delete.clone();
         async move { h.delete_user(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::LIST_ADMINS, move |_: RequestContext, req| {
+        let h = admins.clone();
+        async move { h.list_admins(req).await.map_err(RpcError::from) }
     })
 }

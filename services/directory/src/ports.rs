@@ -23,6 +23,9 @@ use crate::error::Error;
 pub trait UserStore: Send + Sync + 'static {
     async fn find(&self, user_id: &UserId) -> Result<Option<User>, Error>;
 
+    /// Every enabled administrator account, sorted by user id.
+    async fn list_admins(&self) -> Result<Vec<User>, Error>;
+
     /// Creates or updates the account and replaces its groups. `enabled` defaults to true for a
     /// new account and is left alone for an existing one when `None`; `password` is left alone
     /// when `None`.

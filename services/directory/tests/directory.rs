@@ -19,8 +19,8 @@ use sspr_directory::hashing::{Cost, Hasher, Work, WorkLog};
 use sspr_proto::events::v1::{PasswordChanged, UserDeleted};
 use sspr_proto::internal::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
-    GetUserRequest, GetUserResponse, SetPasswordRequest, SetPasswordResponse, UpsertUserRequest,
-    UpsertUserResponse, UserRecord,
+    GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, SetPasswordRequest,
+    SetPasswordResponse, UpsertUserRequest, UpsertUserResponse, UserRecord,
 };
 use sspr_storage::outbox::OutboxSignal;
 use sspr_testkit::{NatsServer, TestDb};
@@ -799,6 +799,46 @@ async fn delete_user_removes_the_account_and_announces_it() {
             upsert(&f.bus, &again).await.expect("re-create").group_ids,
             vec!["new"]
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_admins_returns_enabled_admins_only() {
+    on_every_backend(false, async |f| {
+        let list = async || -> Vec<String> {
+            f.bus
+                .request::<_, ListAdminsResponse>(rpc::LIST_ADMINS, &ListAdminsRequest {})
+                .await
+                .expect("list_admins")
+                .users
+                .into_iter()
+                .map(|u| {
+                    assert!(u.is_admin && u.enabled, "{u:?}");
+                    u.user_id
+                })
+                .collect()
+        };
+        assert!(list().await.is_empty(), "no admins yet");
+        for (id, admin, enabled) in [
+            ("zoe", true, None),
+            ("bob", true, None),
+            ("carol", true, Some(false)),
+            ("alice", false, None),
+        ] {
+            let mut req = upsert_req(id, "");
+            req.is_admin = admin;
+            req.enabled = enabled;
+            upsert(&f.bus, &req).await.expect("upsert");
+        }
+        assert_eq!(list().await, vec!["bob", "zoe"], "enabled admins, sorted");
+        let found = f
+            .bus
+            .request::<_, ListAdminsResponse>(rpc::LIST_ADMINS, &ListAdminsRequest {})
+            .await
+            .expect("list_admins");
+        assert_eq!(found.users[0].locale, "en-GB");
+        assert_eq!(found.users[0].display_name, "Alice Example");
     })
     .await;
 }

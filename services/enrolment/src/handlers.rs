@@ -5,6 +5,8 @@
 //!   user that session authenticated.
 //! - Responses and log lines show destinations masked; the full destination leaves this service
 //!   only towards verification (to address a code) and in `get_destination`.
+//! - `match_destination` answers only yes/no for a typed destination; the candidate is never
+//!   logged or echoed, and the comparison is constant-time (see `domain::confirm`).
 //! - The session token, the password and the code are never logged: spans carry only
 //!   `user_id`, `flow_id` and `method_id`.
 //! - Re-confirmation: AddMethod with a confirmed destination sends that method a code, and
@@ -21,7 +23,8 @@ use sspr_proto::internal::enrolment::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
     ConfirmMethodRequest, ConfirmMethodResponse, GetDestinationRequest, GetDestinationResponse,
     GetStatusRequest, GetStatusResponse, ListMethodsRequest, ListMethodsResponse,
-    ListOwnMethodsRequest, ListOwnMethodsResponse, RemoveMethodRequest, RemoveMethodResponse,
+    ListOwnMethodsRequest, ListOwnMethodsResponse, MatchDestinationRequest,
+    MatchDestinationResponse, RemoveMethodRequest, RemoveMethodResponse,
 };
 use sspr_proto::internal::policy::v1::EvaluateResponse;
 use tracing::Span;
@@ -29,6 +32,7 @@ use tracing::field::Empty;
 
 use crate::SERVICE;
 use crate::adapters::peers::Peers;
+use crate::domain::confirm::{MAX_CANDIDATE_CHARS, destination_matches};
 use crate::domain::{
     Destination, Locale, MethodId, MethodKind, RegisteredMethod, RegistrationSession,
     RegistrationStatus, Requirements, SessionToken, UserId,
@@ -302,6 +306,34 @@ impl Enrolment {
         })
     }
 
+    /// Whether a typed destination names one confirmed method's destination (for verification
+    /// only). Unknown and unconfirmed methods are NOT_FOUND, as in `get_destination`.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, method_id = Empty))]
+    pub async fn match_destination(
+        &self,
+        req: MatchDestinationRequest,
+    ) -> Result<MatchDestinationResponse, Error> {
+        let user_id = UserId::parse(&req.user_id)?;
+        Span::current().record("user_id", user_id.as_str());
+        let method_id = parse_method_id(&req.method_id)?;
+        Span::current().record("method_id", method_id.as_str());
+        if req.candidate.chars().count() > MAX_CANDIDATE_CHARS {
+            return Err(Error::InvalidArgument(format!(
+                "candidate must be at most {MAX_CANDIDATE_CHARS} characters"
+            )));
+        }
+        let method = self
+            .store
+            .find_method(&user_id, &method_id)
+            .await?
+            .filter(RegisteredMethod::is_confirmed)
+            .ok_or(Error::UnknownMethod)?;
+        let matches =
+            destination_matches(method.kind(), method.destination.as_str(), &req.candidate);
+        tracing::debug!(matches, "destination confirmation checked");
+        Ok(MatchDestinationResponse { matches })
+    }
+
     /// The live session the client's token names; unknown and expired look the same.
     async fn live_session(&self, raw_token: &str) -> Result<RegistrationSession, Error> {
         let token = SessionToken::parse(raw_token)?;
@@ -371,6 +403,10 @@ pub fn router(enrolment: Arc<Enrolment>) -> Router {
     .route(rpc::enrolment::LIST_METHODS, endpoint!(list_methods))
     .route(rpc::enrolment::GET_DESTINATION, endpoint!(get_destination))
     .route(rpc::enrolment::GET_STATUS, endpoint!(get_status))
+    .route(
+        rpc::enrolment::MATCH_DESTINATION,
+        endpoint!(match_destination),
+    )
     .route(
         rpc::enrolment::LIST_OWN_METHODS,
         endpoint!(list_own_methods),

@@ -43,6 +43,7 @@ async fn reset_calls_map_both_ways() {
             methods_required: 1,
             expires_at: Some(ts(1_900_000_000)),
             flow_id: "flow-0001".into(),
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -59,6 +60,7 @@ async fn reset_calls_map_both_ways() {
         .send_code(reset::SendCodeRequest {
             session_id: SESSION.into(),
             method_id: "m-email-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -76,7 +78,8 @@ async fn reset_calls_map_both_ways() {
         ver::SendCodeRequest {
             session_id: SESSION.into(),
             method_id: "m-email-1".into(),
-            client_ip: "127.0.0.1".into()
+            client_ip: "127.0.0.1".into(),
+            ..Default::default()
         }
     );
 
@@ -242,6 +245,7 @@ async fn admin_calls_map_both_ways() {
         allowed_methods: vec![MethodKind::Email as i32],
         version: 0,
         reconfirm_after_days: 180,
+        ..Default::default()
     };
     let stored = client
         .set_policy(as_admin(admin::SetPolicyRequest {
@@ -387,6 +391,7 @@ async fn invalid_input_is_refused_at_the_edge() {
             .send_code(reset::SendCodeRequest {
                 session_id: session_id.into(),
                 method_id: method_id.into(),
+                ..Default::default()
             })
             .await;
         assert_invalid(r, field);
@@ -748,6 +753,7 @@ async fn refusals_pass_through_with_their_code_and_message() {
         .send_code(reset::SendCodeRequest {
             session_id: SESSION.into(),
             method_id: "m1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -211,6 +211,7 @@ async fn the_callers_trace_continues_into_nats() {
             reset::SendCodeRequest {
                 session_id: SESSION.into(),
                 method_id: "m1".into(),
+                ..Default::default()
             },
             &traceparent,
         ))
@@ -331,6 +332,7 @@ async fn client_ip_comes_from_x_forwarded_for_behind_one_proxy() {
     let mut request = tonic::Request::new(reset::SendCodeRequest {
         session_id: SESSION.into(),
         method_id: "m1".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()

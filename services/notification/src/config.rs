@@ -7,9 +7,13 @@
 //! - Error messages never repeat a URL that could carry credentials, nor the code key.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use lettre::message::Mailbox;
 use sspr_runtime::settings::{self, ConfigError, Secret};
+
+use crate::adapters::template_dir;
+use crate::domain::templates::Templates;
 
 pub const SMTP_URL_VAR: &str = "SSPR_SMTP_URL";
 pub const MAIL_FROM_VAR: &str = "SSPR_MAIL_FROM";
@@ -161,11 +165,13 @@ pub struct Config {
     pub sms_files_dir: Option<PathBuf>,
     /// `SSPR_CODE_KEY`, shared with verification, opens sealed deliveries.
     pub code_key: Secret<[u8; 32]>,
+    /// The mail templates: built-in, with the overrides of `SSPR_TEMPLATE_DIR` when set.
+    pub templates: Arc<Templates>,
 }
 
 impl Config {
-    /// Reads `SSPR_SMTP_URL` (required), `SSPR_MAIL_FROM`, `SSPR_SMS_WEBHOOK_URL` and
-    /// `SSPR_CODE_KEY`.
+    /// Reads `SSPR_SMTP_URL` (required), `SSPR_MAIL_FROM`, `SSPR_SMS_WEBHOOK_URL`,
+    /// `SSPR_CODE_KEY` and `SSPR_TEMPLATE_DIR` (optional template overrides, loaded now).
     pub fn from_env() -> Result<Config, ConfigError> {
         let raw = settings::var(SMTP_URL_VAR).ok_or_else(|| {
             ConfigError::new(
@@ -202,6 +208,7 @@ impl Config {
             sms_webhook_url: None,
             sms_files_dir: None,
             code_key,
+            templates: Arc::new(Templates::builtin()),
         }
     }
 
@@ -225,12 +232,17 @@ impl Config {
                 SmsWebhookUrl::parse(&raw).map_err(|p| ConfigError::new(SMS_WEBHOOK_URL_VAR, p))
             })
             .transpose()?;
+        let templates = match settings::var(template_dir::TEMPLATE_DIR_VAR) {
+            Some(dir) => template_dir::load(std::path::Path::new(dir.trim()))?,
+            None => Templates::builtin(),
+        };
         Ok(Config {
             mail,
             mail_from,
             sms_webhook_url,
             sms_files_dir: None,
             code_key,
+            templates: Arc::new(templates),
         })
     }
 }

@@ -101,6 +101,8 @@ pub struct DeliveryWorker {
     pub mailer: SharedMailer,
     pub sms: SharedSmsSender,
     pub clock: SharedClock,
+    /// The mail templates (built-in plus operator overrides).
+    pub templates: Arc<templates::Templates>,
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -344,7 +346,9 @@ impl DeliveryWorker {
                 let mail = OutgoingMail {
                     delivery_id: delivery.header.id.clone(),
                     to: to.clone(),
-                    content: templates::email(purpose, locale, &delivery.code, minutes),
+                    content: self
+                        .templates
+                        .code_email(purpose, locale, &delivery.code, minutes),
                 };
                 self.mailer.send(&mail).await
             }

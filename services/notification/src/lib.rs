@@ -6,7 +6,11 @@
 //! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS webhook, and
 //! records the outcome ([`adapters::db`]). A successful send commits the SENT record and the
 //! `code.delivered` event in one transaction (outbox). The only request/reply endpoint is
-//! `sspr.rpc.notification.get_delivery` ([`handlers`]).
+//! `sspr.rpc.notification.get_delivery` ([`handlers`]). A second durable consumer
+//! ([`password_changed`]) mails "your password was changed" to the user's registered emails
+//! after every password change, and alerts the other administrators when the account is an
+//! administrator. Every mail is rendered from [`domain::templates`] (built-in en/fr, with the
+//! operator overrides of `SSPR_TEMPLATE_DIR`).
 //!
 //! Invariants: a code is acknowledged only once the provider accepted it, is never delivered
 //! after it expired, and never appears (nor does the destination) in a log, span, record,
@@ -17,6 +21,7 @@ mod config;
 pub mod delivery_worker;
 pub mod domain;
 pub mod handlers;
+pub mod password_changed;
 pub mod ports;
 
 use std::sync::Arc;
@@ -30,6 +35,7 @@ pub use config::{
 };
 pub use lettre::message::Mailbox;
 
+use crate::adapters::accounts::BusAccounts;
 use crate::adapters::db::DbDeliveryStore;
 use crate::adapters::mail_files::{FileMailer, FileSms};
 use crate::adapters::sms_webhook::{NoSmsProvider, WebhookSms};
@@ -84,14 +90,28 @@ pub async fn run(
     let worker = Arc::new(DeliveryWorker {
         key: config.code_key,
         store: store.clone(),
-        mailer,
+        mailer: mailer.clone(),
         sms,
+        clock: ctx.clock.clone(),
+        templates: config.templates.clone(),
+    });
+    let notifier = Arc::new(password_changed::Notifier {
+        store: store.clone(),
+        accounts: Arc::new(BusAccounts::new(ctx.bus.clone())),
+        mailer: mailer.clone(),
+        templates: config.templates.clone(),
         clock: ctx.clock.clone(),
     });
     let stop = shutdown.child_token();
     let consumer = tokio::spawn(delivery_worker::consume(
         ctx.bus.jetstream().clone(),
         worker,
+        stop.clone(),
+    ));
+
+    let notices = tokio::spawn(password_changed::consume(
+        ctx.bus.clone(),
+        notifier,
         stop.clone(),
     ));
 
@@ -105,6 +125,9 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = consumer.await {
         tracing::error!(error = %e, "the delivery consumer panicked");
+    }
+    if let Err(e) = notices.await {
+        tracing::error!(error = %e, "the password.changed consumer panicked");
     }
     emitter.finish(&ctx).await;
     if let Some(smtp) = smtp {

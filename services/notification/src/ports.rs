@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sspr_proto::events::v1::CodeDelivered;
 
 use crate::domain::delivery::{
-    Channel, DeliveryHeader, DeliveryId, DeliveryStatus, EmailAddress, PhoneNumber, Purpose,
+    Channel, DeliveryHeader, DeliveryId, DeliveryStatus, EmailAddress, Locale, PhoneNumber, Purpose,
 };
 use crate::domain::retry::SendFailure;
 use crate::domain::templates::EmailContent;
@@ -114,6 +114,65 @@ pub trait DeliveryStore: Send + Sync {
         event: &CodeDelivered,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+}
+
+/// What the `password.changed` consumer records: one delivery record per notice mail, and the
+/// events already handled.
+#[async_trait]
+pub trait NoticeStore: DeliveryStore {
+    async fn is_processed(&self, event_id: &uuid::Uuid) -> Result<bool, StoreError>;
+
+    /// Records one attempt at a notice mail with its outcome (SENT or FAILED).
+    async fn record_notice(
+        &self,
+        header: &DeliveryHeader,
+        status: DeliveryStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks the event handled, together with the SENT records of the mails `sent`, in one
+    /// transaction.
+    async fn finish_event(
+        &self,
+        event_id: &uuid::Uuid,
+        user_id: &str,
+        sent: &[DeliveryHeader],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// A directory account, as notices need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: String,
+    pub display_name: String,
+    pub locale: Locale,
+    pub is_admin: bool,
+}
+
+/// A registered, confirmed email method of an account.
+#[derive(Debug, Clone)]
+pub struct RegisteredEmail {
+    pub method_id: String,
+    pub address: EmailAddress,
+}
+
+/// Why an account lookup failed; safe to log (never a destination).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The directory and enrolment, as notices need them.
+#[async_trait]
+pub trait Accounts: Send + Sync {
+    async fn get_user(&self, user_id: &str) -> Result<Option<Account>, LookupError>;
+    /// Every enabled administrator.
+    async fn list_admins(&self) -> Result<Vec<Account>, LookupError>;
+    /// The confirmed email methods of an account, with their full addresses.
+    async fn emails(&self, user_id: &str) -> Result<Vec<RegisteredEmail>, LookupError>;
 }
 
 pub type SharedMailer = Arc<dyn Mailer>;

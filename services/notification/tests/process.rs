@@ -65,6 +65,24 @@ async fn requires_the_code_key() {
 }
 
 #[tokio::test]
+async fn rejects_a_malformed_template_override_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("fr")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("fr/password_changed.text.txt"),
+        "Bonjour {{password}}",
+    )
+    .expect("write");
+    let path = dir.path().to_string_lossy().into_owned();
+    with_a_key()
+        .run_with(&[SMTP, ("SSPR_TEMPLATE_DIR", path.as_str())])
+        .await
+        .assert_config_error("SSPR_TEMPLATE_DIR")
+        .assert_mentions("password_changed.text.txt")
+        .assert_mentions("unknown placeholder");
+}
+
+#[tokio::test]
 async fn rejects_a_bad_sender_or_sms_webhook() {
     let bad_sender = ("SSPR_MAIL_FROM", "not an address");
     let exited = with_a_key().run_with(&[SMTP, bad_sender]).await;

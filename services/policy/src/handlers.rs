@@ -91,6 +91,8 @@ impl PolicyHandlers {
                 .map(|m| kind_to_proto(*m))
                 .collect(),
             reconfirm_after_days: evaluation.reconfirm_after_days,
+            require_full_destination: evaluation.require_full_destination,
+            helpdesk_contact: evaluation.helpdesk_contact,
         })
     }
 
@@ -293,6 +295,8 @@ fn draft_from_proto(p: &admin::Policy) -> PolicyDraft {
             .map(|m| kind_from_proto(*m))
             .collect(),
         reconfirm_after_days: p.reconfirm_after_days,
+        require_full_destination: p.require_full_destination,
+        helpdesk_contact: p.helpdesk_contact.clone(),
     }
 }
 
@@ -314,6 +318,8 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
             .collect(),
         version: p.version,
         reconfirm_after_days: p.rules.reconfirm_after_days(),
+        require_full_destination: p.rules.require_full_destination(),
+        helpdesk_contact: p.rules.helpdesk_contact().to_owned(),
     }
 }
 
@@ -345,6 +351,8 @@ mod tests {
             methods_required: 2,
             allowed_methods: vec![Some(MethodKind::Sms), Some(MethodKind::Email)],
             reconfirm_after_days: 90,
+            require_full_destination: true,
+            helpdesk_contact: "https://help.example.com".into(),
         })
         .expect("valid");
         let policy = Policy {

@@ -164,6 +164,7 @@ fn policy(scope: Scope, groups: &[&str], required: u32, methods: &[i32]) -> Poli
         allowed_methods: methods.to_vec(),
         version: 0,
         reconfirm_after_days: 0,
+        ..Default::default()
     }
 }
 
@@ -744,6 +745,63 @@ async fn reconfirm_after_days_is_stored_and_evaluated() {
                 .reconfirm_after_days,
             730
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn destination_and_helpdesk_are_validated_stored_and_evaluated() {
+    on_every_backend(async |f| {
+        let current = get(&f.bus).await;
+        assert!(!current.require_full_destination);
+        assert_eq!(current.helpdesk_contact, "");
+        let e = evaluate(&f.bus, "alice", &[], false, true).await;
+        assert!(!e.require_full_destination);
+        assert_eq!(e.helpdesk_contact, "");
+
+        let (code, message) = rpc_error(
+            set(
+                &f.bus,
+                Policy {
+                    helpdesk_contact: "call\nus".into(),
+                    ..policy(Scope::All, &[], 1, &[EMAIL])
+                },
+            )
+            .await,
+        );
+        assert_eq!(code, ErrorCode::InvalidArgument);
+        assert!(message.contains("policy.helpdesk_contact"), "{message}");
+        assert!(
+            set(
+                &f.bus,
+                Policy {
+                    helpdesk_contact: "h".repeat(257),
+                    ..policy(Scope::All, &[], 1, &[EMAIL])
+                },
+            )
+            .await
+            .is_err()
+        );
+
+        let stored = set(
+            &f.bus,
+            Policy {
+                require_full_destination: true,
+                helpdesk_contact: " https://help.example.com/reset ".into(),
+                ..policy(Scope::All, &[], 1, &[EMAIL])
+            },
+        )
+        .await
+        .expect("valid");
+        assert!(stored.require_full_destination);
+        assert_eq!(stored.helpdesk_contact, "https://help.example.com/reset");
+        let current = get(&f.bus).await;
+        assert!(current.require_full_destination);
+        assert_eq!(current.helpdesk_contact, "https://help.example.com/reset");
+        // Policy-wide: the same for an ineligible account.
+        let e = evaluate(&f.bus, "mallory", &[], false, false).await;
+        assert!(e.require_full_destination);
+        assert_eq!(e.helpdesk_contact, "https://help.example.com/reset");
     })
     .await;
 }

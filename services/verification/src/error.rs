@@ -24,6 +24,12 @@ pub enum Error {
     TooSoon,
     #[error("{}", .0.message())]
     Rejected(Rejection),
+    /// The policy requires the typed destination and none was given.
+    #[error("destination_confirmation is required")]
+    DestinationRequired,
+    /// The typed destination does not name the method's destination (a failed attempt).
+    #[error("the destination does not match")]
+    DestinationMismatch,
     #[error("verify {0} more method(s) first")]
     NotVerified(u32),
     /// Another service refused or could not be reached.
@@ -64,6 +70,9 @@ impl From<Error> for RpcError {
             Error::UnknownSession => RpcError::unauthenticated(Error::UnknownSession.to_string()),
             Error::UnknownMethod => RpcError::invalid_argument(Error::UnknownMethod.to_string()),
             Error::TooSoon => RpcError::resource_exhausted(Error::TooSoon.to_string()),
+            e @ (Error::DestinationRequired | Error::DestinationMismatch) => {
+                RpcError::invalid_argument(e.to_string())
+            }
             Error::Rejected(r @ Rejection::Wrong { .. }) => RpcError::invalid_argument(r.message()),
             Error::Rejected(r) => RpcError::failed_precondition(r.message()),
             e @ Error::NotVerified(_) => RpcError::failed_precondition(e.to_string()),
@@ -94,6 +103,16 @@ mod tests {
                 Error::UnknownMethod,
                 ErrorCode::InvalidArgument,
                 "unknown method",
+            ),
+            (
+                Error::DestinationRequired,
+                ErrorCode::InvalidArgument,
+                "destination_confirmation is required",
+            ),
+            (
+                Error::DestinationMismatch,
+                ErrorCode::InvalidArgument,
+                "the destination does not match",
             ),
             (
                 Error::TooSoon,

@@ -729,7 +729,8 @@ async fn decoys_look_like_real_flows_and_deliver_nothing() {
     // Policy and enrolment were consulted for every user id, known or not.
     {
         let received = h.received.lock().expect("lock");
-        assert_eq!(received.evaluate.len(), 8);
+        // 8 StartReset calls, and 4 SendCode calls reading the policy-wide settings.
+        assert_eq!(received.evaluate.len(), 8 + 4);
         assert_eq!(received.list_methods.len(), 8);
         assert!(
             received.get_destination.is_empty(),

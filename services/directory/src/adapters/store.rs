@@ -140,6 +140,25 @@ impl UserStore for SqlUserStore {
         load(&self.db, user_id).await
     }
 
+    async fn list_admins(&self) -> Result<Vec<User>, Error> {
+        let rows = users::Entity::find()
+            .filter(users::Column::IsAdmin.eq(true))
+            .filter(users::Column::Enabled.eq(true))
+            .order_by_asc(users::Column::UserId)
+            .all(&self.db)
+            .await?;
+        let mut admins = Vec::with_capacity(rows.len());
+        for row in rows {
+            let groups = user_groups::Entity::find()
+                .filter(user_groups::Column::UserId.eq(row.user_id.as_str()))
+                .order_by_asc(user_groups::Column::GroupId)
+                .all(&self.db)
+                .await?;
+            admins.push(to_user(row, groups)?);
+        }
+        Ok(admins)
+    }
+
     async fn upsert(
         &self,
         profile: &Profile,

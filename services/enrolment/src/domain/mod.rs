@@ -1,6 +1,7 @@
 //! Enrolment's pure rules: contact methods and their masking, typed ids, registration sessions
 //! and the add/confirm/remove rules, and the registration status. No IO here (no NATS, no database): time comes in as arguments.
 
+pub mod confirm;
 pub mod contact;
 pub mod ids;
 pub mod method;

@@ -472,6 +472,7 @@ fn policy(recorded: &Arc<Mutex<Recorded>>) -> Router {
                         vec![MethodKind::Email as i32, MethodKind::Sms as i32]
                     },
                     reconfirm_after_days,
+                    ..Default::default()
                 })
             }
         },

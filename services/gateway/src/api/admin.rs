@@ -153,6 +153,7 @@ impl Admin for AdminApi {
             };
             policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
             policy.reconfirm_after_days = input::reconfirm_after_days(policy.reconfirm_after_days)?;
+            policy.helpdesk_contact = input::helpdesk_contact(&policy.helpdesk_contact)?.to_owned();
             let resp: internal_policy::SetPolicyResponse = self
                 .edge
                 .bus()

@@ -54,6 +54,7 @@ impl PasswordReset for ResetApi {
                 methods_required: resp.methods_required,
                 expires_at: resp.expires_at,
                 flow_id: resp.flow_id,
+                helpdesk_contact: resp.helpdesk_contact,
             })
         })
         .await
@@ -71,6 +72,10 @@ impl PasswordReset for ResetApi {
                 session_id: input::session_id(&req.session_id)?.to_owned(),
                 method_id: input::method_id(&req.method_id)?.to_owned(),
                 client_ip,
+                destination_confirmation: input::destination_confirmation(
+                    &req.destination_confirmation,
+                )?
+                .to_owned(),
             };
             let resp: internal::SendCodeResponse = self
                 .edge

@@ -396,6 +396,43 @@ pub fn reconfirm_after_days(raw: u32) -> Result<u32, InvalidField> {
     Ok(raw)
 }
 
+/// `destination_confirmation`: optional (empty is forwarded, verification decides whether the
+/// policy needs it), at most 320 characters, no control characters. Never echoed.
+pub fn destination_confirmation(raw: &str) -> Result<&str, InvalidField> {
+    const FIELD: &str = "destination_confirmation";
+    if raw.chars().count() > MAX_DESTINATION_CHARS {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must be at most {MAX_DESTINATION_CHARS} characters"),
+        ));
+    }
+    if has_control(raw) {
+        return Err(InvalidField::new(
+            FIELD,
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw)
+}
+
+/// Longest helpdesk contact, in characters.
+pub const MAX_HELPDESK_CONTACT_CHARS: usize = 256;
+
+/// `policy.helpdesk_contact`: trimmed, at most 256 characters, no control characters; may be
+/// empty. A URL, an email address or free text: the content is not interpreted.
+pub fn helpdesk_contact(raw: &str) -> Result<&str, InvalidField> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > MAX_HELPDESK_CONTACT_CHARS || has_control(trimmed) {
+        return Err(InvalidField::new(
+            "policy.helpdesk_contact",
+            format!(
+                "must be at most {MAX_HELPDESK_CONTACT_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    Ok(trimmed)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -580,5 +617,34 @@ mod tests {
         assert!(!err.to_string().contains("s3cret"));
         let err = code("12ab56").unwrap_err();
         assert!(!err.to_string().contains("12ab56"));
+    }
+
+    #[test]
+    fn destination_confirmation_is_optional_bounded_and_never_echoed() {
+        assert_eq!(destination_confirmation("").unwrap(), "");
+        assert_eq!(
+            destination_confirmation(" Alice@Example.com ").unwrap(),
+            " Alice@Example.com "
+        );
+        let max = "a".repeat(MAX_DESTINATION_CHARS);
+        assert!(destination_confirmation(&max).is_ok());
+        let long = "a".repeat(MAX_DESTINATION_CHARS + 1);
+        assert!(destination_confirmation(&long).is_err());
+        let err = destination_confirmation("secret\u{0}@x.y").unwrap_err();
+        assert_eq!(err.field, "destination_confirmation");
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn helpdesk_contact_is_trimmed_and_bounded() {
+        assert_eq!(helpdesk_contact("").unwrap(), "");
+        assert_eq!(
+            helpdesk_contact(" https://help.example.com ").unwrap(),
+            "https://help.example.com"
+        );
+        assert!(helpdesk_contact(&"h".repeat(MAX_HELPDESK_CONTACT_CHARS)).is_ok());
+        assert!(helpdesk_contact(&"h".repeat(MAX_HELPDESK_CONTACT_CHARS + 1)).is_err());
+        let err = helpdesk_contact("a\nb").unwrap_err();
+        assert_eq!(err.field, "policy.helpdesk_contact");
     }
 }

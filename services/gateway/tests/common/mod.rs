@@ -148,6 +148,7 @@ fn verification_stand_in(recorder: &Arc<Recorder>) -> Router {
             methods_required: 1,
             expires_at: Some(ts(1_900_000_000)),
             flow_id: "flow-0001".into(),
+            ..Default::default()
         },
     );
     let r = stand_in(
@@ -244,6 +245,7 @@ pub fn canned_policy() -> admin::Policy {
         allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
         version: 7,
         reconfirm_after_days: 90,
+        ..Default::default()
     }
 }
 

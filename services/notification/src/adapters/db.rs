@@ -14,7 +14,7 @@ use sspr_proto::events::v1::CodeDelivered;
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
 use crate::domain::delivery::{Channel, DeliveryHeader, DeliveryId, DeliveryStatus, Purpose};
-use crate::ports::{DeliveryRecord, DeliveryStore, StoreError};
+use crate::ports::{DeliveryRecord, DeliveryStore, NoticeStore, StoreError};
 
 /// The `deliveries` table.
 pub mod entity {
@@ -34,6 +34,26 @@ pub mod entity {
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The `processed_events` table: `password.changed` events already handled.
+pub mod processed {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "processed_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub user_id: String,
+        pub mails: i32,
+        pub processed_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -211,6 +231,62 @@ impl DeliveryStore for DbDeliveryStore {
         .await?;
         txn.commit().await?;
         self.signal.notify();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NoticeStore for DbDeliveryStore {
+    async fn is_processed(&self, event_id: &uuid::Uuid) -> Result<bool, StoreError> {
+        Ok(processed::Entity::find_by_id(event_id.to_string())
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
+    async fn record_notice(
+        &self,
+        header: &DeliveryHeader,
+        status: DeliveryStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        Self::upsert(&txn, header, now, |row, attempts| {
+            row.status = Set(status.as_str().to_owned());
+            row.attempts = Set(attempts.saturating_add(1));
+            if let Some(error) = error {
+                row.last_error = Set(Some(error.to_owned()));
+            }
+        })
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_event(
+        &self,
+        event_id: &uuid::Uuid,
+        user_id: &str,
+        sent: &[DeliveryHeader],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        for header in sent {
+            Self::upsert(&txn, header, now, |row, _| {
+                row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
+            })
+            .await?;
+        }
+        processed::ActiveModel {
+            event_id: Set(event_id.to_string()),
+            user_id: Set(user_id.to_owned()),
+            mails: Set(i32::try_from(sent.len()).unwrap_or(i32::MAX)),
+            processed_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Schema of the notification database: the outbox and the `deliveries` table.
+//! Schema of the notification database: the outbox, the `deliveries` table and the
+//! `processed_events` table (password-changed notices already handled).
 //!
 //! Migrations are append-only: never edit one that has shipped, add a new one.
 
@@ -10,7 +11,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateOutbox), Box::new(CreateDeliveries)]
+        vec![
+            Box::new(CreateOutbox),
+            Box::new(CreateDeliveries),
+            Box::new(CreateProcessedEvents),
+        ]
     }
 }
 
@@ -106,6 +111,66 @@ impl MigrationTrait for CreateDeliveries {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Deliveries::Table).to_owned())
+            .await
+    }
+}
+
+/// One row per `password.changed` event whose notices were sent (idempotent consumer).
+pub struct CreateProcessedEvents;
+
+impl MigrationName for CreateProcessedEvents {
+    fn name(&self) -> &str {
+        "m0002_create_processed_events"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ProcessedEvents {
+    Table,
+    EventId,
+    UserId,
+    Mails,
+    ProcessedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateProcessedEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ProcessedEvents::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ProcessedEvents::EventId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ProcessedEvents::UserId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ProcessedEvents::Mails)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(ProcessedEvents::ProcessedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(ProcessedEvents::Table).to_owned())
             .await
     }
 }

@@ -1,9 +1,11 @@
 //! The outside world behind the ports: lettre (SMTP, and `.eml` files for `sspr dev`), the SMS
 //! webhook (reqwest), and sea-orm (delivery records, outbox, migrations).
 
+pub mod accounts;
 pub mod db;
 pub mod mail;
 pub mod mail_files;
 pub mod migration;
 pub mod sms_webhook;
 pub mod smtp;
+pub mod template_dir;

@@ -88,6 +88,10 @@ impl Channel {
 pub enum Purpose {
     Reset,
     Registration,
+    /// A "your password was changed" mail (no code).
+    PasswordChanged,
+    /// An "administrator password reset" alert to the admins (no code).
+    AdminAlert,
 }
 
 impl Purpose {
@@ -95,6 +99,8 @@ impl Purpose {
         match self {
             Purpose::Reset => "reset",
             Purpose::Registration => "registration",
+            Purpose::PasswordChanged => "password_changed",
+            Purpose::AdminAlert => "admin_alert",
         }
     }
 
@@ -102,13 +108,15 @@ impl Purpose {
         match raw {
             "reset" => Some(Purpose::Reset),
             "registration" => Some(Purpose::Registration),
+            "password_changed" => Some(Purpose::PasswordChanged),
+            "admin_alert" => Some(Purpose::AdminAlert),
             _ => None,
         }
     }
 }
 
 /// The languages messages are written in. Anything else falls back to English.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Locale {
     En,
     Fr,

@@ -1,12 +1,24 @@
-//! The words of every message sspr sends: email (subject, text, HTML) and SMS, per purpose and
+//! The words of every message sspr sends: email (subject, text, HTML) and SMS, per message and
 //! locale (English and French; anything else falls back to English).
 //!
+//! A [`Templates`] set holds, for each [`MessageKind`], [`Locale`] and [`Part`], a parsed
+//! template: literal text with `{{placeholder}}` holes. The built-in set is complete; an operator
+//! may replace any single part from a directory (read by `adapters::template_dir`), checked here
+//! by [`Templates::override_part`].
+//!
 //! Invariants:
-//! - The only variable parts are the code (digits only, by construction of [`Code`]) and the
-//!   validity in minutes. Nothing the user typed (name, address, locale tag) is ever echoed.
-//! - Everything inserted into HTML goes through [`escape_html`], even values that cannot hold
-//!   markup today, so a later template change cannot open an injection.
-//! - In the text part the code stands alone on its own line, so it is easy to copy and to find.
+//! - The only variable parts are the code (digits only, by construction of [`Code`]), the
+//!   validity in minutes, the time of a change, and, from the directory, a display name and a
+//!   user id. Nothing the user typed (address, password, locale tag) is ever a placeholder.
+//! - Each message accepts only its own placeholders ([`MessageKind::placeholders`]); an
+//!   override with an unknown placeholder or an unclosed `{{` is refused at start.
+//! - Everything inserted into the HTML part goes through [`escape_html`]; control characters are
+//!   removed from every inserted value, so a value cannot add a header line or a paragraph.
+//! - In the built-in text part the code stands alone on its own line, so it is easy to copy.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 
 use super::delivery::{Code, Locale, Purpose};
 
@@ -18,126 +30,568 @@ pub struct EmailContent {
     pub html: String,
 }
 
-struct Wording {
-    subject: &'static str,
-    greeting: &'static str,
-    lead: &'static str,
-    validity: fn(u32) -> String,
-    unexpected: &'static str,
-    never_share: &'static str,
-    lang: &'static str,
+/// Every message sspr mails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    RegistrationCode,
+    ResetCode,
+    PasswordChanged,
+    AdminAlert,
 }
 
-fn minutes_en(n: u32) -> String {
-    if n == 1 {
-        "This code is valid for 1 minute.".to_owned()
-    } else {
-        format!("This code is valid for {n} minutes.")
+impl MessageKind {
+    pub const ALL: [MessageKind; 4] = [
+        MessageKind::RegistrationCode,
+        MessageKind::ResetCode,
+        MessageKind::PasswordChanged,
+        MessageKind::AdminAlert,
+    ];
+
+    /// The file name stem of an override, e.g. `password_changed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::RegistrationCode => "registration_code",
+            MessageKind::ResetCode => "reset_code",
+            MessageKind::PasswordChanged => "password_changed",
+            MessageKind::AdminAlert => "admin_alert",
+        }
+    }
+
+    /// The placeholders this message may use.
+    pub fn placeholders(self) -> &'static [Placeholder] {
+        match self {
+            MessageKind::RegistrationCode | MessageKind::ResetCode => &[
+                Placeholder::Code,
+                Placeholder::ValidMinutes,
+                Placeholder::Validity,
+            ],
+            MessageKind::PasswordChanged => &[
+                Placeholder::DisplayName,
+                Placeholder::Time,
+                Placeholder::Change,
+            ],
+            MessageKind::AdminAlert => &[
+                Placeholder::UserId,
+                Placeholder::DisplayName,
+                Placeholder::Time,
+            ],
+        }
+    }
+
+    fn of_code(purpose: Purpose) -> Self {
+        match purpose {
+            Purpose::Registration => MessageKind::RegistrationCode,
+            // Password-changed and admin-alert deliveries carry no code.
+            Purpose::Reset | Purpose::PasswordChanged | Purpose::AdminAlert => {
+                MessageKind::ResetCode
+            }
+        }
     }
 }
 
-fn minutes_fr(n: u32) -> String {
-    if n == 1 {
-        "Ce code est valable 1 minute.".to_owned()
-    } else {
-        format!("Ce code est valable {n} minutes.")
+/// The three parts of an email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    Subject,
+    Text,
+    Html,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Subject, Part::Text, Part::Html];
+
+    /// The file name suffix of an override: `<message><suffix>`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Part::Subject => ".subject.txt",
+            Part::Text => ".text.txt",
+            Part::Html => ".html",
+        }
     }
 }
 
-fn wording(purpose: Purpose, locale: Locale) -> Wording {
-    match (locale, purpose) {
-        (Locale::En, Purpose::Reset) => Wording {
-            subject: "Your password reset code",
-            greeting: "Hello,",
-            lead: "Use this code to reset your password:",
-            validity: minutes_en,
-            unexpected: "If you did not ask to reset your password, ignore this message: your password stays as it is, and nobody can change it without this code.",
-            never_share: "Never share this code with anyone, not even someone who says they work for your IT support.",
-            lang: "en",
-        },
-        (Locale::En, Purpose::Registration) => Wording {
-            subject: "Confirm your email address",
-            greeting: "Hello,",
-            lead: "Use this code to confirm this email address for self-service password reset:",
-            validity: minutes_en,
-            unexpected: "If you did not add this email address, ignore this message: it will not be registered.",
-            never_share: "Never share this code with anyone, not even someone who says they work for your IT support.",
-            lang: "en",
-        },
-        (Locale::Fr, Purpose::Reset) => Wording {
-            subject: "Votre code de réinitialisation du mot de passe",
-            greeting: "Bonjour,",
-            lead: "Utilisez ce code pour réinitialiser votre mot de passe :",
-            validity: minutes_fr,
-            unexpected: "Si vous n'avez pas demandé à réinitialiser votre mot de passe, ignorez ce message : votre mot de passe reste inchangé, et personne ne peut le modifier sans ce code.",
-            never_share: "Ne communiquez jamais ce code à personne, pas même à quelqu'un qui se présente comme le support informatique.",
-            lang: "fr",
-        },
-        (Locale::Fr, Purpose::Registration) => Wording {
-            subject: "Confirmez votre adresse e-mail",
-            greeting: "Bonjour,",
-            lead: "Utilisez ce code pour confirmer cette adresse e-mail pour la réinitialisation du mot de passe en libre-service :",
-            validity: minutes_fr,
-            unexpected: "Si vous n'avez pas ajouté cette adresse e-mail, ignorez ce message : elle ne sera pas enregistrée.",
-            never_share: "Ne communiquez jamais ce code à personne, pas même à quelqu'un qui se présente comme le support informatique.",
-            lang: "fr",
-        },
+/// A named hole in a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placeholder {
+    /// The one-time code (digits).
+    Code,
+    /// The validity of the code in minutes (a number).
+    ValidMinutes,
+    /// The validity as a sentence in the message's language.
+    Validity,
+    /// The account's display name, from the directory.
+    DisplayName,
+    /// When the password was changed, e.g. `2026-11-24 20:15 UTC`.
+    Time,
+    /// How the password was changed (self-service or by an administrator), a sentence.
+    Change,
+    /// The id of the account whose password was changed (admin alerts).
+    UserId,
+}
+
+impl Placeholder {
+    const ALL: [Placeholder; 7] = [
+        Placeholder::Code,
+        Placeholder::ValidMinutes,
+        Placeholder::Validity,
+        Placeholder::DisplayName,
+        Placeholder::Time,
+        Placeholder::Change,
+        Placeholder::UserId,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placeholder::Code => "code",
+            Placeholder::ValidMinutes => "valid_minutes",
+            Placeholder::Validity => "validity",
+            Placeholder::DisplayName => "display_name",
+            Placeholder::Time => "time",
+            Placeholder::Change => "change",
+            Placeholder::UserId => "user_id",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 
-/// The email carrying `code`.
+/// Why a template is refused. Names the problem, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("malformed template: {0}")]
+    Malformed(String),
+    #[error("unknown placeholder {{{{{name}}}}} (this message accepts: {allowed})")]
+    UnknownPlaceholder { name: String, allowed: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Lit(String),
+    Hole(Placeholder),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Segment>);
+
+impl Template {
+    /// Parses `source` for `message`: `{{name}}` (spaces inside allowed) must name one of the
+    /// message's placeholders; a lone `{{` without `}}` is malformed.
+    pub fn parse(message: MessageKind, source: &str) -> Result<Self, TemplateError> {
+        let mut segments = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                segments.push(Segment::Lit(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| TemplateError::Malformed("a {{ is not closed by }}".to_owned()))?;
+            let name = after[..end].trim();
+            if name.is_empty() || name.contains('{') {
+                return Err(TemplateError::Malformed(
+                    "empty or nested {{ }} placeholder".to_owned(),
+                ));
+            }
+            let hole = Placeholder::from_name(name)
+                .filter(|p| message.placeholders().contains(p))
+                .ok_or_else(|| TemplateError::UnknownPlaceholder {
+                    name: name.chars().take(40).collect(),
+                    allowed: message
+                        .placeholders()
+                        .iter()
+                        .map(|p| format!("{{{{{}}}}}", p.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            segments.push(Segment::Hole(hole));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Lit(rest.to_owned()));
+        }
+        Ok(Self(segments))
+    }
+
+    /// Fills the holes; `escape` HTML-escapes the inserted values.
+    fn render(&self, values: &Values, escape: bool) -> String {
+        let mut out = String::new();
+        for segment in &self.0 {
+            match segment {
+                Segment::Lit(s) => out.push_str(s),
+                Segment::Hole(p) => {
+                    let clean: String =
+                        values.get(*p).chars().filter(|c| !c.is_control()).collect();
+                    if escape {
+                        out.push_str(&escape_html(&clean));
+                    } else {
+                        out.push_str(&clean);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The values of one message.
+#[derive(Debug, Default)]
+pub struct Values(HashMap<Placeholder, String>);
+
+impl Values {
+    pub fn with(mut self, p: Placeholder, value: impl Into<String>) -> Self {
+        self.0.insert(p, value.into());
+        self
+    }
+
+    fn get(&self, p: Placeholder) -> &str {
+        self.0.get(&p).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// How a password was changed, as the `password.changed` event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeReason {
+    SelfService,
+    Admin,
+}
+
+impl ChangeReason {
+    /// `"self_service_reset"` or `"admin"`; anything else is not mailed about.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "self_service_reset" => Some(ChangeReason::SelfService),
+            "admin" => Some(ChangeReason::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A full set of templates: the built-in ones, with any operator overrides.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    parts: HashMap<(MessageKind, Locale, Part), Template>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+const LOCALES: [Locale; 2] = [Locale::En, Locale::Fr];
+
+impl Templates {
+    /// The built-in templates, every message in English and French.
+    pub fn builtin() -> Self {
+        let mut parts = HashMap::new();
+        for message in MessageKind::ALL {
+            for locale in LOCALES {
+                let b = builtin(message, locale);
+                for (part, source) in [
+                    (Part::Subject, b.subject.to_owned()),
+                    (Part::Text, b.text()),
+                    (Part::Html, b.html(locale)),
+                ] {
+                    // The built-in sources are constants, checked by the unit tests.
+                    let template = Template::parse(message, &source)
+                        .unwrap_or_else(|_| Template(vec![Segment::Lit(source.clone())]));
+                    parts.insert((message, locale, part), template);
+                }
+            }
+        }
+        Self { parts }
+    }
+
+    /// Replaces one part with an operator's `source`.
+    pub fn override_part(
+        &mut self,
+        message: MessageKind,
+        locale: Locale,
+        part: Part,
+        source: &str,
+    ) -> Result<(), TemplateError> {
+        let template = Template::parse(message, source)?;
+        self.parts.insert((message, locale, part), template);
+        Ok(())
+    }
+
+    /// Renders `message` in `locale` with `values`.
+    pub fn render(&self, message: MessageKind, locale: Locale, values: &Values) -> EmailContent {
+        let part = |p: Part, escape: bool| {
+            self.parts
+                .get(&(message, locale, p))
+                .map(|t| t.render(values, escape))
+                .unwrap_or_default()
+        };
+        EmailContent {
+            subject: part(Part::Subject, false).trim().to_owned(),
+            text: part(Part::Text, false),
+            html: part(Part::Html, true),
+        }
+    }
+
+    /// The email carrying `code`.
+    pub fn code_email(
+        &self,
+        purpose: Purpose,
+        locale: Locale,
+        code: &Code,
+        valid_minutes: u32,
+    ) -> EmailContent {
+        let values = Values::default()
+            .with(Placeholder::Code, code.expose())
+            .with(Placeholder::ValidMinutes, valid_minutes.to_string())
+            .with(Placeholder::Validity, validity(locale, valid_minutes));
+        self.render(MessageKind::of_code(purpose), locale, &values)
+    }
+
+    /// The "your password was changed" email.
+    pub fn password_changed(
+        &self,
+        locale: Locale,
+        display_name: &str,
+        at: DateTime<Utc>,
+        reason: ChangeReason,
+    ) -> EmailContent {
+        let change = match (locale, reason) {
+            (Locale::En, ChangeReason::SelfService) => {
+                "It was reset with self-service password reset."
+            }
+            (Locale::En, ChangeReason::Admin) => "It was changed by an administrator.",
+            (Locale::Fr, ChangeReason::SelfService) => "Il a été réinitialisé en libre-service.",
+            (Locale::Fr, ChangeReason::Admin) => "Il a été modifié par un administrateur.",
+        };
+        let values = Values::default()
+            .with(Placeholder::DisplayName, display_name)
+            .with(Placeholder::Time, format_time(at))
+            .with(Placeholder::Change, change);
+        self.render(MessageKind::PasswordChanged, locale, &values)
+    }
+
+    /// The "an administrator's password was reset" alert.
+    pub fn admin_alert(
+        &self,
+        locale: Locale,
+        user_id: &str,
+        display_name: &str,
+        at: DateTime<Utc>,
+    ) -> EmailContent {
+        let values = Values::default()
+            .with(Placeholder::UserId, user_id)
+            .with(Placeholder::DisplayName, display_name)
+            .with(Placeholder::Time, format_time(at));
+        self.render(MessageKind::AdminAlert, locale, &values)
+    }
+}
+
+/// `2026-11-24 20:15 UTC`: unambiguous in both languages.
+pub fn format_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn validity(locale: Locale, n: u32) -> String {
+    match (locale, n) {
+        (Locale::En, 1) => "This code is valid for 1 minute.".to_owned(),
+        (Locale::En, n) => format!("This code is valid for {n} minutes."),
+        (Locale::Fr, 1) => "Ce code est valable 1 minute.".to_owned(),
+        (Locale::Fr, n) => format!("Ce code est valable {n} minutes."),
+    }
+}
+
+/// The email carrying `code`, with the built-in templates.
 pub fn email(purpose: Purpose, locale: Locale, code: &Code, valid_minutes: u32) -> EmailContent {
-    let w = wording(purpose, locale);
-    let validity = (w.validity)(valid_minutes);
-    let code = code.expose();
-    let text = format!(
-        "{greeting}\n\n{lead}\n\n{code}\n\n{validity}\n\n{unexpected}\n\n{never_share}\n\n-- \nsspr\n",
-        greeting = w.greeting,
-        lead = w.lead,
-        unexpected = w.unexpected,
-        never_share = w.never_share,
-    );
-    let e = escape_html;
-    let html = format!(
-        concat!(
-            "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head><meta charset=\"utf-8\"><title>{subject}</title></head>\n",
-            "<body style=\"font-family:sans-serif;line-height:1.5\">\n",
-            "<p>{greeting}</p>\n<p>{lead}</p>\n",
-            "<p style=\"font-family:monospace;font-size:28px;font-weight:bold;letter-spacing:4px\">{code}</p>\n",
-            "<p>{validity}</p>\n<p>{unexpected}</p>\n<p><strong>{never_share}</strong></p>\n",
-            "<p style=\"color:#666\">sspr</p>\n</body>\n</html>\n"
-        ),
-        lang = e(w.lang),
-        subject = e(w.subject),
-        greeting = e(w.greeting),
-        lead = e(w.lead),
-        code = e(code),
-        validity = e(&validity),
-        unexpected = e(w.unexpected),
-        never_share = e(w.never_share),
-    );
-    EmailContent {
-        subject: w.subject.to_owned(),
-        text,
-        html,
+    Templates::builtin().code_email(purpose, locale, code, valid_minutes)
+}
+
+/// How a built-in paragraph is shown in HTML.
+#[derive(Clone, Copy)]
+enum Style {
+    Plain,
+    Code,
+    Strong,
+}
+
+/// A built-in message: a subject and paragraphs, each a template source.
+struct Builtin {
+    subject: &'static str,
+    paragraphs: Vec<(Style, &'static str)>,
+}
+
+impl Builtin {
+    fn text(&self) -> String {
+        let body: Vec<&str> = self.paragraphs.iter().map(|(_, p)| *p).collect();
+        format!("{}\n\n-- \nsspr\n", body.join("\n\n"))
+    }
+
+    /// Literal text is escaped here; placeholders survive escaping (no special characters) and
+    /// their values are escaped at render time.
+    fn html(&self, locale: Locale) -> String {
+        let e = escape_html;
+        let mut html = format!(
+            "<!DOCTYPE html>\n<html lang=\"{}\">\n<head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;line-height:1.5\">\n",
+            locale.as_str(),
+            e(self.subject)
+        );
+        for (style, p) in &self.paragraphs {
+            let p = e(p);
+            html.push_str(&match style {
+                Style::Plain => format!("<p>{p}</p>\n"),
+                Style::Code => format!(
+                    "<p style=\"font-family:monospace;font-size:28px;font-weight:bold;letter-spacing:4px\">{p}</p>\n"
+                ),
+                Style::Strong => format!("<p><strong>{p}</strong></p>\n"),
+            });
+        }
+        html.push_str("<p style=\"color:#666\">sspr</p>\n</body>\n</html>\n");
+        html
+    }
+}
+
+fn builtin(message: MessageKind, locale: Locale) -> Builtin {
+    use Style::{Code as C, Plain as P, Strong as S};
+    const NEVER_SHARE_EN: &str = "Never share this code with anyone, not even someone who says they work for your IT support.";
+    const NEVER_SHARE_FR: &str = "Ne communiquez jamais ce code à personne, pas même à quelqu'un qui se présente comme le support informatique.";
+    match (message, locale) {
+        (MessageKind::ResetCode, Locale::En) => Builtin {
+            subject: "Your password reset code",
+            paragraphs: vec![
+                (P, "Hello,"),
+                (P, "Use this code to reset your password:"),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    P,
+                    "If you did not ask to reset your password, ignore this message: your password stays as it is, and nobody can change it without this code.",
+                ),
+                (S, NEVER_SHARE_EN),
+            ],
+        },
+        (MessageKind::RegistrationCode, Locale::En) => Builtin {
+            subject: "Confirm your email address",
+            paragraphs: vec![
+                (P, "Hello,"),
+                (
+                    P,
+                    "Use this code to confirm this email address for self-service password reset:",
+                ),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    P,
+                    "If you did not add this email address, ignore this message: it will not be registered.",
+                ),
+                (S, NEVER_SHARE_EN),
+            ],
+        },
+        (MessageKind::ResetCode, Locale::Fr) => Builtin {
+            subject: "Votre code de réinitialisation du mot de passe",
+            paragraphs: vec![
+                (P, "Bonjour,"),
+                (
+                    P,
+                    "Utilisez ce code pour réinitialiser votre mot de passe :",
+                ),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    P,
+                    "Si vous n'avez pas demandé à réinitialiser votre mot de passe, ignorez ce message : votre mot de passe reste inchangé, et personne ne peut le modifier sans ce code.",
+                ),
+                (S, NEVER_SHARE_FR),
+            ],
+        },
+        (MessageKind::RegistrationCode, Locale::Fr) => Builtin {
+            subject: "Confirmez votre adresse e-mail",
+            paragraphs: vec![
+                (P, "Bonjour,"),
+                (
+                    P,
+                    "Utilisez ce code pour confirmer cette adresse e-mail pour la réinitialisation du mot de passe en libre-service :",
+                ),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    P,
+                    "Si vous n'avez pas ajouté cette adresse e-mail, ignorez ce message : elle ne sera pas enregistrée.",
+                ),
+                (S, NEVER_SHARE_FR),
+            ],
+        },
+        (MessageKind::PasswordChanged, Locale::En) => Builtin {
+            subject: "Your password was changed",
+            paragraphs: vec![
+                (P, "Hello {{display_name}},"),
+                (
+                    P,
+                    "The password of your account was changed on {{time}}. {{change}}",
+                ),
+                (S, "If this was not you, contact your helpdesk immediately."),
+            ],
+        },
+        (MessageKind::PasswordChanged, Locale::Fr) => Builtin {
+            subject: "Votre mot de passe a été modifié",
+            paragraphs: vec![
+                (P, "Bonjour {{display_name}},"),
+                (
+                    P,
+                    "Le mot de passe de votre compte a été modifié le {{time}}. {{change}}",
+                ),
+                (
+                    S,
+                    "Si vous n'êtes pas à l'origine de ce changement, contactez immédiatement votre support informatique.",
+                ),
+            ],
+        },
+        (MessageKind::AdminAlert, Locale::En) => Builtin {
+            subject: "Administrator password reset: {{user_id}}",
+            paragraphs: vec![
+                (P, "Hello,"),
+                (
+                    P,
+                    "The password of the administrator account {{user_id}} ({{display_name}}) was reset on {{time}}.",
+                ),
+                (
+                    S,
+                    "If this reset was not expected, contact your helpdesk immediately and check the account.",
+                ),
+            ],
+        },
+        (MessageKind::AdminAlert, Locale::Fr) => Builtin {
+            subject: "Réinitialisation du mot de passe d'un administrateur : {{user_id}}",
+            paragraphs: vec![
+                (P, "Bonjour,"),
+                (
+                    P,
+                    "Le mot de passe du compte administrateur {{user_id}} ({{display_name}}) a été réinitialisé le {{time}}.",
+                ),
+                (
+                    S,
+                    "Si cette réinitialisation n'était pas prévue, contactez immédiatement votre support informatique et vérifiez le compte.",
+                ),
+            ],
+        },
     }
 }
 
 /// The SMS carrying `code`: short enough for one message.
 pub fn sms(purpose: Purpose, locale: Locale, code: &Code, valid_minutes: u32) -> String {
     let code = code.expose();
-    match (locale, purpose) {
-        (Locale::En, Purpose::Reset) => {
-            format!("sspr password reset code: {code} (valid {valid_minutes} min). Never share it.")
-        }
-        (Locale::En, Purpose::Registration) => {
+    match (locale, MessageKind::of_code(purpose)) {
+        (Locale::En, MessageKind::RegistrationCode) => {
             format!("sspr verification code: {code} (valid {valid_minutes} min). Never share it.")
         }
-        (Locale::Fr, Purpose::Reset) => format!(
-            "Code sspr de réinitialisation : {code} (valable {valid_minutes} min). Ne le communiquez à personne."
-        ),
-        (Locale::Fr, Purpose::Registration) => format!(
+        (Locale::En, _) => {
+            format!("sspr password reset code: {code} (valid {valid_minutes} min). Never share it.")
+        }
+        (Locale::Fr, MessageKind::RegistrationCode) => format!(
             "Code de vérification sspr : {code} (valable {valid_minutes} min). Ne le communiquez à personne."
+        ),
+        (Locale::Fr, _) => format!(
+            "Code sspr de réinitialisation : {code} (valable {valid_minutes} min). Ne le communiquez à personne."
         ),
     }
 }
@@ -160,10 +614,30 @@ pub fn escape_html(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
 
     fn code() -> Code {
         Code::parse("04719253").expect("digits")
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 20, 15, 0)
+            .single()
+            .expect("time")
+    }
+
+    #[test]
+    fn every_builtin_template_parses() {
+        for message in MessageKind::ALL {
+            for locale in LOCALES {
+                let b = builtin(message, locale);
+                Template::parse(message, b.subject).expect("subject");
+                Template::parse(message, &b.text()).expect("text");
+                Template::parse(message, &b.html(locale)).expect("html");
+            }
+        }
     }
 
     #[test]
@@ -184,7 +658,6 @@ mod tests {
         assert!(m.text.lines().any(|l| l == "04719253"));
         assert!(m.text.contains("valable 10 minutes"));
         assert!(m.html.contains("lang=\"fr\""));
-        // The apostrophe of "n'avez" is escaped in HTML, kept in text.
         assert!(m.html.contains("n&#39;avez"));
         assert!(m.text.contains("n'avez"));
 
@@ -210,21 +683,11 @@ mod tests {
     }
 
     #[test]
-    fn purposes_read_differently() {
-        let reset = email(Purpose::Reset, Locale::En, &code(), 10);
-        let reg = email(Purpose::Registration, Locale::En, &code(), 10);
-        assert_ne!(reset.subject, reg.subject);
-        assert!(reset.text.contains("reset your password"));
-        assert!(reg.text.contains("confirm this email address"));
-    }
-
-    #[test]
     fn sms_is_short_and_carries_the_code() {
         for purpose in [Purpose::Reset, Purpose::Registration] {
-            for locale in [Locale::En, Locale::Fr] {
+            for locale in LOCALES {
                 let body = sms(purpose, locale, &code(), 10);
                 assert!(body.contains("04719253"), "{body}");
-                assert!(body.contains("10 min"), "{body}");
                 assert!(body.chars().count() <= 160, "{body}");
             }
         }
@@ -235,34 +698,140 @@ mod tests {
     }
 
     #[test]
+    fn password_changed_mail_names_the_time_and_the_helpdesk_per_reason() {
+        let t = Templates::builtin();
+        let m = t.password_changed(Locale::En, "Alice", at(), ChangeReason::SelfService);
+        assert_eq!(m.subject, "Your password was changed");
+        assert!(m.text.contains("Hello Alice,"), "{}", m.text);
+        assert!(m.text.contains("2026-11-24 20:15 UTC"));
+        assert!(m.text.contains("self-service"));
+        assert!(m.text.contains("contact your helpdesk"));
+        assert!(m.html.contains("2026-11-24 20:15 UTC"));
+        let admin = t.password_changed(Locale::En, "Alice", at(), ChangeReason::Admin);
+        assert!(admin.text.contains("by an administrator"));
+        let fr = t.password_changed(Locale::Fr, "Alice", at(), ChangeReason::SelfService);
+        assert_eq!(fr.subject, "Votre mot de passe a été modifié");
+        assert!(fr.text.contains("support informatique"));
+        assert!(fr.html.contains("lang=\"fr\""));
+    }
+
+    #[test]
+    fn admin_alert_names_the_account_and_time() {
+        let t = Templates::builtin();
+        let m = t.admin_alert(Locale::En, "root-admin", "Root", at());
+        assert_eq!(m.subject, "Administrator password reset: root-admin");
+        assert!(m.text.contains("root-admin (Root)"));
+        assert!(m.text.contains("2026-11-24 20:15 UTC"));
+        let fr = t.admin_alert(Locale::Fr, "root-admin", "Root", at());
+        assert!(fr.subject.starts_with("Réinitialisation"));
+    }
+
+    #[test]
+    fn values_are_escaped_in_html_and_stripped_of_control_characters() {
+        let t = Templates::builtin();
+        let m = t.password_changed(
+            Locale::En,
+            "<b>Eve</b>\r\nBcc: x",
+            at(),
+            ChangeReason::Admin,
+        );
+        assert!(
+            m.html.contains("&lt;b&gt;Eve&lt;/b&gt;Bcc: x"),
+            "{}",
+            m.html
+        );
+        assert!(!m.html.contains("<b>"));
+        assert!(m.text.contains("Hello <b>Eve</b>Bcc: x,"));
+        let alert = t.admin_alert(Locale::En, "a\nb", "x", at());
+        assert!(!alert.subject.contains('\n'));
+    }
+
+    #[test]
+    fn overrides_replace_one_part_and_keep_the_rest() {
+        let mut t = Templates::builtin();
+        t.override_part(
+            MessageKind::PasswordChanged,
+            Locale::Fr,
+            Part::Subject,
+            "Mot de passe changé pour {{ display_name }}",
+        )
+        .expect("valid");
+        t.override_part(
+            MessageKind::PasswordChanged,
+            Locale::Fr,
+            Part::Html,
+            "<p>{{display_name}} {{time}}</p>",
+        )
+        .expect("valid");
+        let m = t.password_changed(Locale::Fr, "A&B", at(), ChangeReason::SelfService);
+        assert_eq!(m.subject, "Mot de passe changé pour A&B");
+        assert_eq!(m.html, "<p>A&amp;B 2026-11-24 20:15 UTC</p>");
+        // The text part is still the built-in one, and English is untouched.
+        assert!(m.text.contains("support informatique"));
+        let en = t.password_changed(Locale::En, "A", at(), ChangeReason::SelfService);
+        assert_eq!(en.subject, "Your password was changed");
+    }
+
+    #[test]
+    fn overrides_with_unknown_placeholders_or_bad_syntax_are_refused() {
+        let mut t = Templates::builtin();
+        let err = t
+            .override_part(
+                MessageKind::PasswordChanged,
+                Locale::En,
+                Part::Text,
+                "{{code}}",
+            )
+            .expect_err("code is not in a password-changed mail");
+        assert!(
+            matches!(&err, TemplateError::UnknownPlaceholder { name, .. } if name == "code"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("{{display_name}}"), "{err}");
+        for bad in ["Hello {{display_name", "{{}}", "{{ {{time}} }}"] {
+            assert!(
+                matches!(
+                    Template::parse(MessageKind::PasswordChanged, bad),
+                    Err(TemplateError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(Template::parse(MessageKind::ResetCode, "{{password}}").is_err());
+    }
+
+    #[test]
     fn html_cannot_be_injected() {
         assert_eq!(
             escape_html(r#"<script>alert("x")</script> & 'y'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
-        // Markup can never reach a template as a code: codes are digits only.
         assert!(Code::parse("<img src=x onerror=alert(1)>").is_err());
-        // The only tags in the HTML are the template's own.
-        for purpose in [Purpose::Reset, Purpose::Registration] {
-            for locale in [Locale::En, Locale::Fr] {
-                let m = email(purpose, locale, &code(), 10);
-                assert!(!m.html.contains("<script"), "{}", m.html);
-                let tags: Vec<&str> = m
-                    .html
-                    .split('<')
-                    .skip(1)
-                    .filter_map(|t| t.split([' ', '>']).next())
-                    .collect();
-                for tag in tags {
-                    assert!(
-                        [
-                            "!DOCTYPE", "html", "head", "meta", "title", "/title", "/head", "body",
-                            "p", "/p", "strong", "/strong", "/body", "/html"
-                        ]
-                        .contains(&tag),
-                        "unexpected tag {tag}"
-                    );
-                }
+        let t = Templates::builtin();
+        let mut all = Vec::new();
+        for locale in LOCALES {
+            for purpose in [Purpose::Reset, Purpose::Registration] {
+                all.push(t.code_email(purpose, locale, &code(), 10));
+            }
+            all.push(t.password_changed(locale, "<x>", at(), ChangeReason::SelfService));
+            all.push(t.admin_alert(locale, "u", "<x>", at()));
+        }
+        for m in all {
+            let tags: Vec<&str> = m
+                .html
+                .split('<')
+                .skip(1)
+                .filter_map(|t| t.split([' ', '>']).next())
+                .collect();
+            for tag in tags {
+                assert!(
+                    [
+                        "!DOCTYPE", "html", "head", "meta", "title", "/title", "/head", "body",
+                        "p", "/p", "strong", "/strong", "/body", "/html"
+                    ]
+                    .contains(&tag),
+                    "unexpected tag {tag}"
+                );
             }
         }
     }

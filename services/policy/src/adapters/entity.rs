@@ -26,6 +26,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// 0 = never.
     pub reconfirm_after_days: i32,
+    pub require_full_destination: bool,
+    /// Empty = none.
+    pub helpdesk_contact: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePolicy),
             Box::new(CreatePasswordPolicy),
             Box::new(AddReconfirmAfterDays),
+            Box::new(AddDestinationAndHelpdesk),
         ]
     }
 }
@@ -27,6 +28,8 @@ enum Policy {
     Version,
     UpdatedAt,
     ReconfirmAfterDays,
+    RequireFullDestination,
+    HelpdeskContact,
 }
 
 struct CreatePolicy;
@@ -182,6 +185,67 @@ impl MigrationTrait for AddReconfirmAfterDays {
                 Table::alter()
                     .table(Policy::Table)
                     .drop_column(Policy::ReconfirmAfterDays)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `policy.require_full_destination` (false) and `policy.helpdesk_contact` (empty) for the row
+/// written before they existed. One column per statement: SQLite alters one column at a time.
+struct AddDestinationAndHelpdesk;
+
+impl MigrationName for AddDestinationAndHelpdesk {
+    fn name(&self) -> &str {
+        "m0004_add_require_full_destination_and_helpdesk_contact"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDestinationAndHelpdesk {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .add_column(
+                        ColumnDef::new(Policy::RequireFullDestination)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .add_column(
+                        ColumnDef::new(Policy::HelpdeskContact)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .drop_column(Policy::HelpdeskContact)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .drop_column(Policy::RequireFullDestination)
                     .to_owned(),
             )
             .await

@@ -56,6 +56,8 @@ fn from_row(row: entity::Model) -> Result<Policy, Error> {
             .collect(),
         reconfirm_after_days: u32::try_from(row.reconfirm_after_days)
             .map_err(|_| corrupt("negative reconfirm_after_days"))?,
+        require_full_destination: row.require_full_destination,
+        helpdesk_contact: row.helpdesk_contact,
     };
     let rules = PolicyRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
     let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
@@ -187,6 +189,8 @@ impl PolicyStore for SqlPolicyStore {
             version: Set(0),
             updated_at: Set(now),
             reconfirm_after_days: Set(0),
+            require_full_destination: Set(false),
+            helpdesk_contact: Set(String::new()),
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&txn)
@@ -197,6 +201,14 @@ impl PolicyStore for SqlPolicyStore {
             .col_expr(Column::MethodsRequired, Expr::value(required))
             .col_expr(Column::AllowedMethods, Expr::value(methods))
             .col_expr(Column::ReconfirmAfterDays, Expr::value(reconfirm))
+            .col_expr(
+                Column::RequireFullDestination,
+                Expr::value(rules.require_full_destination()),
+            )
+            .col_expr(
+                Column::HelpdeskContact,
+                Expr::value(rules.helpdesk_contact()),
+            )
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(POLICY_ROW_ID))

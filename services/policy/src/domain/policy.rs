@@ -9,6 +9,10 @@
 //!   never lets a policy weaken that.
 //! - A disabled account is never eligible, whatever the scope.
 //! - `reconfirm_after_days` is 0 (never) to [`MAX_RECONFIRM_AFTER_DAYS`], default 0.
+//! - `helpdesk_contact` is at most [`MAX_HELPDESK_CONTACT_CHARS`] characters without control
+//!   characters, trimmed; empty means none. It is free text (a URL, an email address or a phone
+//!   number), shown to users as is.
+//! - `require_full_destination` defaults to false.
 //! - The number of allowed kinds may be smaller than `methods_required`: a user may register two
 //!   methods of one kind (two email addresses, say).
 
@@ -21,6 +25,8 @@ pub const MAX_GROUP_ID_CHARS: usize = 128;
 pub const MAX_GROUPS: usize = 100;
 /// Longest re-confirmation period, in days (two years, as in Entra ID).
 pub const MAX_RECONFIRM_AFTER_DAYS: u32 = 730;
+/// Longest helpdesk contact, in characters.
+pub const MAX_HELPDESK_CONTACT_CHARS: usize = 256;
 /// Methods an admin account needs, whatever the policy says.
 pub const ADMIN_METHODS_REQUIRED: u32 = 2;
 
@@ -117,6 +123,8 @@ pub struct PolicyDraft {
     pub methods_required: u32,
     pub allowed_methods: Vec<Option<MethodKind>>,
     pub reconfirm_after_days: u32,
+    pub require_full_destination: bool,
+    pub helpdesk_contact: String,
 }
 
 /// Why a submitted policy was refused. The message names the field and is shown to the admin.
@@ -146,6 +154,10 @@ pub enum PolicyError {
         "policy.reconfirm_after_days must be 0 (never) to {MAX_RECONFIRM_AFTER_DAYS}, got {got}"
     )]
     ReconfirmAfterDays { got: u32 },
+    #[error(
+        "policy.helpdesk_contact must be at most {MAX_HELPDESK_CONTACT_CHARS} characters without control characters"
+    )]
+    HelpdeskContact,
 }
 
 /// A valid policy, without its version.
@@ -156,6 +168,8 @@ pub struct PolicyRules {
     methods_required: u32,
     allowed_methods: Vec<MethodKind>,
     reconfirm_after_days: u32,
+    require_full_destination: bool,
+    helpdesk_contact: String,
 }
 
 impl Default for PolicyRules {
@@ -167,6 +181,8 @@ impl Default for PolicyRules {
             methods_required: 1,
             allowed_methods: vec![MethodKind::Email, MethodKind::Sms],
             reconfirm_after_days: 0,
+            require_full_destination: false,
+            helpdesk_contact: String::new(),
         }
     }
 }
@@ -220,12 +236,21 @@ impl PolicyRules {
             });
         }
 
+        let helpdesk_contact = draft.helpdesk_contact.trim();
+        if helpdesk_contact.chars().count() > MAX_HELPDESK_CONTACT_CHARS
+            || helpdesk_contact.chars().any(char::is_control)
+        {
+            return Err(PolicyError::HelpdeskContact);
+        }
+
         Ok(Self {
             scope,
             group_ids,
             methods_required: draft.methods_required,
             allowed_methods,
             reconfirm_after_days: draft.reconfirm_after_days,
+            require_full_destination: draft.require_full_destination,
+            helpdesk_contact: helpdesk_contact.to_owned(),
         })
     }
 
@@ -250,6 +275,16 @@ impl PolicyRules {
         self.reconfirm_after_days
     }
 
+    /// The user must type the full destination of a method before a code is sent to it.
+    pub fn require_full_destination(&self) -> bool {
+        self.require_full_destination
+    }
+
+    /// Where users get help; empty = none.
+    pub fn helpdesk_contact(&self) -> &str {
+        &self.helpdesk_contact
+    }
+
     /// What self-service reset means for `subject` under this policy.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
         let in_scope = match self.scope {
@@ -270,6 +305,8 @@ impl PolicyRules {
             methods_required,
             allowed_methods: self.allowed_methods.clone(),
             reconfirm_after_days: self.reconfirm_after_days,
+            require_full_destination: self.require_full_destination,
+            helpdesk_contact: self.helpdesk_contact.clone(),
         }
     }
 }
@@ -298,6 +335,8 @@ pub struct Evaluation {
     pub methods_required: u32,
     pub allowed_methods: Vec<MethodKind>,
     pub reconfirm_after_days: u32,
+    pub require_full_destination: bool,
+    pub helpdesk_contact: String,
 }
 
 #[cfg(test)]
@@ -311,6 +350,7 @@ mod tests {
             methods_required: required,
             allowed_methods: methods.iter().copied().map(Some).collect(),
             reconfirm_after_days: 0,
+            ..PolicyDraft::default()
         }
     }
 
@@ -595,5 +635,65 @@ mod tests {
             err.to_string(),
             "policy.reconfirm_after_days must be 0 (never) to 730, got 731"
         );
+    }
+
+    #[test]
+    fn require_full_destination_defaults_off_and_reaches_the_evaluation() {
+        assert!(!PolicyRules::default().require_full_destination());
+        let rules = PolicyRules::parse(PolicyDraft {
+            require_full_destination: true,
+            ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+        })
+        .expect("valid");
+        assert!(rules.require_full_destination());
+        assert!(
+            rules
+                .evaluate(&user(&[], false, true))
+                .require_full_destination
+        );
+        let off = rules_with_contact("");
+        assert!(
+            !off.evaluate(&user(&[], false, true))
+                .require_full_destination
+        );
+    }
+
+    fn rules_with_contact(contact: &str) -> PolicyRules {
+        PolicyRules::parse(PolicyDraft {
+            helpdesk_contact: contact.to_owned(),
+            ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+        })
+        .expect("valid contact")
+    }
+
+    #[test]
+    fn helpdesk_contact_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(PolicyRules::default().helpdesk_contact(), "");
+        for ok in [
+            "",
+            "https://help.example.com/sspr",
+            "helpdesk@example.com",
+            "Call 0800 123 456 (Mon–Fri)",
+        ] {
+            assert_eq!(rules_with_contact(ok).helpdesk_contact(), ok);
+        }
+        assert_eq!(
+            rules_with_contact("  help@example.com \t").helpdesk_contact(),
+            "help@example.com"
+        );
+        let max = "é".repeat(MAX_HELPDESK_CONTACT_CHARS);
+        assert_eq!(rules_with_contact(&max).helpdesk_contact(), max);
+        let long = "a".repeat(MAX_HELPDESK_CONTACT_CHARS + 1);
+        for bad in [long.as_str(), "line\nbreak", "bell\u{7}", "del\u{7f}x"] {
+            let err = PolicyRules::parse(PolicyDraft {
+                helpdesk_contact: bad.to_owned(),
+                ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+            })
+            .expect_err("must fail");
+            assert_eq!(err, PolicyError::HelpdeskContact);
+            assert!(err.to_string().starts_with("policy.helpdesk_contact"));
+        }
+        let e = rules_with_contact("help@example.com").evaluate(&user(&[], false, false));
+        assert_eq!(e.helpdesk_contact, "help@example.com");
     }
 }

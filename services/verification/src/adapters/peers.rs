@@ -71,6 +71,25 @@ impl Peers {
             .await
     }
 
+    /// Whether a typed destination names one confirmed method's destination.
+    pub async fn match_destination(
+        &self,
+        user_id: &str,
+        method_id: &str,
+        candidate: &str,
+    ) -> Result<enr::MatchDestinationResponse, BusError> {
+        self.bus
+            .request(
+                enrolment::MATCH_DESTINATION,
+                &enr::MatchDestinationRequest {
+                    user_id: user_id.to_owned(),
+                    method_id: method_id.to_owned(),
+                    candidate: candidate.to_owned(),
+                },
+            )
+            .await
+    }
+
     /// Asks the directory to set the password (it checks it against the password policy).
     pub async fn set_password(&self, request: &dir::SetPasswordRequest) -> Result<(), BusError> {
         let _: dir::SetPasswordResponse =

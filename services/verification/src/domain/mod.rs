@@ -4,6 +4,7 @@
 
 pub mod code;
 pub mod decoy;
+pub mod destination;
 pub mod ids;
 pub mod session;
 

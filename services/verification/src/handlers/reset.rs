@@ -5,6 +5,12 @@
 //! requires; a decoy otherwise, with as many methods as the policy requires. The same
 //! dependencies are consulted for every user id, and decoys go through the same checks, so the
 //! answers (and their statuses and messages) do not tell the two apart.
+//!
+//! Typed-destination confirmation (policy `require_full_destination`, read at SendCode): the
+//! candidate goes to enrolment for a constant-time comparison; a mismatch spends one attempt of
+//! the method's active code in this flow (as a wrong code does, `code.rejected` with reason
+//! `destination_mismatch`), and nothing is sent. A decoy session asks enrolment the same way
+//! and always answers as a mismatch, without spending or emitting anything.
 
 use sspr_bus::subjects;
 use sspr_proto::common::v1 as common;
@@ -23,6 +29,7 @@ use super::{Check, CheckPass, Issue, Verification, domain_kind, proto_kind};
 use crate::Error;
 use crate::adapters::store::{CodeKey, ResendScope};
 use crate::domain::decoy::decoy_methods;
+use crate::domain::destination::{Gate, gate};
 use crate::domain::{
     ClientIp, Code, FlowId, InputError, Locale, MethodId, MethodKind, Purpose, ResetSession,
     SessionMethod, SessionStatus, SessionToken, UserId,
@@ -166,6 +173,7 @@ impl Verification {
             methods_required: session.methods_required,
             expires_at: Some(timestamp(session.expires_at)),
             flow_id: flow_id.as_str().to_owned(),
+            helpdesk_contact: evaluation.helpdesk_contact,
         })
     }
 
@@ -181,6 +189,25 @@ impl Verification {
             method_id: &method.method_id,
         };
         let scope = ResendScope::Flow(&session.flow_id);
+        // Policy-wide settings: the same request for real and decoy sessions.
+        let policy = self
+            .peers
+            .evaluate(pol::EvaluateRequest {
+                user_id: session.user_id.as_str().to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        match gate(
+            policy.require_full_destination,
+            &req.destination_confirmation,
+        )? {
+            Gate::Open => {}
+            Gate::Missing => return Err(Error::DestinationRequired),
+            Gate::Check(candidate) => {
+                self.confirm_destination(&session, &method.method_id, candidate)
+                    .await?
+            }
+        }
         self.ensure_may_resend(key, scope).await?;
 
         let (kind, destination) = if session.decoy {
@@ -214,6 +241,64 @@ impl Verification {
             expires_at: Some(timestamp(issued.expires_at)),
             resend_after: Some(timestamp(issued.resend_after)),
         })
+    }
+
+    /// Asks enrolment whether `candidate` names the method's destination; a mismatch spends an
+    /// attempt of the active code (if any) and is [`Error::DestinationMismatch`].
+    async fn confirm_destination(
+        &self,
+        session: &ResetSession,
+        method_id: &MethodId,
+        candidate: &str,
+    ) -> Result<(), Error> {
+        let answer = self
+            .peers
+            .match_destination(session.user_id.as_str(), method_id.as_str(), candidate)
+            .await;
+        if session.decoy {
+            // Same round trip as a real session; a decoy never matches and records nothing.
+            return Err(Error::DestinationMismatch);
+        }
+        if answer?.matches {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let meta = self.meta(now, &session.user_id, &session.flow_id);
+        let event = |attempts_left: u32| {
+            let rejected = events::CodeRejected {
+                meta: Some(meta.clone()),
+                method_id: method_id.as_str().to_owned(),
+                purpose: events::CodePurpose::Reset as i32,
+                reason: "destination_mismatch".to_owned(),
+                attempts_left,
+            };
+            vec![self.event(subjects::events::CODE_REJECTED, &meta, &rejected)]
+        };
+        let key = CodeKey {
+            purpose: Purpose::Reset,
+            user_id: &session.user_id,
+            method_id,
+        };
+        let active = self
+            .store
+            .active_code(key, &session.flow_id)
+            .await?
+            .filter(|c| {
+                !c.state.voided
+                    && c.state.used_at.is_none()
+                    && c.state.attempts_left > 0
+                    && now < c.state.expires_at
+            });
+        match active {
+            // A lost race with a concurrent attempt still spent an attempt there: nothing to redo.
+            Some(code) => {
+                self.store.record_wrong(&code, now, event).await?;
+            }
+            None => self.store.record_events(event(0), now).await?,
+        }
+        self.signal.notify();
+        tracing::info!("destination confirmation did not match");
+        Err(Error::DestinationMismatch)
     }
 
     #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]

@@ -41,6 +41,10 @@ pub struct World {
     pub allowed: Vec<MethodKind>,
     /// Users the policy does not cover.
     pub out_of_scope: Vec<String>,
+    /// Policy: type the full destination before a code is sent.
+    pub require_full_destination: bool,
+    /// Policy: helpdesk contact.
+    pub helpdesk_contact: String,
 }
 
 impl World {
@@ -260,6 +264,26 @@ impl Harness {
                 session_id: session_id.into(),
                 method_id: method_id.into(),
                 client_ip: "192.0.2.7".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// SendCode with a typed destination confirmation.
+    pub async fn send_code_confirmed(
+        &self,
+        session_id: &str,
+        method_id: &str,
+        confirmation: &str,
+    ) -> Result<ver::SendCodeResponse, RpcError> {
+        self.call(
+            rpc::verification::SEND_CODE,
+            &ver::SendCodeRequest {
+                session_id: session_id.into(),
+                method_id: method_id.into(),
+                client_ip: "192.0.2.7".into(),
+                destination_confirmation: confirmation.into(),
             },
         )
         .await
@@ -517,12 +541,15 @@ fn start_stand_ins(
                         methods_required: if is_admin { 2 } else { w.methods_required },
                         allowed_methods: w.allowed.iter().map(|k| *k as i32).collect(),
                         reconfirm_after_days: 0,
+                        require_full_destination: w.require_full_destination,
+                        helpdesk_contact: w.helpdesk_contact.clone(),
                     })
                 }
             },
         )
     };
     let enrolment = {
+        let w3 = Arc::clone(&world);
         let (w1, w2, r1, r2) = (
             Arc::clone(&world),
             Arc::clone(&world),
@@ -563,6 +590,26 @@ fn start_stand_ins(
                             Some((m, destination)) => Ok(enr::GetDestinationResponse {
                                 kind: m.kind,
                                 destination,
+                            }),
+                            None => Err(RpcError::not_found("unknown method")),
+                        }
+                    }
+                },
+            )
+            .route(
+                rpc::enrolment::MATCH_DESTINATION,
+                move |_ctx, req: enr::MatchDestinationRequest| {
+                    let w = Arc::clone(&w3);
+                    async move {
+                        // Like enrolment for email: trimmed and lower-cased on both sides.
+                        let norm = |s: &str| s.trim().to_lowercase();
+                        match w
+                            .methods
+                            .get(&req.user_id)
+                            .and_then(|ms| ms.iter().find(|(m, _)| m.method_id == req.method_id))
+                        {
+                            Some((_, destination)) => Ok(enr::MatchDestinationResponse {
+                                matches: norm(destination) == norm(&req.candidate),
                             }),
                             None => Err(RpcError::not_found("unknown method")),
                         }
