@@ -199,6 +199,7 @@ impl World {
             is_admin,
             password: password.to_owned(),
             enabled: None,
+            locked: None,
         };
         Ok(self
             .admin()

@@ -55,6 +55,7 @@ async fn upsert(world: &World, user_id: &str, locale: &str, is_admin: bool) {
             is_admin,
             password: OLD_PASSWORD.into(),
             enabled: None,
+            locked: None,
         }))
         .await
         .expect("upsert");

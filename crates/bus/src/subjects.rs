@@ -37,12 +37,15 @@ pub mod events {
     pub const RESET_COMPLETED: &str = "sspr.events.v1.reset.completed";
     pub const PASSWORD_CHANGED: &str = "sspr.events.v1.password.changed";
     pub const USER_DELETED: &str = "sspr.events.v1.user.deleted";
+    pub const ACCOUNT_LOCKED: &str = "sspr.events.v1.account.locked";
+    pub const ACCOUNT_UNLOCKED: &str = "sspr.events.v1.account.unlocked";
 }
 
 /// Delivery subjects, one per channel.
 pub mod delivery {
     pub const EMAIL: &str = "sspr.delivery.v1.email";
     pub const SMS: &str = "sspr.delivery.v1.sms";
+    pub const VOICE: &str = "sspr.delivery.v1.voice";
 }
 
 /// Request/reply subjects, `sspr.rpc.<service>.<method>`.

@@ -422,6 +422,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 reconfirm_after_days,
                 require_full_destination,
                 helpdesk_contact,
+                ..Default::default()
             };
             let p = client
                 .set_policy(request(
@@ -494,6 +495,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 is_admin,
                 password: password.unwrap_or_default(),
                 enabled: None,
+                locked: None,
             };
             let u = client
                 .upsert_user(request(args, body, t)?)

@@ -95,7 +95,8 @@ async fn reset_calls_map_both_ways() {
     assert_eq!(
         verified,
         reset::VerifyCodeResponse {
-            methods_remaining: 1
+            methods_remaining: 1,
+            unlock_available: false,
         }
     );
     assert_eq!(
@@ -119,7 +120,7 @@ async fn reset_calls_map_both_ways() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(completed, reset::CompleteResetResponse {});
+    assert_eq!(completed, reset::CompleteResetResponse::default());
     assert_eq!(
         gw.recorder
             .single::<ver::CompleteResetRequest>(verification::COMPLETE_RESET),
@@ -278,6 +279,7 @@ async fn admin_calls_map_both_ways() {
             is_admin: true,
             password: "initial password!".into(),
             enabled: Some(false),
+            locked: None,
         }))
         .await
         .unwrap()
@@ -292,6 +294,7 @@ async fn admin_calls_map_both_ways() {
             is_admin: true,
             enabled: false,
             has_password: true,
+            ..Default::default()
         }
     );
     assert_eq!(

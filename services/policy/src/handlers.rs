@@ -273,6 +273,7 @@ fn kind_from_proto(raw: i32) -> Option<MethodKind> {
         common::MethodKind::Unspecified => None,
         common::MethodKind::Email => Some(MethodKind::Email),
         common::MethodKind::Sms => Some(MethodKind::Sms),
+        common::MethodKind::Voice | common::MethodKind::SecurityQuestions => None,
     }
 }
 
@@ -318,6 +319,10 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
             .collect(),
         version: p.version,
         reconfirm_after_days: p.rules.reconfirm_after_days(),
+        allow_unlock: false,
+        security_questions: Vec::new(),
+        questions_required_to_register: 0,
+        questions_required_to_reset: 0,
         require_full_destination: p.rules.require_full_destination(),
         helpdesk_contact: p.rules.helpdesk_contact().to_owned(),
     }

@@ -8,9 +8,11 @@
 use sspr_bus::subjects::rpc::{audit, directory, policy};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
-    AuditRecord, DeleteUserRequest, DeleteUserResponse, GetPasswordPolicyRequest, GetPolicyRequest,
-    ListAuditEventsRequest, ListAuditEventsResponse, PasswordPolicy, Policy,
-    SetPasswordPolicyRequest, SetPolicyRequest, UpsertUserRequest, User,
+    AuditRecord, DeleteGroupRequest, DeleteGroupResponse, DeleteUserRequest, DeleteUserResponse,
+    GetPasswordPolicyRequest, GetPolicyRequest, GetUserRequest, Group, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListGroupsRequest, ListGroupsResponse, PasswordPolicy, Policy,
+    PreviewPolicyRequest, PreviewPolicyResponse, SetPasswordPolicyRequest, SetPolicyRequest,
+    UnlockUserRequest, UpsertGroupRequest, UpsertUserRequest, User,
 };
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
@@ -72,6 +74,8 @@ fn user_from_record(record: internal_directory::UserRecord) -> User {
         is_admin: record.is_admin,
         enabled: record.enabled,
         has_password: record.has_password,
+        locked: false,
+        effective_group_ids: Vec::new(),
     }
 }
 
@@ -314,6 +318,46 @@ impl Admin for AdminApi {
             })
         })
         .await
+    }
+    async fn preview_policy(
+        &self,
+        _request: Request<PreviewPolicyRequest>,
+    ) -> Result<Response<PreviewPolicyResponse>, Status> {
+        Err(Status::unimplemented(
+            "PreviewPolicy is not implemented yet",
+        ))
+    }
+
+    async fn get_user(&self, _request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        Err(Status::unimplemented("GetUser is not implemented yet"))
+    }
+
+    async fn unlock_user(
+        &self,
+        _request: Request<UnlockUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        Err(Status::unimplemented("UnlockUser is not implemented yet"))
+    }
+
+    async fn upsert_group(
+        &self,
+        _request: Request<UpsertGroupRequest>,
+    ) -> Result<Response<Group>, Status> {
+        Err(Status::unimplemented("UpsertGroup is not implemented yet"))
+    }
+
+    async fn delete_group(
+        &self,
+        _request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteGroupResponse>, Status> {
+        Err(Status::unimplemented("DeleteGroup is not implemented yet"))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("ListGroups is not implemented yet"))
     }
 }
 

@@ -10,7 +10,9 @@ use sspr_proto::registration::v1::registration_server::{Registration, SERVICE_NA
 use sspr_proto::registration::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
     ConfirmMethodRequest, ConfirmMethodResponse, GetStatusRequest, GetStatusResponse,
-    ListMethodsRequest, ListMethodsResponse, RemoveMethodRequest, RemoveMethodResponse,
+    ListMethodsRequest, ListMethodsResponse, ListSecurityQuestionsRequest,
+    ListSecurityQuestionsResponse, RemoveMethodRequest, RemoveMethodResponse,
+    SetSecurityAnswersRequest, SetSecurityAnswersResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -190,5 +192,23 @@ impl Registration for RegistrationApi {
             Ok(RemoveMethodResponse {})
         })
         .await
+    }
+
+    async fn list_security_questions(
+        &self,
+        _request: Request<ListSecurityQuestionsRequest>,
+    ) -> Result<Response<ListSecurityQuestionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "ListSecurityQuestions is not implemented yet",
+        ))
+    }
+
+    async fn set_security_answers(
+        &self,
+        _request: Request<SetSecurityAnswersRequest>,
+    ) -> Result<Response<SetSecurityAnswersResponse>, Status> {
+        Err(Status::unimplemented(
+            "SetSecurityAnswers is not implemented yet",
+        ))
     }
 }

@@ -7,8 +7,11 @@ use sspr_bus::subjects::rpc::verification as subject;
 use sspr_proto::internal::verification::v1 as internal;
 use sspr_proto::reset::v1::password_reset_server::{PasswordReset, SERVICE_NAME};
 use sspr_proto::reset::v1::{
-    CompleteResetRequest, CompleteResetResponse, SendCodeRequest, SendCodeResponse,
-    StartResetRequest, StartResetResponse, VerifyCodeRequest, VerifyCodeResponse,
+    AnswerSecurityQuestionsRequest, AnswerSecurityQuestionsResponse, CheckPasswordRequest,
+    CheckPasswordResponse, CompleteResetRequest, CompleteResetResponse,
+    GetSecurityQuestionsRequest, GetSecurityQuestionsResponse, SendCodeRequest, SendCodeResponse,
+    StartResetRequest, StartResetResponse, UnlockAccountRequest, UnlockAccountResponse,
+    VerifyCodeRequest, VerifyCodeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -109,6 +112,7 @@ impl PasswordReset for ResetApi {
                 .await?;
             Ok(VerifyCodeResponse {
                 methods_remaining: resp.methods_remaining,
+                unlock_available: false,
             })
         })
         .await
@@ -133,8 +137,44 @@ impl PasswordReset for ResetApi {
                 .bus()
                 .request(subject::COMPLETE_RESET, &internal)
                 .await?;
-            Ok(CompleteResetResponse {})
+            Ok(CompleteResetResponse { strength: None })
         })
         .await
+    }
+
+    async fn get_security_questions(
+        &self,
+        _request: Request<GetSecurityQuestionsRequest>,
+    ) -> Result<Response<GetSecurityQuestionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "GetSecurityQuestions is not implemented yet",
+        ))
+    }
+
+    async fn answer_security_questions(
+        &self,
+        _request: Request<AnswerSecurityQuestionsRequest>,
+    ) -> Result<Response<AnswerSecurityQuestionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "AnswerSecurityQuestions is not implemented yet",
+        ))
+    }
+
+    async fn check_password(
+        &self,
+        _request: Request<CheckPasswordRequest>,
+    ) -> Result<Response<CheckPasswordResponse>, Status> {
+        Err(Status::unimplemented(
+            "CheckPassword is not implemented yet",
+        ))
+    }
+
+    async fn unlock_account(
+        &self,
+        _request: Request<UnlockAccountRequest>,
+    ) -> Result<Response<UnlockAccountResponse>, Status> {
+        Err(Status::unimplemented(
+            "UnlockAccount is not implemented yet",
+        ))
     }
 }

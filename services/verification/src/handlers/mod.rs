@@ -369,7 +369,9 @@ fn domain_kind(kind: i32) -> Option<MethodKind> {
     match common::MethodKind::try_from(kind).ok()? {
         common::MethodKind::Email => Some(MethodKind::Email),
         common::MethodKind::Sms => Some(MethodKind::Sms),
-        common::MethodKind::Unspecified => None,
+        common::MethodKind::Voice
+        | common::MethodKind::SecurityQuestions
+        | common::MethodKind::Unspecified => None,
     }
 }
 
