@@ -68,6 +68,15 @@ pub struct World {
 impl World {
     /// Starts everything; `Ok(None)` when PostgreSQL was asked for but is not configured.
     pub async fn start(backend: Backend) -> anyhow::Result<Option<World>> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// As [`World::start`], letting `configure` change the stack's options (for example the
+    /// directory's LDAP connector) before anything starts.
+    pub async fn start_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut StackOptions),
+    ) -> anyhow::Result<Option<World>> {
         // The real telemetry setup (with its OpenTelemetry layer), so trace context is created
         // and propagated exactly as in the binaries; the first test to get here installs it.
         let _ = sspr_telemetry::init("sspr-e2e");
@@ -111,7 +120,7 @@ impl World {
             }
         });
 
-        let opts = StackOptions {
+        let mut opts = StackOptions {
             nats_url: nats.url(),
             db: db.settings(),
             mail: sspr_cli::dev::smtp_transport(&smtp.url())?,
@@ -120,10 +129,13 @@ impl World {
             sms_dir: None,
             code_key,
             admin_token: ADMIN_TOKEN.to_owned(),
+            named_admin_tokens: None,
             grpc_addr: "127.0.0.1:0".parse()?,
             clock: Arc::new(clock.clone()),
             resend_after: Duration::ZERO,
+            directory: sspr_directory::Config::default(),
         };
+        configure(&mut opts);
         let stack = Stack::start(opts).await?;
         let channel = Channel::from_shared(format!("http://{}", stack.grpc_addr()))?
             .connect()

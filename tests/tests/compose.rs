@@ -35,7 +35,7 @@ const BINARIES: [&str; 8] = [
 ];
 
 /// The `SSPR_*` variables of the process contract (issue 2, "Process contract").
-const KNOWN_SSPR_VARS: [&str; 10] = [
+const KNOWN_SSPR_VARS: [&str; 12] = [
     "SSPR_NATS_URL",
     "SSPR_DATA_DIR",
     "SSPR_DATABASE_URL",
@@ -44,6 +44,8 @@ const KNOWN_SSPR_VARS: [&str; 10] = [
     "SSPR_SMS_WEBHOOK_URL",
     "SSPR_GRPC_ADDR",
     "SSPR_ADMIN_TOKEN",
+    "SSPR_ADMIN_TOKENS",
+    "SSPR_ADMIN_TOKENS_FILE",
     "SSPR_CODE_KEY",
     "SSPR_METRICS_ADDR",
 ];

@@ -58,6 +58,11 @@ pub mod rpc {
         pub const UPSERT_USER: &str = "sspr.rpc.directory.upsert_user";
         pub const DELETE_USER: &str = "sspr.rpc.directory.delete_user";
         pub const LIST_ADMINS: &str = "sspr.rpc.directory.list_admins";
+        pub const UNLOCK: &str = "sspr.rpc.directory.unlock";
+        pub const UPSERT_GROUP: &str = "sspr.rpc.directory.upsert_group";
+        pub const DELETE_GROUP: &str = "sspr.rpc.directory.delete_group";
+        pub const LIST_GROUPS: &str = "sspr.rpc.directory.list_groups";
+        pub const LIST_USERS: &str = "sspr.rpc.directory.list_users";
     }
     pub mod policy {
         pub const SERVICE: &str = "policy";
@@ -67,6 +72,7 @@ pub mod rpc {
         pub const CHECK_PASSWORD: &str = "sspr.rpc.policy.check_password";
         pub const GET_PASSWORD_POLICY: &str = "sspr.rpc.policy.get_password_policy";
         pub const SET_PASSWORD_POLICY: &str = "sspr.rpc.policy.set_password_policy";
+        pub const PREVIEW: &str = "sspr.rpc.policy.preview";
     }
     pub mod enrolment {
         pub const SERVICE: &str = "enrolment";
@@ -79,6 +85,11 @@ pub mod rpc {
         pub const LIST_OWN_METHODS: &str = "sspr.rpc.enrolment.list_own_methods";
         pub const REMOVE_METHOD: &str = "sspr.rpc.enrolment.remove_method";
         pub const MATCH_DESTINATION: &str = "sspr.rpc.enrolment.match_destination";
+        pub const LIST_SECURITY_QUESTIONS: &str = "sspr.rpc.enrolment.list_security_questions";
+        pub const SET_SECURITY_ANSWERS: &str = "sspr.rpc.enrolment.set_security_answers";
+        pub const LIST_ANSWERED_QUESTIONS: &str = "sspr.rpc.enrolment.list_answered_questions";
+        pub const CHECK_SECURITY_ANSWERS: &str = "sspr.rpc.enrolment.check_security_answers";
+        pub const LIST_METHOD_KINDS: &str = "sspr.rpc.enrolment.list_method_kinds";
     }
     pub mod verification {
         pub const SERVICE: &str = "verification";
@@ -86,6 +97,11 @@ pub mod rpc {
         pub const SEND_CODE: &str = "sspr.rpc.verification.send_code";
         pub const VERIFY_CODE: &str = "sspr.rpc.verification.verify_code";
         pub const COMPLETE_RESET: &str = "sspr.rpc.verification.complete_reset";
+        pub const GET_SECURITY_QUESTIONS: &str = "sspr.rpc.verification.get_security_questions";
+        pub const ANSWER_SECURITY_QUESTIONS: &str =
+            "sspr.rpc.verification.answer_security_questions";
+        pub const UNLOCK_ACCOUNT: &str = "sspr.rpc.verification.unlock_account";
+        pub const CHECK_PASSWORD: &str = "sspr.rpc.verification.check_password";
         pub const ISSUE_CODE: &str = "sspr.rpc.verification.issue_code";
         pub const CHECK_CODE: &str = "sspr.rpc.verification.check_code";
     }

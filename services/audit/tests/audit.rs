@@ -149,6 +149,7 @@ fn meta(id: &str, user: &str, flow: &str, at: DateTime<Utc>, source: &str) -> ev
         user_id: user.into(),
         flow_id: flow.into(),
         source: source.into(),
+        actor: String::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use sspr_proto::admin::v1 as admin;
-use sspr_proto::common::v1::{ContactMethod, MethodKind};
+use sspr_proto::common::v1::{ContactMethod, MethodKind, SecurityAnswer, SecurityQuestion};
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
 use tonic::metadata::MetadataValue;
@@ -47,6 +47,10 @@ pub enum ScopeArg {
 pub enum KindArg {
     Email,
     Sms,
+    /// A phone call that reads the code out.
+    Voice,
+    /// Answers to admin-defined security questions (never for admins).
+    SecurityQuestions,
 }
 
 impl From<KindArg> for MethodKind {
@@ -54,8 +58,112 @@ impl From<KindArg> for MethodKind {
         match k {
             KindArg::Email => MethodKind::Email,
             KindArg::Sms => MethodKind::Sms,
+            KindArg::Voice => MethodKind::Voice,
+            KindArg::SecurityQuestions => MethodKind::SecurityQuestions,
         }
     }
+}
+
+/// The security-question options of `set-policy` and `preview-policy`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuestionArgs {
+    /// A security question as ID=TEXT (repeat), e.g. --question pet="Your first pet's name?".
+    #[arg(long = "question", value_parser = parse_id_value)]
+    questions: Vec<(String, String)>,
+    /// Questions a user answers at registration: 3 to 5 (0 = the default, 3).
+    #[arg(long, default_value_t = 0)]
+    questions_to_register: u32,
+    /// Questions asked at reset: 3 to 5, at most --questions-to-register (0 = the default, 3).
+    #[arg(long, default_value_t = 0)]
+    questions_to_reset: u32,
+}
+
+impl QuestionArgs {
+    fn apply(self, policy: &mut admin::Policy) {
+        policy.security_questions = self
+            .questions
+            .into_iter()
+            .map(|(question_id, text)| SecurityQuestion { question_id, text })
+            .collect();
+        policy.questions_required_to_register = self.questions_to_register;
+        policy.questions_required_to_reset = self.questions_to_reset;
+    }
+}
+
+/// `ID=VALUE` (a question and its text, or a question and an answer).
+fn parse_id_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((id, value)) if !id.trim().is_empty() => Ok((id.trim().to_owned(), value.to_owned())),
+        _ => Err("expected ID=TEXT".to_owned()),
+    }
+}
+
+/// A proposed policy, with the options of `set-policy`.
+#[derive(Args, Debug, Clone)]
+pub struct ProposedPolicyArgs {
+    #[arg(long, value_enum)]
+    scope: ScopeArg,
+    /// Group allowed to reset (repeat; with --scope selected).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Methods a user must verify: 1 or 2 (admins always 2).
+    #[arg(long, default_value_t = 1)]
+    methods_required: u32,
+    /// Allowed method kinds.
+    #[arg(long = "allow", value_enum, value_delimiter = ',', default_values_t = [KindArg::Email, KindArg::Sms])]
+    allowed: Vec<KindArg>,
+    /// Days after which registered users must confirm their methods again: 0 (never) to 730.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=730))]
+    reconfirm_after_days: u32,
+    /// Users must type the full destination before a code is sent to it.
+    #[arg(long)]
+    require_full_destination: bool,
+    /// Where users get help (URL, email address or text; at most 256 characters).
+    #[arg(long, default_value = "")]
+    helpdesk_contact: String,
+    /// A verified user whose account is locked may unlock it without a new password.
+    #[arg(long)]
+    allow_unlock: bool,
+    #[command(flatten)]
+    questions: QuestionArgs,
+}
+
+impl ProposedPolicyArgs {
+    fn into_policy(self) -> admin::Policy {
+        let scope = match self.scope {
+            ScopeArg::None => admin::Scope::None,
+            ScopeArg::Selected => admin::Scope::Selected,
+            ScopeArg::All => admin::Scope::All,
+        };
+        let mut policy = admin::Policy {
+            scope: scope as i32,
+            group_ids: self.groups,
+            methods_required: self.methods_required,
+            allowed_methods: self
+                .allowed
+                .into_iter()
+                .map(|k| MethodKind::from(k) as i32)
+                .collect(),
+            reconfirm_after_days: self.reconfirm_after_days,
+            require_full_destination: self.require_full_destination,
+            helpdesk_contact: self.helpdesk_contact,
+            allow_unlock: self.allow_unlock,
+            ..Default::default()
+        };
+        self.questions.apply(&mut policy);
+        policy
+    }
+}
+
+fn previewed_user_json(u: &admin::PreviewedUser) -> Value {
+    json!({
+        "user_id": u.user_id,
+        "display_name": u.display_name,
+        "is_admin": u.is_admin,
+        "reason": u.reason,
+        "usable_methods": u.usable_methods,
+        "methods_required": u.methods_required,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +193,11 @@ pub enum AdminCommand {
         /// Where users get help (URL, email address or text; at most 256 characters).
         #[arg(long, default_value = "")]
         helpdesk_contact: String,
+        /// A verified user whose account is locked may unlock it without a new password.
+        #[arg(long)]
+        allow_unlock: bool,
+        #[command(flatten)]
+        questions: QuestionArgs,
     },
     /// Show the password rules (length, banned terms, organisation name, history).
     GetPasswordPolicy,
@@ -107,6 +220,15 @@ pub enum AdminCommand {
         #[arg(long = "history")]
         history: Option<u32>,
     },
+    /// Report, without saving anything, which users could not reset under a proposed policy
+    /// (same options as set-policy): the totals, then every unable user with the reason.
+    PreviewPolicy {
+        #[command(flatten)]
+        policy: ProposedPolicyArgs,
+        /// Unable users fetched per request: 1 to 500 (0 = the gateway's default, 100).
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
+    },
     /// Create or update a user.
     UpsertUser {
         #[arg(long)]
@@ -122,9 +244,18 @@ pub enum AdminCommand {
         /// Initial password (else SSPR_USER_PASSWORD; empty keeps the current one).
         #[arg(long, env = "SSPR_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// Lock (true) or unlock (false) the account; left out keeps its state.
+        #[arg(long)]
+        locked: Option<bool>,
     },
     /// Delete a user.
     DeleteUser { user_id: String },
+    /// Look up or unlock one user (helpdesk).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, delete or list groups (groups nest through --member).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// List audit records (flow steps and admin changes), oldest first, one page at a time.
     Audit {
         /// Only records about this user.
@@ -146,6 +277,54 @@ pub enum AdminCommand {
         #[arg(long)]
         page_token: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Show one user's account, with its locked state and effective groups.
+    Get { user_id: String },
+    /// Clear the locked state of an account.
+    Unlock { user_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create or replace a group.
+    Upsert {
+        group_id: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// A group nested in this one (repeat); its members are members of this group too.
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Delete a group and every membership in it.
+    Delete { group_id: String },
+    /// List groups sorted by id, one page at a time.
+    List {
+        /// Groups per page: 1 to 500 (default 100).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        page_size: Option<u32>,
+        /// The next_page_token of a previous answer.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+fn user_json(u: &admin::User) -> Value {
+    json!({
+        "user_id": u.user_id, "display_name": u.display_name, "locale": u.locale,
+        "group_ids": u.group_ids, "effective_group_ids": u.effective_group_ids,
+        "is_admin": u.is_admin, "enabled": u.enabled, "locked": u.locked,
+        "has_password": u.has_password,
+    })
+}
+
+fn group_json(g: &admin::Group) -> Value {
+    json!({
+        "group_id": g.group_id, "display_name": g.display_name,
+        "member_group_ids": g.member_group_ids,
+    })
 }
 
 fn parse_rfc3339(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -202,6 +381,20 @@ pub enum RegisterCommand {
         #[arg(long)]
         method: String,
     },
+    /// List the security questions to choose from and how many to answer.
+    Questions {
+        #[arg(long)]
+        session: String,
+    },
+    /// Register (or replace) security-question answers. Without --answer, asks on the
+    /// terminal: each question in turn, Enter to skip one, until enough are answered.
+    Answer {
+        #[arg(long)]
+        session: String,
+        /// An answer as QUESTION_ID=ANSWER (repeat).
+        #[arg(long = "answer", value_parser = parse_id_value)]
+        answers: Vec<(String, String)>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +424,24 @@ pub enum ResetCommand {
         method: String,
         #[arg(long)]
         code: String,
+    },
+    /// Show the security questions picked for a security-questions method.
+    Questions {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
+    },
+    /// Answer the picked security questions. Without --answer, asks for the picked questions
+    /// on the terminal.
+    Answer {
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        method: String,
+        /// An answer as QUESTION_ID=ANSWER (repeat).
+        #[arg(long = "answer", value_parser = parse_id_value)]
+        answers: Vec<(String, String)>,
     },
     /// Set the new password.
     Complete {
@@ -307,6 +518,8 @@ fn kind_name(kind: i32) -> &'static str {
     match MethodKind::try_from(kind) {
         Ok(MethodKind::Email) => "email",
         Ok(MethodKind::Sms) => "sms",
+        Ok(MethodKind::Voice) => "voice",
+        Ok(MethodKind::SecurityQuestions) => "security-questions",
         _ => "unspecified",
     }
 }
@@ -343,6 +556,12 @@ fn policy_json(p: &admin::Policy) -> Value {
         "reconfirm_after_days": p.reconfirm_after_days,
         "require_full_destination": p.require_full_destination,
         "helpdesk_contact": p.helpdesk_contact,
+        "allow_unlock": p.allow_unlock,
+        "security_questions": p.security_questions.iter()
+            .map(|q| json!({"question_id": q.question_id, "text": q.text}))
+            .collect::<Vec<_>>(),
+        "questions_required_to_register": p.questions_required_to_register,
+        "questions_required_to_reset": p.questions_required_to_reset,
     })
 }
 
@@ -404,13 +623,15 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
             reconfirm_after_days,
             require_full_destination,
             helpdesk_contact,
+            allow_unlock,
+            questions,
         } => {
             let scope = match scope {
                 ScopeArg::None => admin::Scope::None,
                 ScopeArg::Selected => admin::Scope::Selected,
                 ScopeArg::All => admin::Scope::All,
             };
-            let policy = admin::Policy {
+            let mut policy = admin::Policy {
                 scope: scope as i32,
                 group_ids: groups,
                 methods_required,
@@ -422,8 +643,10 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 reconfirm_after_days,
                 require_full_destination,
                 helpdesk_contact,
+                allow_unlock,
                 ..Default::default()
             };
+            questions.apply(&mut policy);
             let p = client
                 .set_policy(request(
                     args,
@@ -435,6 +658,37 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 .await
                 .map_err(status_error)?;
             print(policy_json(p.get_ref()));
+        }
+        AdminCommand::PreviewPolicy { policy, page_size } => {
+            let policy = policy.into_policy();
+            let mut unable = Vec::new();
+            let mut page_token = String::new();
+            let totals = loop {
+                let page = client
+                    .preview_policy(request(
+                        args,
+                        admin::PreviewPolicyRequest {
+                            policy: Some(policy.clone()),
+                            page_size,
+                            page_token,
+                        },
+                        t,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                unable.extend(page.unable.iter().map(previewed_user_json));
+                if page.next_page_token.is_empty() {
+                    break (page.users_total, page.users_able, page.users_unable);
+                }
+                page_token = page.next_page_token;
+            };
+            print(json!({
+                "users_total": totals.0,
+                "users_able": totals.1,
+                "users_unable": totals.2,
+                "unable": unable,
+            }));
         }
         AdminCommand::GetPasswordPolicy => {
             let p = client
@@ -486,6 +740,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
             groups,
             admin: is_admin,
             password,
+            locked,
         } => {
             let body = admin::UpsertUserRequest {
                 user_id,
@@ -495,17 +750,81 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 is_admin,
                 password: password.unwrap_or_default(),
                 enabled: None,
-                locked: None,
+                locked,
             };
             let u = client
                 .upsert_user(request(args, body, t)?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            print(user_json(&u));
+        }
+        AdminCommand::User(UserCommand::Get { user_id }) => {
+            let u = client
+                .get_user(request(args, admin::GetUserRequest { user_id }, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(user_json(&u));
+        }
+        AdminCommand::User(UserCommand::Unlock { user_id }) => {
+            let u = client
+                .unlock_user(request(args, admin::UnlockUserRequest { user_id }, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(user_json(&u));
+        }
+        AdminCommand::Group(GroupCommand::Upsert {
+            group_id,
+            display_name,
+            members,
+        }) => {
+            let group = admin::Group {
+                group_id,
+                display_name,
+                member_group_ids: members,
+            };
+            let g = client
+                .upsert_group(request(
+                    args,
+                    admin::UpsertGroupRequest { group: Some(group) },
+                    t,
+                )?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(group_json(&g));
+        }
+        AdminCommand::Group(GroupCommand::Delete { group_id }) => {
+            client
+                .delete_group(request(
+                    args,
+                    admin::DeleteGroupRequest {
+                        group_id: group_id.clone(),
+                    },
+                    t,
+                )?)
+                .await
+                .map_err(status_error)?;
+            print(json!({"deleted": group_id}));
+        }
+        AdminCommand::Group(GroupCommand::List {
+            page_size,
+            page_token,
+        }) => {
+            let body = admin::ListGroupsRequest {
+                page_size: page_size.unwrap_or_default(),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let page = client
+                .list_groups(request(args, body, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print(json!({
-                "user_id": u.user_id, "display_name": u.display_name, "locale": u.locale,
-                "group_ids": u.group_ids, "is_admin": u.is_admin, "enabled": u.enabled,
-                "has_password": u.has_password,
+                "groups": page.groups.iter().map(group_json).collect::<Vec<_>>(),
+                "next_page_token": page.next_page_token,
             }));
         }
         AdminCommand::DeleteUser { user_id } => {
@@ -673,8 +992,107 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 .map_err(status_error)?;
             print(json!({"removed": true}));
         }
+        RegisterCommand::Questions { session } => {
+            let body = registration::ListSecurityQuestionsRequest {
+                session_id: session,
+            };
+            let r = client
+                .list_security_questions(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "questions": questions_json(&r.questions),
+                "answers_required": r.answers_required,
+            }));
+        }
+        RegisterCommand::Answer { session, answers } => {
+            let answers = if answers.is_empty() {
+                let body = registration::ListSecurityQuestionsRequest {
+                    session_id: session.clone(),
+                };
+                let listed = client
+                    .list_security_questions(request(args, body, None)?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if listed.questions.is_empty() {
+                    bail!("security questions are not available for this account");
+                }
+                ask_answers(&listed.questions, listed.answers_required as usize, true)?
+            } else {
+                to_answers(answers)
+            };
+            let body = registration::SetSecurityAnswersRequest {
+                session_id: session,
+                answers,
+            };
+            let r = client
+                .set_security_answers(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "method_id": r.method_id,
+                "registration_complete": r.registration_complete,
+            }));
+        }
     }
     Ok(())
+}
+
+fn questions_json(questions: &[SecurityQuestion]) -> Value {
+    Value::Array(
+        questions
+            .iter()
+            .map(|q| json!({"question_id": q.question_id, "text": q.text}))
+            .collect(),
+    )
+}
+
+fn to_answers(pairs: Vec<(String, String)>) -> Vec<SecurityAnswer> {
+    pairs
+        .into_iter()
+        .map(|(question_id, answer)| SecurityAnswer {
+            question_id,
+            answer,
+        })
+        .collect()
+}
+
+/// Asks each question on stderr and reads answers from stdin until `wanted` are given; with
+/// `skippable`, an empty line skips a question. Answers are never printed back.
+fn ask_answers(
+    questions: &[SecurityQuestion],
+    wanted: usize,
+    skippable: bool,
+) -> anyhow::Result<Vec<SecurityAnswer>> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut answers = Vec::new();
+    for q in questions {
+        if answers.len() == wanted {
+            break;
+        }
+        let hint = if skippable { " (Enter to skip)" } else { "" };
+        eprint!("{}{hint}: ", q.text);
+        let line = lines
+            .next()
+            .context("stdin closed before every question was answered")?
+            .context("reading an answer")?;
+        if line.trim().is_empty() && skippable {
+            continue;
+        }
+        answers.push(SecurityAnswer {
+            question_id: q.question_id.clone(),
+            answer: line,
+        });
+    }
+    if answers.len() < wanted {
+        bail!("{wanted} answers are required, got {}", answers.len());
+    }
+    Ok(answers)
 }
 
 pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<()> {
@@ -738,6 +1156,62 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 .into_inner();
             print(json!({"methods_remaining": r.methods_remaining}));
         }
+        ResetCommand::Questions { session, method } => {
+            let r = client
+                .get_security_questions(request(
+                    args,
+                    reset::GetSecurityQuestionsRequest {
+                        session_id: session,
+                        method_id: method,
+                    },
+                    None,
+                )?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({"questions": questions_json(&r.questions)}));
+        }
+        ResetCommand::Answer {
+            session,
+            method,
+            answers,
+        } => {
+            let answers = if answers.is_empty() {
+                let picked = client
+                    .get_security_questions(request(
+                        args,
+                        reset::GetSecurityQuestionsRequest {
+                            session_id: session.clone(),
+                            method_id: method.clone(),
+                        },
+                        None,
+                    )?)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .questions;
+                ask_answers(&picked, picked.len(), false)?
+            } else {
+                to_answers(answers)
+            };
+            let r = client
+                .answer_security_questions(request(
+                    args,
+                    reset::AnswerSecurityQuestionsRequest {
+                        session_id: session,
+                        method_id: method,
+                        answers,
+                    },
+                    None,
+                )?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "methods_remaining": r.methods_remaining,
+                "unlock_available": r.unlock_available,
+            }));
+        }
         ResetCommand::Complete {
             session,
             new_password,
@@ -746,11 +1220,15 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 session_id: session,
                 new_password,
             };
-            client
+            let r = client
                 .complete_reset(request(args, body, None)?)
                 .await
-                .map_err(status_error)?;
-            print(json!({"completed": true}));
+                .map_err(status_error)?
+                .into_inner();
+            let strength = r.strength.map(|s| {
+                json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
+            });
+            print(json!({"completed": true, "strength": strength}));
         }
     }
     Ok(())
@@ -773,6 +1251,79 @@ mod tests {
     struct RegisterCli {
         #[command(subcommand)]
         command: RegisterCommand,
+    }
+
+    #[test]
+    fn user_group_lock_and_unlock_arguments_parse() {
+        let cli = Cli::try_parse_from(["sspr", "user", "get", "alice"]).unwrap();
+        assert!(
+            matches!(cli.command, AdminCommand::User(UserCommand::Get { user_id }) if user_id == "alice")
+        );
+        let cli = Cli::try_parse_from(["sspr", "user", "unlock", "alice"]).unwrap();
+        assert!(
+            matches!(cli.command, AdminCommand::User(UserCommand::Unlock { user_id }) if user_id == "alice")
+        );
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "group",
+            "upsert",
+            "staff",
+            "--display-name",
+            "Staff",
+            "--member",
+            "engineering",
+            "--member",
+            "sales",
+        ])
+        .unwrap();
+        let AdminCommand::Group(GroupCommand::Upsert {
+            group_id,
+            display_name,
+            members,
+        }) = cli.command
+        else {
+            panic!("not group upsert");
+        };
+        assert_eq!(
+            (group_id.as_str(), display_name.as_str()),
+            ("staff", "Staff")
+        );
+        assert_eq!(members, vec!["engineering", "sales"]);
+        assert!(Cli::try_parse_from(["sspr", "group", "delete", "staff"]).is_ok());
+        let cli = Cli::try_parse_from(["sspr", "group", "list", "--page-size", "10"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::Group(GroupCommand::List {
+                page_size: Some(10),
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["sspr", "group", "list", "--page-size", "501"]).is_err());
+        for (raw, want) in [("true", Some(true)), ("false", Some(false))] {
+            let cli =
+                Cli::try_parse_from(["sspr", "upsert-user", "--user-id", "a", "--locked", raw])
+                    .unwrap();
+            assert!(
+                matches!(cli.command, AdminCommand::UpsertUser { locked, .. } if locked == want)
+            );
+        }
+        let cli = Cli::try_parse_from(["sspr", "upsert-user", "--user-id", "a"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::UpsertUser { locked: None, .. }
+        ));
+        assert!(
+            Cli::try_parse_from(["sspr", "upsert-user", "--user-id", "a", "--locked"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["sspr", "set-policy", "--scope", "all", "--allow-unlock"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::SetPolicy {
+                allow_unlock: true,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -883,6 +1434,82 @@ mod tests {
     }
 
     #[test]
+    fn security_question_options_parse() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "set-policy",
+            "--scope",
+            "all",
+            "--allow",
+            "email,security-questions",
+            "--question",
+            "pet=Your first pet's name?",
+            "--question",
+            "city=Where were you born? (a=b)",
+            "--questions-to-register",
+            "4",
+            "--questions-to-reset",
+            "3",
+        ])
+        .unwrap();
+        let AdminCommand::SetPolicy {
+            allowed, questions, ..
+        } = cli.command
+        else {
+            panic!("not set-policy");
+        };
+        assert_eq!(allowed, vec![KindArg::Email, KindArg::SecurityQuestions]);
+        let mut policy = admin::Policy::default();
+        questions.apply(&mut policy);
+        assert_eq!(policy.security_questions.len(), 2);
+        assert_eq!(policy.security_questions[1].question_id, "city");
+        assert_eq!(
+            policy.security_questions[1].text,
+            "Where were you born? (a=b)"
+        );
+        assert_eq!(policy.questions_required_to_register, 4);
+        assert_eq!(policy.questions_required_to_reset, 3);
+        assert!(
+            Cli::try_parse_from(["sspr", "set-policy", "--scope", "all", "--question", "=x"])
+                .is_err()
+        );
+
+        let cli = RegisterCli::try_parse_from([
+            "sspr",
+            "answer",
+            "--session",
+            "s",
+            "--answer",
+            "pet=Rex",
+            "--answer",
+            "city=Rome",
+        ])
+        .unwrap();
+        let RegisterCommand::Answer { answers, .. } = cli.command else {
+            panic!("not answer");
+        };
+        assert_eq!(answers[0], ("pet".to_owned(), "Rex".to_owned()));
+        let cli = ResetCli::try_parse_from([
+            "sspr",
+            "answer",
+            "--session",
+            "s",
+            "--method",
+            "m",
+            "--answer",
+            "pet=Rex",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, ResetCommand::Answer { ref answers, .. } if answers.len() == 1)
+        );
+        let cli =
+            ResetCli::try_parse_from(["sspr", "questions", "--session", "s", "--method", "m"])
+                .unwrap();
+        assert!(matches!(cli.command, ResetCommand::Questions { .. }));
+    }
+
+    #[test]
     fn register_status_list_and_remove_parse() {
         let cli = RegisterCli::try_parse_from([
             "sspr",
@@ -939,6 +1566,34 @@ mod tests {
         assert!(Cli::try_parse_from(["sspr", "audit", "--since", "yesterday"]).is_err());
         assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "501"]).is_err());
         assert!(Cli::try_parse_from(["sspr", "audit", "--page-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn preview_policy_takes_the_set_policy_options() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "preview-policy",
+            "--scope",
+            "selected",
+            "--group",
+            "staff",
+            "--methods-required",
+            "2",
+            "--allow",
+            "email",
+            "--page-size",
+            "1",
+        ])
+        .unwrap();
+        let AdminCommand::PreviewPolicy { policy, page_size } = cli.command else {
+            panic!("not preview-policy");
+        };
+        assert_eq!(page_size, 1);
+        let policy = policy.into_policy();
+        assert_eq!(policy.scope, admin::Scope::Selected as i32);
+        assert_eq!(policy.group_ids, ["staff"]);
+        assert_eq!(policy.methods_required, 2);
+        assert_eq!(policy.allowed_methods, [MethodKind::Email as i32]);
     }
 
     #[test]

@@ -31,11 +31,17 @@ pub struct StackOptions {
     /// Without a webhook, SMS are written as text files here (`sspr dev` only).
     pub sms_dir: Option<PathBuf>,
     pub code_key: [u8; 32],
+    /// The single admin token (admin id `admin`, role admin).
     pub admin_token: String,
+    /// Named admin tokens besides it, as in `SSPR_ADMIN_TOKENS` (`name:role:token` entries
+    /// separated by commas or lines); `None` for none.
+    pub named_admin_tokens: Option<String>,
     pub grpc_addr: SocketAddr,
     pub clock: SharedClock,
     /// Minimum time between two codes for one method.
     pub resend_after: Duration,
+    /// The directory's own settings (the LDAP password writeback connector).
+    pub directory: sspr_directory::Config,
 }
 
 /// The running services.
@@ -67,7 +73,7 @@ impl Stack {
         let mut tasks = JoinSet::new();
 
         let ctx = context(sspr_directory::SERVICE, &opts).await?;
-        let (cfg, token) = (sspr_directory::Config::default(), shutdown.clone());
+        let (cfg, token) = (opts.directory.clone(), shutdown.clone());
         tasks.spawn(async move { ("directory", sspr_directory::run(ctx, cfg, token).await) });
 
         let ctx = context(sspr_policy::SERVICE, &opts).await?;
@@ -119,7 +125,11 @@ impl Stack {
         let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), "sspr-gateway")).await?;
         let cfg = sspr_gateway::Config {
             grpc_addr: opts.grpc_addr,
-            admin_token: Secret::new(opts.admin_token.clone()),
+            admin_tokens: sspr_gateway::admin_tokens(
+                Some(opts.admin_token.clone()),
+                opts.named_admin_tokens.clone(),
+                None,
+            )?,
             trusted_proxy_hops: 0,
         };
         let (grpc_addr, serve) = sspr_gateway::bind(bus.clone(), cfg, shutdown.clone()).await?;
@@ -265,6 +275,18 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         Some(t) => t,
         None => persistent_secret(&data_dir.join("admin-token"))?,
     };
+    // Named tokens from the variable and the file together; the gateway validates them all.
+    let named_admin_tokens = match (
+        sspr_runtime::settings::var("SSPR_ADMIN_TOKENS"),
+        sspr_runtime::settings::var("SSPR_ADMIN_TOKENS_FILE"),
+    ) {
+        (list, None) => list,
+        (list, Some(path)) => {
+            let file = std::fs::read_to_string(&path)
+                .with_context(|| format!("SSPR_ADMIN_TOKENS_FILE: cannot read {path:?}"))?;
+            Some(format!("{}\n{file}", list.unwrap_or_default()))
+        }
+    };
     let (mail, mail_desc) = match sspr_runtime::settings::var("SSPR_SMTP_URL") {
         Some(url) => (smtp_transport(&url)?, url),
         None => {
@@ -291,9 +313,11 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         sms_dir: Some(data_dir.join("sms")),
         code_key,
         admin_token,
+        named_admin_tokens,
         grpc_addr,
         clock: sspr_clock::system(),
         resend_after: Duration::from_secs(30),
+        directory: sspr_directory::Config::from_env()?,
     };
     let mut stack = Stack::start(opts).await?;
     let shutdown = sspr_runtime::shutdown_token();

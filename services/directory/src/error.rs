@@ -8,6 +8,7 @@
 use sspr_bus::{BusError, FieldViolation, RpcError};
 use sspr_storage::sea_orm::DbErr;
 
+use crate::domain::group::InvalidGroup;
 use crate::domain::password::HashError;
 use crate::domain::user::InvalidInput;
 use crate::ports::{ConnectorError, RuleViolation};
@@ -19,10 +20,14 @@ pub const WRONG_CREDENTIALS: &str = "wrong user id or password";
 pub enum Error {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    #[error(transparent)]
+    InvalidGroup(#[from] InvalidGroup),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("unknown user")]
     UnknownUser,
+    #[error("unknown group")]
+    UnknownGroup,
     #[error("{WRONG_CREDENTIALS}")]
     WrongCredentials,
     /// The password broke rules of the policy (or is in the history); one entry per rule.
@@ -70,10 +75,10 @@ impl From<Error> for RpcError {
                         .collect(),
                 )
             }
-            Error::Invalid(_) | Error::InvalidArgument(_) => {
+            Error::Invalid(_) | Error::InvalidGroup(_) | Error::InvalidArgument(_) => {
                 RpcError::invalid_argument(e.to_string())
             }
-            Error::UnknownUser => RpcError::not_found(e.to_string()),
+            Error::UnknownUser | Error::UnknownGroup => RpcError::not_found(e.to_string()),
             Error::WrongCredentials => RpcError::unauthenticated(WRONG_CREDENTIALS),
             Error::Bus(e) => e.into_rpc(),
             Error::Writeback(ConnectorError::Unavailable { .. }) => {

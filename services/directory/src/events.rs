@@ -6,12 +6,15 @@
 
 use chrono::{DateTime, Utc};
 use sspr_bus::subjects::events;
-use sspr_proto::events::v1::{EventMeta, PasswordChanged, UserDeleted};
+use sspr_proto::events::v1::{
+    AccountLocked, AccountUnlocked, EventMeta, PasswordChanged, UserDeleted,
+};
 use sspr_storage::outbox::OutboxMessage;
 
 use crate::SERVICE;
 use crate::domain::ids::UserId;
 use crate::domain::password::ChangeReason;
+use crate::domain::user::UnlockReason;
 
 fn meta(user_id: &UserId, flow_id: &str, now: DateTime<Utc>) -> EventMeta {
     EventMeta {
@@ -20,17 +23,23 @@ fn meta(user_id: &UserId, flow_id: &str, now: DateTime<Utc>) -> EventMeta {
         user_id: user_id.as_str().to_owned(),
         flow_id: flow_id.to_owned(),
         source: SERVICE.to_owned(),
+        actor: String::new(),
     }
 }
 
-/// `sspr.events.v1.password.changed`.
+/// `sspr.events.v1.password.changed`; `actor` is the admin id for an admin's change, empty
+/// for the user's own.
 pub fn password_changed(
     user_id: &UserId,
     flow_id: &str,
     reason: ChangeReason,
+    actor: &str,
     now: DateTime<Utc>,
 ) -> OutboxMessage {
-    let meta = meta(user_id, flow_id, now);
+    let meta = EventMeta {
+        actor: actor.to_owned(),
+        ..meta(user_id, flow_id, now)
+    };
     let id = meta.event_id.clone();
     let event = PasswordChanged {
         meta: Some(meta),
@@ -39,9 +48,47 @@ pub fn password_changed(
     OutboxMessage::new(events::PASSWORD_CHANGED, id, &event)
 }
 
-/// `sspr.events.v1.user.deleted`.
-pub fn user_deleted(user_id: &UserId, now: DateTime<Utc>) -> OutboxMessage {
-    let meta = meta(user_id, "", now);
+/// `sspr.events.v1.user.deleted`, deleted by the admin `actor`.
+pub fn user_deleted(user_id: &UserId, actor: &str, now: DateTime<Utc>) -> OutboxMessage {
+    let meta = EventMeta {
+        actor: actor.to_owned(),
+        ..meta(user_id, "", now)
+    };
     let id = meta.event_id.clone();
     OutboxMessage::new(events::USER_DELETED, id, &UserDeleted { meta: Some(meta) })
+}
+
+/// `sspr.events.v1.account.locked`, reason "admin"; `actor` is the admin id (may be empty).
+pub fn account_locked(user_id: &UserId, actor: &str, now: DateTime<Utc>) -> OutboxMessage {
+    let meta = EventMeta {
+        actor: actor.to_owned(),
+        ..meta(user_id, "", now)
+    };
+    let id = meta.event_id.clone();
+    let event = AccountLocked {
+        meta: Some(meta),
+        reason: "admin".to_owned(),
+    };
+    OutboxMessage::new(events::ACCOUNT_LOCKED, id, &event)
+}
+
+/// `sspr.events.v1.account.unlocked`; `flow_id` is the verified reset flow for
+/// [`UnlockReason::SelfService`], `actor` the admin id for [`UnlockReason::Admin`].
+pub fn account_unlocked(
+    user_id: &UserId,
+    flow_id: &str,
+    reason: UnlockReason,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let meta = EventMeta {
+        actor: actor.to_owned(),
+        ..meta(user_id, flow_id, now)
+    };
+    let id = meta.event_id.clone();
+    let event = AccountUnlocked {
+        meta: Some(meta),
+        reason: reason.as_str().to_owned(),
+    };
+    OutboxMessage::new(events::ACCOUNT_UNLOCKED, id, &event)
 }

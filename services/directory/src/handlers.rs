@@ -23,22 +23,32 @@ use std::sync::Arc;
 use sspr_bus::subjects::rpc::directory as subjects;
 use sspr_bus::{RequestContext, Router, RpcError};
 use sspr_clock::SharedClock;
+use sspr_proto::common::v1::PasswordStrength;
 use sspr_proto::internal::directory::v1::{
-    AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
-    GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, SetPasswordRequest,
-    SetPasswordResponse, UpsertUserRequest, UpsertUserResponse, UserRecord,
+    AuthenticateRequest, AuthenticateResponse, DeleteGroupRequest, DeleteGroupResponse,
+    DeleteUserRequest, DeleteUserResponse, GetUserRequest, GetUserResponse, Group as GroupRecord,
+    ListAdminsRequest, ListAdminsResponse, ListGroupsRequest, ListGroupsResponse, ListUsersRequest,
+    ListUsersResponse, SetPasswordRequest, SetPasswordResponse, UnlockRequest, UnlockResponse,
+    UpsertGroupRequest, UpsertGroupResponse, UpsertUserRequest, UpsertUserResponse, UserRecord,
 };
+use tracing::field::Empty;
 
 use crate::SERVICE;
-use crate::domain::ids::UserId;
+use crate::domain::group::{self, Group, GroupDraft, InvalidGroup};
+use crate::domain::ids::{GroupId, UserId};
 use crate::domain::password::{ChangeReason, Password, PasswordHash};
-use crate::domain::user::{InvalidInput, Profile, ProfileDraft, User};
+use crate::domain::user::{InvalidInput, Profile, ProfileDraft, UnlockReason, User};
 use crate::error::Error;
 use crate::events;
 use crate::hashing::Hasher;
 use crate::ports::{
-    BuiltInOnly, MAX_HISTORY, PasswordRules, PasswordWriteback, RuleViolation, UserStore,
+    AccountWrite, BuiltInOnly, MAX_HISTORY, PasswordRules, PasswordWriteback, RuleViolation,
+    UserStore,
 };
+
+/// Page size of `list_users` when none is given, and the largest accepted.
+const DEFAULT_LIST_USERS: u32 = 500;
+const MAX_LIST_USERS: u32 = 1000;
 
 /// Longest flow id accepted from a caller, in characters.
 const MAX_FLOW_ID_CHARS: usize = 128;
@@ -90,6 +100,36 @@ impl DirectoryHandlers {
         })
     }
 
+    /// One page of every account, sorted by user id (for the policy preview).
+    #[tracing::instrument(skip_all, fields(page_size = req.page_size))]
+    pub async fn list_users(&self, req: ListUsersRequest) -> Result<ListUsersResponse, Error> {
+        let limit = match req.page_size {
+            0 => DEFAULT_LIST_USERS,
+            n if n <= MAX_LIST_USERS => n,
+            n => {
+                return Err(Error::InvalidArgument(format!(
+                    "page_size must be 1 to {MAX_LIST_USERS}, got {n}"
+                )));
+            }
+        };
+        let after = match req.after_user_id.as_str() {
+            "" => None,
+            raw => Some(parse_user_id(raw)?),
+        };
+        let users = self
+            .store
+            .list_users(after.as_ref(), u64::from(limit))
+            .await?;
+        let next_after_user_id = match users.last() {
+            Some(last) if users.len() == limit as usize => last.profile.user_id.as_str().to_owned(),
+            _ => String::new(),
+        };
+        Ok(ListUsersResponse {
+            users: users.iter().map(record).collect(),
+            next_after_user_id,
+        })
+    }
+
     /// Every enabled administrator (for admin alerts), sorted by user id.
     #[tracing::instrument(skip_all)]
     pub async fn list_admins(&self, _req: ListAdminsRequest) -> Result<ListAdminsResponse, Error> {
@@ -135,16 +175,10 @@ impl DirectoryHandlers {
         let reason = ChangeReason::parse(&req.reason).ok_or_else(|| {
             Error::InvalidArgument("reason must be \"self_service_reset\" or \"admin\"".to_owned())
         })?;
-        if req.flow_id.chars().count() > MAX_FLOW_ID_CHARS
-            || req.flow_id.chars().any(char::is_control)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "flow_id must be at most {MAX_FLOW_ID_CHARS} printable characters"
-            )));
-        }
+        check_flow_id(&req.flow_id)?;
         let user = self.store.find(&user_id).await?.ok_or(Error::UnknownUser)?;
         let password = Password::new(&req.new_password);
-        let (hash, keep) = self
+        let (hash, keep, strength) = self
             .accept_password(
                 password.clone(),
                 "new_password",
@@ -160,21 +194,27 @@ impl DirectoryHandlers {
         // changed, local commit fails) is left to a retry of the same password.
         self.write_back(&user_id, &password).await?;
         let now = self.clock.now();
-        let event = events::password_changed(&user_id, &req.flow_id, reason, now);
+        let event = events::password_changed(&user_id, &req.flow_id, reason, "", now);
+        // A verified self-service reset also unlocks a locked account (as Entra does); an
+        // admin's password change leaves the lock alone.
+        let unlock = (reason == ChangeReason::SelfServiceReset).then(|| {
+            events::account_unlocked(&user_id, &req.flow_id, UnlockReason::SelfService, "", now)
+        });
         if !self
             .store
-            .set_password(&user_id, &hash, keep, now, vec![event])
+            .set_password(&user_id, &hash, keep, now, vec![event], unlock)
             .await?
         {
             // Deleted between the look-up and the write.
             return Err(Error::UnknownUser);
         }
         tracing::info!(reason = reason.as_str(), "password changed");
-        Ok(SetPasswordResponse {})
+        Ok(SetPasswordResponse { strength })
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
     pub async fn upsert_user(&self, req: UpsertUserRequest) -> Result<UpsertUserResponse, Error> {
+        let actor = req.actor;
         let profile = Profile::parse(ProfileDraft {
             user_id: req.user_id,
             display_name: req.display_name,
@@ -191,7 +231,7 @@ impl DirectoryHandlers {
                 .find(&profile.user_id)
                 .await?
                 .and_then(|u| u.password_hash);
-            let (hash, keep) = self
+            let (hash, keep, _strength) = self
                 .accept_password(
                     password.clone(),
                     "password",
@@ -210,18 +250,31 @@ impl DirectoryHandlers {
                 &profile.user_id,
                 "",
                 ChangeReason::Admin,
+                &actor,
                 now,
             )],
             None => Vec::new(),
         };
-        let user = self
-            .store
-            .upsert(&profile, req.enabled, hash.as_ref(), keep, now, events)
-            .await?;
+        let write = AccountWrite {
+            profile: &profile,
+            enabled: req.enabled,
+            locked: req.locked,
+            password: hash.as_ref(),
+            keep,
+        };
+        let lock_event = |locked: bool| {
+            if locked {
+                events::account_locked(&profile.user_id, &actor, now)
+            } else {
+                events::account_unlocked(&profile.user_id, "", UnlockReason::Admin, &actor, now)
+            }
+        };
+        let user = self.store.upsert(write, now, events, &lock_event).await?;
         tracing::info!(
             password_set = hash.is_some(),
             is_admin = user.profile.is_admin,
             enabled = user.enabled,
+            locked = user.locked,
             groups = user.profile.group_ids.len(),
             "account upserted"
         );
@@ -234,12 +287,106 @@ impl DirectoryHandlers {
     pub async fn delete_user(&self, req: DeleteUserRequest) -> Result<DeleteUserResponse, Error> {
         let user_id = parse_user_id(&req.user_id)?;
         let now = self.clock.now();
-        let event = events::user_deleted(&user_id, now);
+        let event = events::user_deleted(&user_id, &req.actor, now);
         if !self.store.delete(&user_id, now, vec![event]).await? {
             return Err(Error::UnknownUser);
         }
         tracing::info!("account deleted");
         Ok(DeleteUserResponse {})
+    }
+
+    /// Clears the locked state of an account; `account.unlocked` only if it was locked.
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id, flow_id = %req.flow_id))]
+    pub async fn unlock(&self, req: UnlockRequest) -> Result<UnlockResponse, Error> {
+        let user_id = parse_user_id(&req.user_id)?;
+        let reason = UnlockReason::parse(&req.reason).ok_or_else(|| {
+            Error::InvalidArgument("reason must be \"self_service\" or \"admin\"".to_owned())
+        })?;
+        check_flow_id(&req.flow_id)?;
+        let now = self.clock.now();
+        let event = events::account_unlocked(&user_id, &req.flow_id, reason, &req.actor, now);
+        let (user, was_locked) = self
+            .store
+            .unlock(&user_id, now, event)
+            .await?
+            .ok_or(Error::UnknownUser)?;
+        tracing::info!(reason = reason.as_str(), was_locked, "account unlocked");
+        Ok(UnlockResponse {
+            user: Some(record(&user)),
+            was_locked,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(group_id = Empty))]
+    pub async fn upsert_group(
+        &self,
+        req: UpsertGroupRequest,
+    ) -> Result<UpsertGroupResponse, Error> {
+        let submitted = req.group.ok_or(InvalidGroup::Missing)?;
+        let group = Group::parse(GroupDraft {
+            group_id: submitted.group_id,
+            display_name: submitted.display_name,
+            member_group_ids: submitted.member_group_ids,
+        })?;
+        tracing::Span::current().record("group_id", group.group_id.as_str());
+        let stored = self.store.upsert_group(&group, self.clock.now()).await?;
+        tracing::info!(members = stored.member_group_ids.len(), "group upserted");
+        Ok(UpsertGroupResponse {
+            group: Some(group_record(&stored)),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(group_id = %req.group_id))]
+    pub async fn delete_group(
+        &self,
+        req: DeleteGroupRequest,
+    ) -> Result<DeleteGroupResponse, Error> {
+        let group_id = GroupId::parse(&req.group_id).ok_or(InvalidGroup::GroupId)?;
+        if !self.store.delete_group(&group_id).await? {
+            return Err(Error::UnknownGroup);
+        }
+        tracing::info!("group deleted");
+        Ok(DeleteGroupResponse {})
+    }
+
+    /// Groups sorted by id, `page_size` at a time (0 means [`group::DEFAULT_PAGE_SIZE`]).
+    #[tracing::instrument(skip_all)]
+    pub async fn list_groups(&self, req: ListGroupsRequest) -> Result<ListGroupsResponse, Error> {
+        let size = match req.page_size {
+            0 => group::DEFAULT_PAGE_SIZE,
+            n if n <= group::MAX_PAGE_SIZE => n,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "page_size must be at most {}",
+                    group::MAX_PAGE_SIZE
+                )));
+            }
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(group::parse_page_token(&req.page_token).ok_or_else(|| {
+                Error::InvalidArgument("page_token is not a valid page token".to_owned())
+            })?)
+        };
+        // One more than asked tells whether another page follows.
+        let mut groups = self
+            .store
+            .list_groups(after.as_ref(), u64::from(size) + 1)
+            .await?;
+        let next_page_token = if groups.len() > size as usize {
+            groups.truncate(size as usize);
+            groups
+                .last()
+                .map(|g| group::page_token_after(&g.group_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ListGroupsResponse {
+            groups: groups.iter().map(group_record).collect(),
+            next_page_token,
+        })
     }
 
     /// Writes the accepted password through the connector. A failure ends the change; it is
@@ -250,8 +397,8 @@ impl DirectoryHandlers {
 
     /// Asks the policy service about `password`, refuses it if it is one of the last
     /// `history_count` passwords (`current` and the stored previous ones), then hashes it.
-    /// Returns the hash and how many passwords the store must remember. `field` names the
-    /// request field in the refusal's details.
+    /// Returns the hash, how many passwords the store must remember and the policy's strength
+    /// estimate. `field` names the request field in the refusal's details.
     async fn accept_password(
         &self,
         password: Password,
@@ -259,7 +406,7 @@ impl DirectoryHandlers {
         user_id: &UserId,
         display_name: &str,
         current: Option<&PasswordHash>,
-    ) -> Result<(PasswordHash, u32), Error> {
+    ) -> Result<(PasswordHash, u32, Option<PasswordStrength>), Error> {
         let verdict = self.rules.check(&password, user_id, display_name).await?;
         if !verdict.accepted {
             let mut violations = verdict.violations;
@@ -283,7 +430,7 @@ impl DirectoryHandlers {
                 }],
             });
         }
-        Ok((self.hasher.hash(password).await?, keep))
+        Ok((self.hasher.hash(password).await?, keep, verdict.strength))
     }
 
     /// True if `password` verifies against `current` or one of the `keep - 1` previous hashes:
@@ -313,6 +460,27 @@ fn parse_user_id(raw: &str) -> Result<UserId, Error> {
     UserId::parse(raw).ok_or(Error::Invalid(InvalidInput::UserId))
 }
 
+fn check_flow_id(flow_id: &str) -> Result<(), Error> {
+    if flow_id.chars().count() > MAX_FLOW_ID_CHARS || flow_id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "flow_id must be at most {MAX_FLOW_ID_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+fn group_record(group: &Group) -> GroupRecord {
+    GroupRecord {
+        group_id: group.group_id.as_str().to_owned(),
+        display_name: group.display_name.as_str().to_owned(),
+        member_group_ids: group
+            .member_group_ids
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+    }
+}
+
 fn record(user: &User) -> UserRecord {
     UserRecord {
         user_id: user.profile.user_id.as_str().to_owned(),
@@ -327,6 +495,12 @@ fn record(user: &User) -> UserRecord {
         is_admin: user.profile.is_admin,
         enabled: user.enabled,
         has_password: user.has_password(),
+        locked: user.locked,
+        effective_group_ids: user
+            .effective_group_ids
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
     }
 }
 
@@ -337,6 +511,11 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     let set = handlers.clone();
     let upsert = handlers.clone();
     let admins = handlers.clone();
+    let list_users = handlers.clone();
+    let unlock = handlers.clone();
+    let upsert_group = handlers.clone();
+    let delete_group = handlers.clone();
+    let list_groups = handlers.clone();
     let delete = handlers;
     Router::new(
         SERVICE,
@@ -365,5 +544,25 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     .route(subjects::LIST_ADMINS, move |_: RequestContext, req| {
         let h = admins.clone();
         async move { h.list_admins(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::LIST_USERS, move |_: RequestContext, req| {
+        let h = list_users.clone();
+        async move { h.list_users(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::UNLOCK, move |_: RequestContext, req| {
+        let h = unlock.clone();
+        async move { h.unlock(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::UPSERT_GROUP, move |_: RequestContext, req| {
+        let h = upsert_group.clone();
+        async move { h.upsert_group(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::DELETE_GROUP, move |_: RequestContext, req| {
+        let h = delete_group.clone();
+        async move { h.delete_group(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::LIST_GROUPS, move |_: RequestContext, req| {
+        let h = list_groups.clone();
+        async move { h.list_groups(req).await.map_err(RpcError::from) }
     })
 }

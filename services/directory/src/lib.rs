@@ -7,7 +7,14 @@
 //! - `set_password`: policy check, password history (the last `history_count` passwords of the
 //!   policy, stored hashed), Argon2id hash, `password.changed` through the outbox. A refusal is
 //!   `INVALID_ARGUMENT` "password rejected: ..." with one `BadRequest` violation per rule.
-//! - `upsert_user` / `delete_user`: admin changes; `user.deleted` through the outbox.
+//! - `upsert_user` / `delete_user`: admin changes; `user.deleted` through the outbox. A lock
+//!   change through `upsert_user` emits `account.locked` / `account.unlocked` (reason "admin");
+//!   a locked account is refused at `authenticate` exactly like a wrong password.
+//! - `unlock`: clears the lock (helpdesk, or a verified reset flow); a self-service
+//!   `set_password` unlocks too. `account.unlocked` only when the account was locked.
+//! - `upsert_group` / `delete_group` / `list_groups`: groups and their nesting. Every account
+//!   record carries `effective_group_ids`: its groups plus every group containing one of them
+//!   transitively (cycle-safe, bounded; see [`domain::group`]).
 //!
 //! Password connector: by default passwords live only in the built-in store. With
 //! `SSPR_LDAP_URL` set, every new password is also written to an LDAP directory

@@ -11,12 +11,31 @@ use chrono::{DateTime, Utc};
 use sspr_bus::BusError;
 use sspr_storage::outbox::OutboxMessage;
 
-use crate::domain::ids::UserId;
+use crate::domain::group::Group;
+use crate::domain::ids::{GroupId, UserId};
 use crate::domain::password::{Password, PasswordHash};
 use crate::domain::user::{Profile, User};
 use crate::error::Error;
 
-/// Where accounts live. Every write takes the events it causes and commits them with the
+/// What [`UserStore::upsert`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountWrite<'a> {
+    pub profile: &'a Profile,
+    /// Defaults to true for a new account; `None` leaves an existing account's state alone.
+    pub enabled: Option<bool>,
+    /// Defaults to false for a new account; `None` leaves an existing account's state alone.
+    pub locked: Option<bool>,
+    /// `None` leaves the password alone.
+    pub password: Option<&'a PasswordHash>,
+    /// Passwords to remember, as in [`UserStore::set_password`].
+    pub keep: u32,
+}
+
+/// Builds the event of a lock change: `true` for `account.locked`, `false` for
+/// `account.unlocked`.
+pub type LockEvent<'a> = &'a (dyn Fn(bool) -> OutboxMessage + Send + Sync);
+
+/// Where accounts and groups live. Every write takes the events it causes and commits them with the
 /// change in one transaction (transactional outbox); a write that changes nothing enqueues
 /// nothing.
 #[async_trait::async_trait]
@@ -26,23 +45,26 @@ pub trait UserStore: Send + Sync + 'static {
     /// Every enabled administrator account, sorted by user id.
     async fn list_admins(&self) -> Result<Vec<User>, Error>;
 
-    /// Creates or updates the account and replaces its groups. `enabled` defaults to true for a
-    /// new account and is left alone for an existing one when `None`; `password` is left alone
-    /// when `None`.
-    /// A new `password` is written as in [`UserStore::set_password`], with the same `keep`.
+    /// At most `limit` accounts whose id sorts after `after` (all when `None`), sorted by user
+    /// id: one page of the whole directory.
+    async fn list_users(&self, after: Option<&UserId>, limit: u64) -> Result<Vec<User>, Error>;
+
+    /// Creates or updates the account and replaces its groups (see [`AccountWrite`]). A new
+    /// `password` is written as in [`UserStore::set_password`], with the same `keep`. When the
+    /// locked state changes (read in the same transaction), `lock_event(new_state)` is
+    /// committed with the change.
     async fn upsert(
         &self,
-        profile: &Profile,
-        enabled: Option<bool>,
-        password: Option<&PasswordHash>,
-        keep: u32,
+        write: AccountWrite<'_>,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
+        lock_event: LockEvent<'_>,
     ) -> Result<User, Error>;
 
     /// Replaces the password hash, keeping the replaced one (and those before it) as the last
     /// `keep` passwords including the new one; false (and nothing written) if the account does
-    /// not exist.
+    /// not exist. With `unlock` (`account.unlocked`), a locked account is also unlocked and the
+    /// event committed with the change; an unlocked account ignores it.
     async fn set_password(
         &self,
         user_id: &UserId,
@@ -50,7 +72,27 @@ pub trait UserStore: Send + Sync + 'static {
         keep: u32,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
+        unlock: Option<OutboxMessage>,
     ) -> Result<bool, Error>;
+
+    /// Clears the locked state; `event` is committed only if the account was locked. `None` if
+    /// the account does not exist, otherwise the account and whether it was locked.
+    async fn unlock(
+        &self,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+        event: OutboxMessage,
+    ) -> Result<Option<(User, bool)>, Error>;
+
+    /// Creates or replaces the group and its member groups; answers it as stored.
+    async fn upsert_group(&self, group: &Group, now: DateTime<Utc>) -> Result<Group, Error>;
+
+    /// Deletes the group, the memberships in it (users' and groups') and its own memberships
+    /// in other groups; false (and nothing written) if it does not exist.
+    async fn delete_group(&self, group_id: &GroupId) -> Result<bool, Error>;
+
+    /// At most `limit` groups sorted by id, starting after `after`.
+    async fn list_groups(&self, after: Option<&GroupId>, limit: u64) -> Result<Vec<Group>, Error>;
 
     /// The previous password hashes of the account (not the current one), newest first, at
     /// most `limit`.
@@ -83,13 +125,15 @@ pub struct RuleViolation {
 }
 
 /// The policy service's verdict on a candidate password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PasswordVerdict {
     pub accepted: bool,
     /// One entry per broken rule.
     pub violations: Vec<RuleViolation>,
     /// How many of the last passwords (the current one included) may not be reused; 0 = off.
     pub history_count: u32,
+    /// The policy's strength estimate of the candidate, passed back to the caller.
+    pub strength: Option<sspr_proto::common::v1::PasswordStrength>,
 }
 
 /// The password rules, owned by the policy service.

@@ -16,11 +16,15 @@ use sspr_directory::adapters::policy_client::NatsPasswordRules;
 use sspr_directory::adapters::store::SqlUserStore;
 use sspr_directory::handlers::{DirectoryHandlers, router};
 use sspr_directory::hashing::{Cost, Hasher, Work, WorkLog};
-use sspr_proto::events::v1::{PasswordChanged, UserDeleted};
+use sspr_proto::events::v1::{AccountLocked, AccountUnlocked, PasswordChanged, UserDeleted};
 use sspr_proto::internal::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
     GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, SetPasswordRequest,
     SetPasswordResponse, UpsertUserRequest, UpsertUserResponse, UserRecord,
+};
+use sspr_proto::internal::directory::v1::{
+    DeleteGroupRequest, DeleteGroupResponse, Group, ListGroupsRequest, ListGroupsResponse,
+    UnlockRequest, UnlockResponse, UpsertGroupRequest, UpsertGroupResponse,
 };
 use sspr_storage::outbox::OutboxSignal;
 use sspr_testkit::{NatsServer, TestDb};
@@ -211,6 +215,7 @@ fn upsert_req(user_id: &str, password: &str) -> UpsertUserRequest {
         is_admin: false,
         password: password.to_owned(),
         enabled: None,
+        ..Default::default()
     }
 }
 
@@ -266,6 +271,7 @@ async fn delete_user(bus: &Bus, user_id: &str) -> Result<DeleteUserResponse, Rpc
         rpc::DELETE_USER,
         &DeleteUserRequest {
             user_id: user_id.to_owned(),
+            actor: "test-admin".to_owned(),
         },
     )
     .await
@@ -853,6 +859,7 @@ async fn set_history(bus: &Bus, history_count: u32) {
             history_count,
             ..PasswordPolicy::default()
         }),
+        actor: String::new(),
     };
     let resp: SetPasswordPolicyResponse = bus
         .request(sspr_bus::subjects::rpc::policy::SET_PASSWORD_POLICY, &req)
@@ -968,6 +975,313 @@ async fn the_last_passwords_cannot_be_reused() {
         delete_user(&f.bus, "alice")
             .await
             .expect("delete with history");
+    })
+    .await;
+}
+
+async fn upsert_group(bus: &Bus, id: &str, members: &[&str]) -> Result<Group, RpcError> {
+    let req = UpsertGroupRequest {
+        group: Some(Group {
+            group_id: id.to_owned(),
+            display_name: format!("Group {id}"),
+            member_group_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+        }),
+        actor: String::new(),
+    };
+    bus.request::<_, UpsertGroupResponse>(rpc::UPSERT_GROUP, &req)
+        .await
+        .map(|r| r.group.expect("a group"))
+        .map_err(rpc_error)
+}
+
+async fn delete_group(bus: &Bus, id: &str) -> Result<DeleteGroupResponse, RpcError> {
+    let req = DeleteGroupRequest {
+        group_id: id.to_owned(),
+        actor: String::new(),
+    };
+    bus.request(rpc::DELETE_GROUP, &req)
+        .await
+        .map_err(rpc_error)
+}
+
+async fn list_groups(bus: &Bus, size: u32, token: &str) -> Result<ListGroupsResponse, RpcError> {
+    let req = ListGroupsRequest {
+        page_size: size,
+        page_token: token.to_owned(),
+    };
+    bus.request(rpc::LIST_GROUPS, &req).await.map_err(rpc_error)
+}
+
+async fn unlock(
+    bus: &Bus,
+    user_id: &str,
+    flow_id: &str,
+    reason: &str,
+) -> Result<UnlockResponse, RpcError> {
+    let req = UnlockRequest {
+        user_id: user_id.to_owned(),
+        flow_id: flow_id.to_owned(),
+        reason: reason.to_owned(),
+        actor: String::new(),
+    };
+    bus.request(rpc::UNLOCK, &req).await.map_err(rpc_error)
+}
+
+fn member_of(user_id: &str, groups: &[&str]) -> UpsertUserRequest {
+    UpsertUserRequest {
+        group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+        ..upsert_req(user_id, "")
+    }
+}
+
+#[tokio::test]
+async fn nested_groups_make_effective_groups_through_cycles() {
+    on_every_backend(false, async |f| {
+        // backend ⊂ engineering ⊂ staff, and (a mistake) staff ⊂ backend: a cycle.
+        let staff = upsert_group(&f.bus, "staff", &["engineering", "sales"])
+            .await
+            .expect("staff");
+        assert_eq!(staff.member_group_ids, vec!["engineering", "sales"]);
+        assert_eq!(staff.display_name, "Group staff");
+        upsert_group(&f.bus, "engineering", &["backend"])
+            .await
+            .expect("engineering");
+        upsert_group(&f.bus, "backend", &["staff"])
+            .await
+            .expect("backend");
+        upsert_group(&f.bus, "everyone", &["staff"])
+            .await
+            .expect("everyone");
+
+        let bob = upsert(&f.bus, &member_of("bob", &["backend"]))
+            .await
+            .expect("bob");
+        assert_eq!(bob.group_ids, vec!["backend"]);
+        assert_eq!(
+            bob.effective_group_ids,
+            vec!["backend", "engineering", "everyone", "staff"]
+        );
+        // A group nobody created is fine: it just has no parents. sales ⊂ staff, and through
+        // the cycle staff ⊂ backend ⊂ engineering ⊂ staff.
+        let carol = upsert(&f.bus, &member_of("carol", &["ghost", "sales"]))
+            .await
+            .expect("carol");
+        assert_eq!(
+            carol.effective_group_ids,
+            vec![
+                "backend",
+                "engineering",
+                "everyone",
+                "ghost",
+                "sales",
+                "staff"
+            ]
+        );
+        let found = get_user(&f.bus, "bob").await.expect("get_user");
+        assert_eq!(
+            found.user.expect("bob").effective_group_ids,
+            bob.effective_group_ids
+        );
+
+        // Replacing a group's members takes effect at once for every member.
+        upsert_group(&f.bus, "engineering", &[])
+            .await
+            .expect("engineering emptied");
+        let bob = get_user(&f.bus, "bob")
+            .await
+            .expect("get_user")
+            .user
+            .expect("bob");
+        assert_eq!(
+            bob.effective_group_ids,
+            vec!["backend"],
+            "nothing contains backend now"
+        );
+        let carol = get_user(&f.bus, "carol")
+            .await
+            .expect("get_user")
+            .user
+            .expect("carol");
+        assert_eq!(
+            carol.effective_group_ids,
+            vec!["backend", "everyone", "ghost", "sales", "staff"]
+        );
+
+        // Deleting a group removes it from users and from other groups.
+        delete_group(&f.bus, "backend")
+            .await
+            .expect("delete backend");
+        let bob = get_user(&f.bus, "bob")
+            .await
+            .expect("get_user")
+            .user
+            .expect("bob");
+        assert!(bob.group_ids.is_empty(), "{:?}", bob.group_ids);
+        assert!(bob.effective_group_ids.is_empty());
+        let missing = delete_group(&f.bus, "backend").await.expect_err("gone");
+        assert_eq!(missing.code, ErrorCode::NotFound);
+
+        // Paged, sorted by id.
+        let first = list_groups(&f.bus, 2, "").await.expect("page 1");
+        let ids: Vec<&str> = first.groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, vec!["engineering", "everyone"]);
+        assert!(!first.next_page_token.is_empty());
+        let second = list_groups(&f.bus, 2, &first.next_page_token)
+            .await
+            .expect("page 2");
+        let ids: Vec<&str> = second.groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, vec!["staff"]);
+        assert!(second.next_page_token.is_empty());
+        assert_eq!(
+            second.groups[0].member_group_ids,
+            vec!["engineering", "sales"]
+        );
+        let all = list_groups(&f.bus, 0, "").await.expect("default page");
+        assert_eq!(all.groups.len(), 3);
+
+        // Refusals name the field.
+        for (id, members, field) in [
+            ("not valid", vec![], "group.group_id"),
+            ("g", vec!["a", "a"], "group.member_group_ids[1]"),
+            ("g", vec!["ok", "no way"], "group.member_group_ids[1]"),
+        ] {
+            let err = upsert_group(&f.bus, id, &members)
+                .await
+                .expect_err("invalid");
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(err.message.starts_with(field), "{}", err.message);
+        }
+        let err = list_groups(&f.bus, 501, "").await.expect_err("too big");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let err = list_groups(&f.bus, 1, "zz").await.expect_err("bad token");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn locked_accounts_cannot_sign_in_and_unlocking_is_announced() {
+    on_every_backend(true, async |f| {
+        let alice = upsert(&f.bus, &upsert_req("alice", "correct horse battery"))
+            .await
+            .expect("alice");
+        assert!(!alice.locked, "a new account is unlocked");
+
+        let locked = upsert(
+            &f.bus,
+            &UpsertUserRequest {
+                locked: Some(true),
+                ..upsert_req("alice", "")
+            },
+        )
+        .await
+        .expect("lock");
+        assert!(locked.locked);
+        // Refused exactly like a wrong password: no way to tell it is locked.
+        assert_wrong_credentials(authenticate(&f.bus, "alice", "correct horse battery").await);
+        // Absent keeps the state; locking again changes (and announces) nothing.
+        let kept = upsert(&f.bus, &upsert_req("alice", ""))
+            .await
+            .expect("upsert");
+        assert!(kept.locked);
+        upsert(
+            &f.bus,
+            &UpsertUserRequest {
+                locked: Some(true),
+                ..upsert_req("alice", "")
+            },
+        )
+        .await
+        .expect("lock again");
+
+        // An admin's password change does not unlock.
+        set_password(&f.bus, "alice", "second password 2", "", "admin")
+            .await
+            .expect("admin set");
+        assert!(
+            get_user(&f.bus, "alice")
+                .await
+                .expect("get")
+                .user
+                .expect("alice")
+                .locked
+        );
+
+        let unlocked = unlock(&f.bus, "alice", "", "admin").await.expect("unlock");
+        assert!(unlocked.was_locked);
+        assert!(!unlocked.user.expect("alice").locked);
+        authenticate(&f.bus, "alice", "second password 2")
+            .await
+            .expect("signs in again");
+        let again = unlock(&f.bus, "alice", "", "admin")
+            .await
+            .expect("unlock again");
+        assert!(!again.was_locked, "nothing to unlock");
+
+        // A self-service reset unlocks a locked account too.
+        upsert(
+            &f.bus,
+            &UpsertUserRequest {
+                locked: Some(true),
+                ..upsert_req("alice", "")
+            },
+        )
+        .await
+        .expect("lock");
+        set_password(
+            &f.bus,
+            "alice",
+            "third password 3",
+            "flow-9",
+            "self_service_reset",
+        )
+        .await
+        .expect("reset");
+        authenticate(&f.bus, "alice", "third password 3")
+            .await
+            .expect("unlocked by the reset");
+        // A reset of an account that is not locked announces no unlock.
+        set_password(
+            &f.bus,
+            "alice",
+            "fourth password 4",
+            "flow-10",
+            "self_service_reset",
+        )
+        .await
+        .expect("reset");
+
+        let err = unlock(&f.bus, "nobody", "", "admin")
+            .await
+            .expect_err("unknown");
+        assert_eq!(err.code, ErrorCode::NotFound);
+        let err = unlock(&f.bus, "alice", "", "because")
+            .await
+            .expect_err("reason");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+
+        let locks = events_on(&f.bus, events::ACCOUNT_LOCKED, 2, SETTLE).await;
+        assert_eq!(locks.len(), 2);
+        let more = events_on(&f.bus, events::ACCOUNT_LOCKED, 3, Duration::from_secs(2)).await;
+        assert_eq!(more.len(), 2, "one per real change");
+        for msg in &locks {
+            let e = AccountLocked::decode(msg.payload.clone()).expect("AccountLocked");
+            assert_eq!(e.reason, "admin");
+            assert_eq!(e.meta.expect("meta").user_id, "alice");
+        }
+        let unlocks = events_on(&f.bus, events::ACCOUNT_UNLOCKED, 2, SETTLE).await;
+        assert_eq!(unlocks.len(), 2);
+        let more = events_on(&f.bus, events::ACCOUNT_UNLOCKED, 3, Duration::from_secs(2)).await;
+        assert_eq!(more.len(), 2, "one per real change");
+        let admin = AccountUnlocked::decode(unlocks[0].payload.clone()).expect("unlocked");
+        assert_eq!(admin.reason, "admin");
+        let reset = AccountUnlocked::decode(unlocks[1].payload.clone()).expect("unlocked");
+        assert_eq!(reset.reason, "self_service");
+        let meta = reset.meta.expect("meta");
+        assert_eq!(
+            (meta.user_id.as_str(), meta.flow_id.as_str()),
+            ("alice", "flow-9")
+        );
     })
     .await;
 }

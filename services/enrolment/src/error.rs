@@ -6,6 +6,7 @@
 
 use sspr_bus::{BusError, RpcError};
 
+use crate::domain::questions::AnswerError;
 use crate::domain::{
     AddRefusal, DestinationError, EntropyError, IdError, MalformedToken, MethodKind, RemoveRefusal,
 };
@@ -30,6 +31,12 @@ pub enum Error {
     /// A concurrent request confirmed the method first, with the same code.
     #[error("this method is already confirmed")]
     AlreadyConfirmed,
+    /// Answers to security questions were refused; the text names indexes, never answers.
+    #[error(transparent)]
+    Answers(#[from] AnswerError),
+    /// Hashing an answer failed.
+    #[error("hashing failed: {0}")]
+    Hashing(String),
     /// A call to another service failed or was refused.
     #[error(transparent)]
     Peer(#[from] BusError),
@@ -90,8 +97,14 @@ impl From<Error> for RpcError {
             | Error::BelowRequired { .. } => RpcError::failed_precondition(e.to_string()),
             Error::TooManyMethods => RpcError::resource_exhausted(e.to_string()),
             Error::UnknownMethod => RpcError::not_found(e.to_string()),
+            Error::Answers(AnswerError::NotAllowed) => RpcError::failed_precondition(e.to_string()),
+            Error::Answers(e) => RpcError::invalid_argument(e.to_string()),
             Error::Peer(e) => e.into_rpc(),
-            Error::BadPeerReply(_) | Error::Db(_) | Error::Corrupt(_) | Error::Entropy(_) => {
+            Error::BadPeerReply(_)
+            | Error::Db(_)
+            | Error::Corrupt(_)
+            | Error::Entropy(_)
+            | Error::Hashing(_) => {
                 tracing::error!(error = %e, "enrolment request failed");
                 RpcError::internal()
             }

@@ -17,14 +17,15 @@ use std::sync::Arc;
 
 use sspr_bus::{Router, RpcError, subjects::rpc};
 use sspr_clock::SharedClock;
-use sspr_proto::common::v1::ContactMethod;
+use sspr_proto::common::v1::{ContactMethod, MethodKind as WireKind};
 use sspr_proto::internal::directory::v1::UserRecord;
 use sspr_proto::internal::enrolment::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
-    ConfirmMethodRequest, ConfirmMethodResponse, GetDestinationRequest, GetDestinationResponse,
-    GetStatusRequest, GetStatusResponse, ListMethodsRequest, ListMethodsResponse,
-    ListOwnMethodsRequest, ListOwnMethodsResponse, MatchDestinationRequest,
-    MatchDestinationResponse, RemoveMethodRequest, RemoveMethodResponse,
+    ConfirmMethodRequest, ConfirmMethodResponse, ConfirmedMethodKind, GetDestinationRequest,
+    GetDestinationResponse, GetStatusRequest, GetStatusResponse, ListMethodKindsRequest,
+    ListMethodKindsResponse, ListMethodsRequest, ListMethodsResponse, ListOwnMethodsRequest,
+    ListOwnMethodsResponse, MatchDestinationRequest, MatchDestinationResponse, RemoveMethodRequest,
+    RemoveMethodResponse, UserMethodKinds,
 };
 use sspr_proto::internal::policy::v1::EvaluateResponse;
 use tracing::Span;
@@ -39,17 +40,20 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::ports::EnrolmentStore;
+use crate::security_questions::{self, QuestionPolicy};
 
 /// Longest password accepted for checking; anything longer cannot be a real one.
 const MAX_PASSWORD_BYTES: usize = 4096;
 /// Longest code forwarded to verification.
 const MAX_CODE_CHARS: usize = 64;
+/// Most users one `list_method_kinds` request may name.
+const MAX_METHOD_KINDS_USERS: usize = 1000;
 
 /// Enrolment's request handlers and what they depend on.
 pub struct Enrolment {
-    store: Arc<dyn EnrolmentStore>,
-    peers: Peers,
-    clock: SharedClock,
+    pub(crate) store: Arc<dyn EnrolmentStore>,
+    pub(crate) peers: Peers,
+    pub(crate) clock: SharedClock,
 }
 
 impl Enrolment {
@@ -78,35 +82,49 @@ impl Enrolment {
             requested_locale.unwrap_or_else(|| Locale::first_valid([user.locale.as_str()]));
 
         let now = self.clock.now();
-        let session = RegistrationSession::start(user_id, locale, requirements, now);
+        let mut session = RegistrationSession::start(user_id, locale, requirements, now);
+        let questions = QuestionPolicy::from_evaluation(&verdict);
+        session.questions_allowed = questions.is_some();
         Span::current().record("flow_id", tracing::field::display(session.flow_id));
         let token = SessionToken::generate()?;
         self.store
             .create_session(&token.hash(), &session, now)
             .await?;
         let registered = self.store.confirmed_methods(&session.user_id).await?;
+        let answered = self
+            .counted_questions(&session.user_id, questions.as_ref())
+            .await?;
         let status = RegistrationStatus::assess(
             &session.requirements,
             &registered,
             verdict.reconfirm_after_days,
             now,
-        );
+        )
+        .with_questions(&session.requirements, answered.is_some());
         tracing::info!(
             methods_registered = status.methods_registered,
             reconfirm_required = status.reconfirm_required,
             "registration session started"
         );
 
+        let mut allowed_kinds: Vec<i32> = session
+            .requirements
+            .allowed_kinds()
+            .iter()
+            .map(|k| k.code())
+            .collect();
+        let mut registered: Vec<ContactMethod> = registered.iter().map(contact_method).collect();
+        if let Some(qp) = &questions {
+            allowed_kinds.push(WireKind::SecurityQuestions as i32);
+            if let Some(m) = &answered {
+                registered.push(security_questions::contact_method(m, &qp.ids()));
+            }
+        }
         Ok(BeginRegistrationResponse {
             session_id: token.expose().to_owned(),
             methods_required: session.requirements.methods_required(),
-            allowed_kinds: session
-                .requirements
-                .allowed_kinds()
-                .iter()
-                .map(|k| k.code())
-                .collect(),
-            registered: registered.iter().map(contact_method).collect(),
+            allowed_kinds,
+            registered,
             registration_required: status.registration_required,
             expires_at: Some(sspr_proto::time::timestamp(session.expires_at)),
             reconfirm_required: status.reconfirm_required,
@@ -124,12 +142,15 @@ impl Enrolment {
             });
         };
         let registered = self.store.confirmed_methods(&user_id).await?;
+        let questions = QuestionPolicy::from_evaluation(&verdict);
+        let answered = self.counted_questions(&user_id, questions.as_ref()).await?;
         let status = RegistrationStatus::assess(
             &requirements,
             &registered,
             verdict.reconfirm_after_days,
             self.clock.now(),
-        );
+        )
+        .with_questions(&requirements, answered.is_some());
         Ok(GetStatusResponse {
             registration_required: status.registration_required,
             reconfirm_required: status.reconfirm_required,
@@ -147,9 +168,16 @@ impl Enrolment {
     ) -> Result<ListOwnMethodsResponse, Error> {
         let session = self.live_session(&req.session_id).await?;
         let methods = self.store.confirmed_methods(&session.user_id).await?;
-        Ok(ListOwnMethodsResponse {
-            methods: methods.iter().map(contact_method).collect(),
-        })
+        let mut methods: Vec<ContactMethod> = methods.iter().map(contact_method).collect();
+        let questions = self.session_questions(&session).await?;
+        if let Some(m) = self
+            .counted_questions(&session.user_id, questions.as_ref())
+            .await?
+        {
+            let ids = questions.map(|q| q.ids()).unwrap_or_default();
+            methods.push(security_questions::contact_method(&m, &ids));
+        }
+        Ok(ListOwnMethodsResponse { methods })
     }
 
     /// Removes a confirmed method of the session's user, keeping the required count.
@@ -161,12 +189,39 @@ impl Enrolment {
         let session = self.live_session(&req.session_id).await?;
         let method_id = parse_method_id(&req.method_id)?;
         Span::current().record("method_id", method_id.as_str());
+        let required = session.requirements.methods_required();
+        let questions = self.session_questions(&session).await?;
+        let own_questions = self.store.security_method(&session.user_id).await?;
+        if let Some(m) = own_questions.filter(|m| m.method_id == method_id) {
+            // Answers to questions removed from the policy no longer count; the label does not
+            // matter once the method is gone, but stays truthful.
+            let ids = questions.map(|q| q.ids()).unwrap_or_default();
+            let masked = security_questions::contact_method(&m, &ids).masked_destination;
+            let left = self
+                .store
+                .remove_security_method(
+                    &session.user_id,
+                    &method_id,
+                    required,
+                    masked,
+                    &session.flow_id,
+                    self.clock.now(),
+                )
+                .await?;
+            tracing::info!(methods_registered = left, "security questions removed");
+            return Ok(RemoveMethodResponse {});
+        }
+        // A counted security-questions method stands in for one of the required methods.
+        let counted = self
+            .counted_questions(&session.user_id, questions.as_ref())
+            .await?
+            .is_some();
         let left = self
             .store
             .remove_confirmed(
                 &session.user_id,
                 &method_id,
-                session.requirements.methods_required(),
+                required.saturating_sub(u32::from(counted)),
                 &session.flow_id,
                 self.clock.now(),
             )
@@ -258,7 +313,14 @@ impl Enrolment {
             .store
             .confirm(&method, &session.flow_id, self.clock.now())
             .await?;
-        let complete = session.requirements.satisfied_by(confirmed);
+        let questions = self.session_questions(&session).await?;
+        let counted = self
+            .counted_questions(&session.user_id, questions.as_ref())
+            .await?
+            .is_some();
+        let complete = session
+            .requirements
+            .satisfied_by(confirmed.saturating_add(u32::from(counted)));
         tracing::info!(
             methods_registered = confirmed,
             registration_complete = complete,
@@ -279,9 +341,50 @@ impl Enrolment {
         let user_id = UserId::parse(&req.user_id)?;
         Span::current().record("user_id", user_id.as_str());
         let methods = self.store.confirmed_methods(&user_id).await?;
-        Ok(ListMethodsResponse {
-            methods: methods.iter().map(contact_method).collect(),
-        })
+        let mut methods: Vec<ContactMethod> = methods.iter().map(contact_method).collect();
+        // Listed for reset only when enough answered questions are still in the policy.
+        let required = req.questions_required_to_reset as usize;
+        if required > 0
+            && let Some(m) = self.store.security_method(&user_id).await?
+            && m.answered_among(&req.security_question_ids) >= required
+        {
+            methods.push(security_questions::contact_method(
+                &m,
+                &req.security_question_ids,
+            ));
+        }
+        Ok(ListMethodsResponse { methods })
+    }
+
+    /// The kinds of each user's confirmed methods and when each was confirmed (for the policy
+    /// preview): no destination, masked or not. Users without methods, known or not, answer an
+    /// empty list.
+    #[tracing::instrument(skip_all, fields(users = req.user_ids.len()))]
+    pub async fn list_method_kinds(
+        &self,
+        req: ListMethodKindsRequest,
+    ) -> Result<ListMethodKindsResponse, Error> {
+        if req.user_ids.len() > MAX_METHOD_KINDS_USERS {
+            return Err(Error::InvalidArgument(format!(
+                "user_ids may name at most {MAX_METHOD_KINDS_USERS} users"
+            )));
+        }
+        let mut users = Vec::with_capacity(req.user_ids.len());
+        for raw in &req.user_ids {
+            let user_id = UserId::parse(raw)?;
+            let methods = self.store.confirmed_methods(&user_id).await?;
+            users.push(UserMethodKinds {
+                user_id: user_id.as_str().to_owned(),
+                methods: methods
+                    .iter()
+                    .map(|m| ConfirmedMethodKind {
+                        kind: m.kind().code(),
+                        confirmed_at: m.confirmed_at.map(sspr_proto::time::timestamp),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(ListMethodKindsResponse { users })
     }
 
     /// Where to send a code for one confirmed method (for verification only).
@@ -335,7 +438,7 @@ impl Enrolment {
     }
 
     /// The live session the client's token names; unknown and expired look the same.
-    async fn live_session(&self, raw_token: &str) -> Result<RegistrationSession, Error> {
+    pub(crate) async fn live_session(&self, raw_token: &str) -> Result<RegistrationSession, Error> {
         let token = SessionToken::parse(raw_token)?;
         let session = self
             .store
@@ -412,4 +515,24 @@ pub fn router(enrolment: Arc<Enrolment>) -> Router {
         endpoint!(list_own_methods),
     )
     .route(rpc::enrolment::REMOVE_METHOD, endpoint!(remove_method))
+    .route(
+        rpc::enrolment::LIST_SECURITY_QUESTIONS,
+        endpoint!(list_security_questions),
+    )
+    .route(
+        rpc::enrolment::SET_SECURITY_ANSWERS,
+        endpoint!(set_security_answers),
+    )
+    .route(
+        rpc::enrolment::LIST_ANSWERED_QUESTIONS,
+        endpoint!(list_answered_questions),
+    )
+    .route(
+        rpc::enrolment::CHECK_SECURITY_ANSWERS,
+        endpoint!(check_security_answers),
+    )
+    .route(
+        rpc::enrolment::LIST_METHOD_KINDS,
+        endpoint!(list_method_kinds),
+    )
 }

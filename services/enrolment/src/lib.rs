@@ -19,6 +19,7 @@ pub mod domain;
 mod error;
 pub mod handlers;
 pub mod ports;
+pub mod security_questions;
 pub mod user_deleted;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::questions::AnswerHash;
 use crate::domain::{
     Destination, FlowId, MethodId, RegisteredMethod, RegistrationSession, TokenHash, UserId,
 };
@@ -24,6 +25,25 @@ use crate::error::Error;
 pub struct Forgotten {
     pub methods: u64,
     pub sessions: u64,
+}
+
+/// A user's security-questions method as stored: its stable id and one hash per answered
+/// question (answers are never stored).
+#[derive(Debug, Clone)]
+pub struct SecurityMethod {
+    pub method_id: MethodId,
+    pub registered_at: DateTime<Utc>,
+    pub answers: Vec<(String, AnswerHash)>,
+}
+
+impl SecurityMethod {
+    /// How many answered questions are among `policy_ids`.
+    pub fn answered_among(&self, policy_ids: &[String]) -> usize {
+        self.answers
+            .iter()
+            .filter(|(q, _)| policy_ids.contains(q))
+            .count()
+    }
 }
 
 #[async_trait::async_trait]
@@ -80,6 +100,36 @@ pub trait EnrolmentStore: Send + Sync + 'static {
         user: &UserId,
         method: &MethodId,
         required: u32,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error>;
+
+    /// The user's security-questions method, if any.
+    async fn security_method(&self, user: &UserId) -> Result<Option<SecurityMethod>, Error>;
+
+    /// Replaces the user's answers (keeping the method id if there is one already, else a new
+    /// one) and enqueues `method.registered` (masked as `masked`), in one transaction.
+    /// `methods_registered` is the event's count of the user's methods, computed by the caller
+    /// from the confirmed contact methods it read plus this one. Returns the method id.
+    async fn set_security_answers(
+        &self,
+        user: &UserId,
+        answers: Vec<(String, AnswerHash)>,
+        masked: String,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<(MethodId, u32), Error>;
+
+    /// Deletes the user's security-questions method `method` and its answers, and enqueues
+    /// `method.removed`, in one transaction. `UnknownMethod` when it is not theirs;
+    /// `BelowRequired` (nothing deleted) when fewer than `required` confirmed contact methods
+    /// would be left. Returns how many confirmed contact methods are left.
+    async fn remove_security_method(
+        &self,
+        user: &UserId,
+        method: &MethodId,
+        required: u32,
+        masked: String,
         flow_id: &FlowId,
         now: DateTime<Utc>,
     ) -> Result<u32, Error>;

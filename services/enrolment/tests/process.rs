@@ -56,6 +56,7 @@ async fn serves_then_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
     let bus = Bus::connect(&BusConfig::new(nats.url(), "process-test")).await?;
     let alice = ListMethodsRequest {
         user_id: "alice".into(),
+        ..Default::default()
     };
     let list_methods = || {
         let subject = subjects::rpc::enrolment::LIST_METHODS;

@@ -692,3 +692,37 @@ async fn concurrent_requests_keep_one_method_per_destination() {
         h.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_confirmed_method_is_reconfirmed_only_after_a_new_code_was_requested() {
+    for db in Harness::backends().await {
+        let h = Harness::start_on(db).await;
+        let backend = h.backend();
+        // The verifier accepts a code again and again here: only the store can refuse.
+        h.recorded().reusable_codes = true;
+        let session = h.begin(&ALICE).await.expect("begin").session_id;
+        let (id, _) = h.register(&session, SMS, "+41791234567").await;
+        h.events(subjects::events::METHOD_REGISTERED, 1).await;
+
+        let code = h.code_for(&id);
+        let err = h
+            .confirm(&session, &id, &code)
+            .await
+            .expect_err("no re-confirmation was requested");
+        assert_eq!(err.code, ErrorCode::FailedPrecondition, "{backend}");
+
+        // AddMethod with the same destination asks for a re-confirmation: one confirmation
+        // uses it, the next one finds nothing requested.
+        let again = h.add(&session, SMS, "+41791234567").await.expect("re-add");
+        assert_eq!(again.method_id, id, "{backend}");
+        let code = h.code_for(&id);
+        h.confirm(&session, &id, &code).await.expect("reconfirm");
+        let err = h
+            .confirm(&session, &id, &code)
+            .await
+            .expect_err("the request was used");
+        assert_eq!(err.code, ErrorCode::FailedPrecondition, "{backend}");
+        h.events(subjects::events::METHOD_REGISTERED, 2).await;
+        h.stop().await;
+    }
+}

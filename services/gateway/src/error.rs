@@ -22,9 +22,16 @@ pub enum GatewayError {
     /// The admin bearer token was missing or wrong.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The admin token is valid but its role may not make this call; the message names the
+    /// admin, the role and the method (never the token).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The internal call failed or was refused.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The thing asked for does not exist; the message says what.
+    #[error("{0}")]
+    NotFound(&'static str),
     /// An internal service answered without a field it must always set.
     #[error("{0}")]
     MalformedReply(&'static str),
@@ -35,6 +42,8 @@ impl From<GatewayError> for Status {
         match e {
             GatewayError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             GatewayError::Unauthenticated(message) => Status::unauthenticated(message),
+            GatewayError::PermissionDenied(message) => Status::permission_denied(message),
+            GatewayError::NotFound(message) => Status::not_found(message),
             GatewayError::Bus(BusError::Rpc(rpc)) => refusal(rpc),
             GatewayError::Bus(e @ (BusError::NoResponders(_) | BusError::Timeout(_))) => {
                 tracing::warn!(error = %e, "internal service unavailable");

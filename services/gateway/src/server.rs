@@ -91,7 +91,7 @@ pub(crate) async fn bind(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            AdminServer::new(AdminApi::new(edge, config.admin_token))
+            AdminServer::new(AdminApi::new(edge, config.admin_tokens))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
 

@@ -96,7 +96,7 @@ async fn reset_calls_map_both_ways() {
         verified,
         reset::VerifyCodeResponse {
             methods_remaining: 1,
-            unlock_available: false,
+            unlock_available: true,
         }
     );
     assert_eq!(
@@ -266,7 +266,8 @@ async fn admin_calls_map_both_ways() {
         gw.recorder
             .single::<pol::SetPolicyRequest>(policy::SET_POLICY),
         pol::SetPolicyRequest {
-            policy: Some(wanted)
+            policy: Some(wanted),
+            actor: "admin".into(),
         }
     );
 
@@ -279,7 +280,7 @@ async fn admin_calls_map_both_ways() {
             is_admin: true,
             password: "initial password!".into(),
             enabled: Some(false),
-            locked: None,
+            locked: Some(true),
         }))
         .await
         .unwrap()
@@ -294,6 +295,7 @@ async fn admin_calls_map_both_ways() {
             is_admin: true,
             enabled: false,
             has_password: true,
+            locked: true,
             ..Default::default()
         }
     );
@@ -308,6 +310,8 @@ async fn admin_calls_map_both_ways() {
             is_admin: true,
             password: "initial password!".into(),
             enabled: Some(false),
+            locked: Some(true),
+            actor: "admin".into(),
         }
     );
 
@@ -326,6 +330,7 @@ async fn admin_calls_map_both_ways() {
         .calls::<dir::UpsertUserRequest>(directory::UPSERT_USER);
     assert_eq!(calls[1].password, "");
     assert_eq!(calls[1].enabled, None);
+    assert_eq!(calls[1].locked, None);
 
     let deleted = client
         .delete_user(as_admin(admin::DeleteUserRequest {
@@ -339,7 +344,8 @@ async fn admin_calls_map_both_ways() {
         gw.recorder
             .single::<dir::DeleteUserRequest>(directory::DELETE_USER),
         dir::DeleteUserRequest {
-            user_id: "dave".into()
+            user_id: "dave".into(),
+            actor: "admin".into(),
         }
     );
 }

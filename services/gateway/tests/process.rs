@@ -26,6 +26,25 @@ async fn short_admin_token_exits_2_without_echoing_it() {
 }
 
 #[tokio::test]
+async fn bad_named_admin_tokens_exit_2_without_echoing_them() {
+    let exited = gateway()
+        .run_with(&[("SSPR_ADMIN_TOKENS", "alice:admin:tooShortSecret")])
+        .await;
+    exited
+        .assert_config_error("SSPR_ADMIN_TOKENS")
+        .assert_not_echoed("tooShortSecret");
+    let exited = gateway()
+        .run_with(&[
+            ADMIN_TOKEN,
+            ("SSPR_ADMIN_TOKENS", "alice:admin:a-long-enough-admin-token"),
+        ])
+        .await;
+    exited
+        .assert_config_error("SSPR_ADMIN_TOKENS")
+        .assert_not_echoed("a-long-enough-admin-token");
+}
+
+#[tokio::test]
 async fn bad_listen_address_exits_2_naming_it() {
     let bad_address = ("SSPR_GRPC_ADDR", "not an address");
     let exited = gateway().run_with(&[ADMIN_TOKEN, bad_address]).await;

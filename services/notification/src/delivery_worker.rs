@@ -45,7 +45,9 @@ use crate::domain::delivery::{
 };
 use crate::domain::retry::{self, FailureKind, NextStep, SendFailure};
 use crate::domain::templates;
-use crate::ports::{OutgoingMail, OutgoingSms, SharedMailer, SharedSmsSender, SharedStore};
+use crate::ports::{
+    OutgoingMail, OutgoingSms, SharedHelpdesk, SharedMailer, SharedSmsSender, SharedStore,
+};
 
 /// Deliveries processed at once by one replica.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -103,6 +105,8 @@ pub struct DeliveryWorker {
     pub clock: SharedClock,
     /// The mail templates (built-in plus operator overrides).
     pub templates: Arc<templates::Templates>,
+    /// The policy's helpdesk contact, for code mails.
+    pub helpdesk: SharedHelpdesk,
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -343,22 +347,51 @@ impl DeliveryWorker {
         );
         match &delivery.destination {
             Destination::Email(to) => {
+                let helpdesk = self.helpdesk_contact().await;
                 let mail = OutgoingMail {
                     delivery_id: delivery.header.id.clone(),
                     to: to.clone(),
-                    content: self
-                        .templates
-                        .code_email(purpose, locale, &delivery.code, minutes),
+                    content: self.templates.code_email(
+                        purpose,
+                        locale,
+                        &delivery.code,
+                        minutes,
+                        &helpdesk,
+                    ),
                 };
                 self.mailer.send(&mail).await
             }
             Destination::Sms(to) => {
                 let sms = OutgoingSms {
                     delivery_id: delivery.header.id.clone(),
+                    channel: Channel::Sms,
                     to: to.clone(),
                     body: templates::sms(purpose, locale, &delivery.code, minutes),
                 };
                 self.sms.send(&sms).await
+            }
+            Destination::Voice(to) => {
+                let call = OutgoingSms {
+                    delivery_id: delivery.header.id.clone(),
+                    channel: Channel::Voice,
+                    to: to.clone(),
+                    body: self
+                        .templates
+                        .voice(purpose, locale, &delivery.code, minutes),
+                };
+                self.sms.send(&call).await
+            }
+        }
+    }
+
+    /// The helpdesk contact for a code mail. Best effort: the policy service being unreachable
+    /// must not hold a code back, so the mail then goes without the helpdesk line.
+    async fn helpdesk_contact(&self) -> String {
+        match self.helpdesk.contact().await {
+            Ok(contact) => contact,
+            Err(e) => {
+                tracing::warn!(error = %e, "helpdesk contact unavailable; mailing without it");
+                String::new()
             }
         }
     }
@@ -466,6 +499,7 @@ fn parse_delivery(
     let channel = match MethodKind::try_from(d.kind) {
         Ok(MethodKind::Email) => Some(Channel::Email),
         Ok(MethodKind::Sms) => Some(Channel::Sms),
+        Ok(MethodKind::Voice) => Some(Channel::Voice),
         _ => None,
     };
     let purpose = match CodePurpose::try_from(d.purpose) {
@@ -502,11 +536,13 @@ fn code_delivered(
             user_id: header.user_id.clone(),
             flow_id: header.flow_id.clone(),
             source: crate::SERVICE.to_owned(),
+            actor: String::new(),
         }),
         delivery_id: header.id.as_str().to_owned(),
         kind: match header.channel {
             Channel::Email => MethodKind::Email as i32,
             Channel::Sms => MethodKind::Sms as i32,
+            Channel::Voice => MethodKind::Voice as i32,
         },
         latency: Some(duration(latency)),
         attempts,

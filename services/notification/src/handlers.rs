@@ -57,6 +57,7 @@ fn to_response(r: DeliveryRecord) -> GetDeliveryResponse {
     let kind = match r.channel {
         Channel::Email => MethodKind::Email,
         Channel::Sms => MethodKind::Sms,
+        Channel::Voice => MethodKind::Voice,
     };
     GetDeliveryResponse {
         delivery_id: r.id.as_str().to_owned(),

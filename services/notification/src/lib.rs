@@ -1,4 +1,4 @@
-//! The notification service: delivers one-time codes by email and SMS.
+//! The notification service: delivers one-time codes by email, SMS and voice call.
 //!
 //! Verification publishes each code as a sealed (encrypted) delivery on the JetStream
 //! work-queue stream `SSPR_DELIVERY`; every replica of this service pulls from one shared
@@ -37,6 +37,7 @@ pub use lettre::message::Mailbox;
 
 use crate::adapters::accounts::BusAccounts;
 use crate::adapters::db::DbDeliveryStore;
+use crate::adapters::helpdesk::BusHelpdesk;
 use crate::adapters::mail_files::{FileMailer, FileSms};
 use crate::adapters::sms_webhook::{NoSmsProvider, WebhookSms};
 use crate::adapters::smtp::SmtpMailer;
@@ -87,6 +88,7 @@ pub async fn run(
         }
     };
 
+    let helpdesk = Arc::new(BusHelpdesk::new(ctx.bus.clone()));
     let worker = Arc::new(DeliveryWorker {
         key: config.code_key,
         store: store.clone(),
@@ -94,6 +96,7 @@ pub async fn run(
         sms,
         clock: ctx.clock.clone(),
         templates: config.templates.clone(),
+        helpdesk: helpdesk.clone(),
     });
     let notifier = Arc::new(password_changed::Notifier {
         store: store.clone(),
@@ -101,6 +104,7 @@ pub async fn run(
         mailer: mailer.clone(),
         templates: config.templates.clone(),
         clock: ctx.clock.clone(),
+        helpdesk,
     });
     let stop = shutdown.child_token();
     let consumer = tokio::spawn(delivery_worker::consume(

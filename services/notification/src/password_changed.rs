@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::delivery::{Channel, DeliveryHeader, DeliveryId, DeliveryStatus, Purpose};
 use crate::domain::retry::FailureKind;
 use crate::domain::templates::{ChangeReason, EmailContent, Templates};
-use crate::ports::{Account, Accounts, NoticeStore, OutgoingMail, SharedMailer};
+use crate::ports::{Account, Accounts, NoticeStore, OutgoingMail, SharedHelpdesk, SharedMailer};
 
 /// The durable consumer notification runs.
 pub fn consumer_spec() -> DurableConsumer {
@@ -84,6 +84,8 @@ pub struct Notifier {
     pub mailer: SharedMailer,
     pub templates: Arc<Templates>,
     pub clock: SharedClock,
+    /// The policy's helpdesk contact, named in the user's mail.
+    pub helpdesk: SharedHelpdesk,
 }
 
 /// One mail to send.
@@ -186,9 +188,15 @@ impl Notifier {
         };
         let at = changed.occurred_at.unwrap_or(now);
         let mut planned = Vec::new();
-        let content = self
-            .templates
-            .password_changed(user.locale, &user.display_name, at, reason);
+        // Best effort, like the code mails: the notice goes out without the contact rather
+        // than waiting on the policy service.
+        let helpdesk = self.helpdesk.contact().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "helpdesk contact unavailable; mailing without it");
+            String::new()
+        });
+        let content =
+            self.templates
+                .password_changed(user.locale, &user.display_name, at, reason, &helpdesk);
         self.add_mails(
             changed,
             &user,
@@ -285,6 +293,7 @@ mod tests {
                 user_id: user_id.into(),
                 flow_id: "f1".into(),
                 source: "directory".into(),
+                actor: String::new(),
             }),
             reason: reason.into(),
         }

@@ -1,5 +1,6 @@
 //! What the delivery worker and the handlers need from the outside world: something that sends
-//! mail, something that sends SMS, and a store of delivery records.
+//! mail, something that sends SMS and voice calls, the helpdesk contact, and a store of
+//! delivery records.
 //!
 //! Implementations live in `adapters`. Every error they return is safe to store and log: it
 //! never contains a code or a destination.
@@ -24,10 +25,12 @@ pub struct OutgoingMail {
     pub content: EmailContent,
 }
 
-/// An SMS ready to go.
+/// An SMS or a voice call ready to go, through the same provider.
 #[derive(Debug, Clone)]
 pub struct OutgoingSms {
     pub delivery_id: DeliveryId,
+    /// [`Channel::Sms`] (a text message) or [`Channel::Voice`] (`body` is read out in a call).
+    pub channel: Channel,
     pub to: PhoneNumber,
     pub body: String,
 }
@@ -39,10 +42,10 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, mail: &OutgoingMail) -> Result<(), SendFailure>;
 }
 
-/// Hands an SMS to a provider.
+/// Hands an SMS, or a voice call, to a provider.
 #[async_trait]
 pub trait SmsSender: Send + Sync {
-    /// Returns once the provider accepted the message.
+    /// Returns once the provider accepted the message (or the call).
     async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure>;
 }
 
@@ -175,6 +178,14 @@ pub trait Accounts: Send + Sync {
     async fn emails(&self, user_id: &str) -> Result<Vec<RegisteredEmail>, LookupError>;
 }
 
+/// The policy-wide helpdesk contact, put in code mails and password-changed mails.
+#[async_trait]
+pub trait Helpdesk: Send + Sync {
+    /// The contact as the admin set it; empty when none is set.
+    async fn contact(&self) -> Result<String, LookupError>;
+}
+
+pub type SharedHelpdesk = Arc<dyn Helpdesk>;
 pub type SharedMailer = Arc<dyn Mailer>;
 pub type SharedSmsSender = Arc<dyn SmsSender>;
 pub type SharedStore = Arc<dyn DeliveryStore>;

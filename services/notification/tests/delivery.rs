@@ -170,6 +170,7 @@ async fn sms_code_goes_to_the_webhook() -> anyhow::Result<()> {
             .starts_with("application/json")
     );
     let body = request.json()?;
+    assert_eq!(body["channel"], "sms");
     assert_eq!(body["to"], "+33612345678");
     assert_eq!(body["delivery_id"], d.delivery_id.as_str());
     let text = body["body"].as_str().unwrap_or_default();
@@ -184,6 +185,40 @@ async fn sms_code_goes_to_the_webhook() -> anyhow::Result<()> {
     assert_eq!(event.kind, MethodKind::Sms as i32);
     assert!(!contains_bytes(&raw, b"90817263") && !contains_bytes(&raw, b"+33612345678"));
     assert!(h.smtp.messages().is_empty(), "an SMS delivery sent mail");
+    h.stop().await
+}
+
+#[tokio::test]
+async fn voice_code_goes_to_the_webhook_as_a_call_reading_the_digits() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let d = delivery(
+        MethodKind::Voice,
+        "+33612345678",
+        "48193027",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+
+    let request = h.http.wait_for(|_| true, WAIT).await?;
+    let body = request.json()?;
+    assert_eq!(body["channel"], "voice");
+    assert_eq!(body["to"], "+33612345678");
+    assert_eq!(body["delivery_id"], d.delivery_id.as_str());
+    let words = body["body"].as_str().unwrap_or_default();
+    assert_eq!(
+        words.matches("4, 8, 1, 9, 3, 0, 2, 7").count(),
+        2,
+        "spoken digit by digit, then repeated: {words}"
+    );
+    assert!(words.contains("I repeat"), "{words}");
+
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.kind, MethodKind::Voice as i32);
+    let (event, raw, _) = h.wait_code_delivered(&d.delivery_id).await?;
+    assert_eq!(event.kind, MethodKind::Voice as i32);
+    assert!(!contains_bytes(&raw, b"48193027") && !contains_bytes(&raw, b"+33612345678"));
+    assert!(h.smtp.messages().is_empty(), "a voice delivery sent mail");
     h.stop().await
 }
 
@@ -434,6 +469,30 @@ async fn files_transport_writes_sms_as_text_files() -> anyhow::Result<()> {
     assert!(text.contains("78787878"), "{text}");
     assert!(h.http.requests().is_empty(), "no provider is called");
     h.wait_code_delivered(&d.delivery_id).await?;
+    h.stop().await
+}
+
+#[tokio::test]
+async fn files_transport_writes_voice_calls_as_their_own_text_files() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Files).await?;
+    let d = delivery(
+        MethodKind::Voice,
+        "+33612345678",
+        "13572468",
+        CodePurpose::Reset,
+        "fr",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    let dir = h.mail_dir.path().join("sms");
+    let text = std::fs::read_to_string(dir.join(format!("{}.voice.txt", d.delivery_id)))?;
+    assert!(text.starts_with("To: +33612345678\n\n"), "{text}");
+    assert!(
+        text.contains("Je répète : 1, 3, 5, 7, 2, 4, 6, 8."),
+        "{text}"
+    );
+    assert!(!dir.join(format!("{}.sms.txt", d.delivery_id)).exists());
+    assert!(h.http.requests().is_empty(), "no provider is called");
     h.stop().await
 }
 

@@ -49,6 +49,7 @@ fn person(
             is_admin: admin,
             enabled: true,
             has_password: true,
+            ..Default::default()
         },
         methods,
     }
@@ -207,6 +208,7 @@ fn event(user_id: &str, reason: &str) -> (String, Vec<u8>) {
             user_id: user_id.into(),
             flow_id: "flow-1".into(),
             source: "directory".into(),
+            actor: String::new(),
         }),
         reason: reason.into(),
     }

@@ -18,6 +18,9 @@ pub enum Error {
     InvalidPasswordPolicy(#[from] PasswordRulesError),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+    /// The directory or enrolment service failed to answer (policy preview).
+    #[error(transparent)]
+    Peer(#[from] sspr_bus::BusError),
     /// The stored row does not parse back into a valid policy.
     #[error("the stored policy is damaged: {0}")]
     CorruptPolicy(String),
@@ -28,6 +31,7 @@ impl From<Error> for RpcError {
         match e {
             Error::InvalidPolicy(e) => RpcError::invalid_argument(e.to_string()),
             Error::InvalidPasswordPolicy(e) => RpcError::invalid_argument(e.to_string()),
+            Error::Peer(e) => e.into_rpc(),
             Error::Db(_) | Error::CorruptPolicy(_) => {
                 tracing::error!(error = %e, "policy request failed");
                 RpcError::internal()

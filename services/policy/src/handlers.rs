@@ -4,8 +4,10 @@
 //! Never logged or traced: the candidate password of `check_password`. Span fields carry only
 //! the user id. The custom banned terms are not logged either (only their count).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use prost::Message;
 use sspr_bus::subjects::{events, rpc::policy as subjects};
 use sspr_bus::{RequestContext, Router, RpcError};
 use sspr_clock::SharedClock;
@@ -16,28 +18,153 @@ use sspr_proto::internal::policy::v1 as wire;
 use sspr_proto::internal::policy::v1::{
     CheckPasswordRequest, CheckPasswordResponse, EvaluateRequest, EvaluateResponse,
     GetPasswordPolicyRequest, GetPasswordPolicyResponse, GetPolicyRequest, GetPolicyResponse,
-    PasswordViolation, SetPasswordPolicyRequest, SetPasswordPolicyResponse, SetPolicyRequest,
-    SetPolicyResponse,
+    PasswordViolation, PreviewRequest, PreviewResponse, SetPasswordPolicyRequest,
+    SetPasswordPolicyResponse, SetPolicyRequest, SetPolicyResponse,
 };
 use sspr_storage::outbox::OutboxMessage;
 
 use crate::SERVICE;
 use crate::domain::password::{self, Account};
 use crate::domain::password_policy::{PasswordPolicy, PasswordRules, PasswordRulesDraft};
-use crate::domain::policy::{MethodKind, Policy, PolicyDraft, PolicyRules, Scope, Subject};
+use crate::domain::policy::{
+    MethodKind, Policy, PolicyDraft, PolicyRules, Scope, SecurityQuestion, Subject,
+};
+use crate::domain::preview::{self, Fingerprint, PageToken, Tally};
 use crate::ports::Announce;
-use crate::ports::PolicyStore;
+use crate::ports::{PolicyStore, Population};
+
+/// Directory users fetched per request while previewing.
+const PREVIEW_BATCH: u32 = 500;
+/// Most batches one preview reads (5 million users) before giving up.
+const PREVIEW_MAX_BATCHES: usize = 10_000;
 
 /// The state every endpoint shares; cheap to clone.
 #[derive(Clone)]
 pub struct PolicyHandlers {
     store: Arc<dyn PolicyStore>,
     clock: SharedClock,
+    /// Where `preview` finds the users; without it `preview` answers `UNAVAILABLE`.
+    population: Option<Arc<dyn Population>>,
 }
 
 impl PolicyHandlers {
     pub fn new(store: Arc<dyn PolicyStore>, clock: SharedClock) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            population: None,
+        }
+    }
+
+    /// Lets `preview` judge the users of `population`.
+    pub fn with_population(mut self, population: Arc<dyn Population>) -> Self {
+        self.population = Some(population);
+        self
+    }
+
+    /// Which users could not reset under the proposed policy, validated exactly as
+    /// `set_policy` validates it; nothing is stored or emitted. Every directory user is judged
+    /// by the same evaluation as `evaluate`, with their confirmed methods, on every page.
+    #[tracing::instrument(skip_all, fields(page_size = req.page_size))]
+    pub async fn preview(&self, req: PreviewRequest) -> Result<PreviewResponse, RpcError> {
+        let submitted = req
+            .policy
+            .ok_or_else(|| RpcError::invalid_argument("policy is required"))?;
+        let rules = PolicyRules::parse(draft_from_proto(&submitted))
+            .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
+        let page_size = match req.page_size {
+            0 => preview::DEFAULT_PAGE_SIZE,
+            n if n <= preview::MAX_PAGE_SIZE => n,
+            n => {
+                return Err(RpcError::invalid_argument(format!(
+                    "page_size must be 1 to {}, got {n}",
+                    preview::MAX_PAGE_SIZE
+                )));
+            }
+        };
+        let canonical = policy_to_proto(&Policy {
+            rules: rules.clone(),
+            version: 0,
+        });
+        let fingerprint = Fingerprint::of(&canonical.encode_to_vec());
+        let after = match req.page_token.as_str() {
+            "" => None,
+            raw => Some(
+                PageToken::decode(raw, &fingerprint)
+                    .map_err(|e| RpcError::invalid_argument(e.to_string()))?,
+            ),
+        };
+        let population = self
+            .population
+            .as_ref()
+            .ok_or_else(|| RpcError::unavailable("the policy preview is not available"))?;
+
+        let mut tally = Tally::new(after, page_size);
+        let mut after_user_id = String::new();
+        for _ in 0..PREVIEW_MAX_BATCHES {
+            let page = population.list_users(&after_user_id, PREVIEW_BATCH).await?;
+            if page.users.is_empty() {
+                break;
+            }
+            let ids = page.users.iter().map(|u| u.user_id.clone()).collect();
+            let mut kinds: HashMap<String, Vec<Option<MethodKind>>> = population
+                .method_kinds(ids)
+                .await?
+                .users
+                .into_iter()
+                .map(|u| {
+                    let kinds = u.methods.iter().map(|m| kind_from_proto(m.kind)).collect();
+                    (u.user_id, kinds)
+                })
+                .collect();
+            for user in &page.users {
+                // Nested groups count where the directory reports them.
+                let group_ids = if user.effective_group_ids.is_empty() {
+                    &user.group_ids
+                } else {
+                    &user.effective_group_ids
+                };
+                let registered = kinds.remove(&user.user_id).unwrap_or_default();
+                let subject = Subject {
+                    group_ids,
+                    is_admin: user.is_admin,
+                    enabled: user.enabled,
+                };
+                let judged = preview::readiness(&rules, &subject, &registered);
+                tally.add(&user.user_id, &user.display_name, user.is_admin, judged);
+            }
+            if page.next_after_user_id.is_empty() {
+                break;
+            }
+            after_user_id = page.next_after_user_id;
+        }
+        let result = tally.finish();
+        tracing::info!(
+            users_total = result.users_total,
+            users_unable = result.users_unable,
+            "policy previewed"
+        );
+        Ok(PreviewResponse {
+            users_total: result.users_total,
+            users_able: result.users_able,
+            users_unable: result.users_unable,
+            unable: result
+                .unable
+                .into_iter()
+                .map(|u| admin::PreviewedUser {
+                    user_id: u.user_id,
+                    display_name: u.display_name,
+                    is_admin: u.is_admin,
+                    reason: u.inability.as_str().to_owned(),
+                    usable_methods: u.usable_methods,
+                    methods_required: u.methods_required,
+                })
+                .collect(),
+            next_page_token: result
+                .next
+                .map(|t| t.encode(&fingerprint))
+                .unwrap_or_default(),
+        })
     }
 
     #[tracing::instrument(skip_all)]
@@ -56,7 +183,10 @@ impl PolicyHandlers {
         let rules = PolicyRules::parse(draft_from_proto(&submitted))
             .map_err(|e| RpcError::invalid_argument(e.to_string()))?;
         let now = self.clock.now();
-        let policy = self.store.replace(rules, now, announce(now)).await?;
+        let policy = self
+            .store
+            .replace(rules, now, announce(now, req.actor))
+            .await?;
         tracing::info!(
             version = policy.version,
             scope = policy.rules.scope().as_str(),
@@ -93,6 +223,9 @@ impl PolicyHandlers {
             reconfirm_after_days: evaluation.reconfirm_after_days,
             require_full_destination: evaluation.require_full_destination,
             helpdesk_contact: evaluation.helpdesk_contact,
+            security_questions: questions_to_proto(&evaluation.security_questions),
+            questions_required_to_register: evaluation.questions_required_to_register,
+            questions_required_to_reset: evaluation.questions_required_to_reset,
         })
     }
 
@@ -116,6 +249,16 @@ impl PolicyHandlers {
             "password checked"
         );
         Ok(CheckPasswordResponse {
+            estimate: Some(common::PasswordStrength {
+                score: assessment.strength.score,
+                guesses_log10: assessment.strength.guesses_log10,
+                suggestions: assessment
+                    .strength
+                    .suggestions
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            }),
             accepted: assessment.accepted(),
             crack_time: assessment.strength.crack_time(),
             strength: assessment.strength.score,
@@ -163,7 +306,7 @@ impl PolicyHandlers {
         let now = self.clock.now();
         let policy = self
             .store
-            .replace_password_policy(rules, now, announce(now))
+            .replace_password_policy(rules, now, announce(now, req.actor))
             .await?;
         tracing::info!(
             version = policy.version,
@@ -178,8 +321,9 @@ impl PolicyHandlers {
     }
 }
 
-/// The `policy.changed` event for a change made at `now`, carrying the stored SSPR policy.
-fn announce(now: chrono::DateTime<chrono::Utc>) -> Announce {
+/// The `policy.changed` event for a change made at `now` by the admin `actor`, carrying the
+/// stored SSPR policy.
+fn announce(now: chrono::DateTime<chrono::Utc>, actor: String) -> Announce {
     Box::new(move |stored: &Policy| {
         let event_id = uuid::Uuid::now_v7().to_string();
         let event = PolicyChanged {
@@ -189,6 +333,7 @@ fn announce(now: chrono::DateTime<chrono::Utc>) -> Announce {
                 user_id: String::new(),
                 flow_id: String::new(),
                 source: SERVICE.to_owned(),
+                actor,
             }),
             policy: Some(policy_to_proto(stored)),
         };
@@ -214,6 +359,7 @@ pub fn router(handlers: PolicyHandlers) -> Router {
     let eval = handlers.clone();
     let check = handlers.clone();
     let get_password = handlers.clone();
+    let preview = handlers.clone();
     let set_password = handlers;
     Router::new(
         SERVICE,
@@ -249,6 +395,10 @@ pub fn router(handlers: PolicyHandlers) -> Router {
             async move { h.set_password_policy(req).await }
         },
     )
+    .route(subjects::PREVIEW, move |_: RequestContext, req| {
+        let h = preview.clone();
+        async move { h.preview(req).await }
+    })
 }
 
 fn scope_from_proto(raw: i32) -> Option<Scope> {
@@ -273,7 +423,8 @@ fn kind_from_proto(raw: i32) -> Option<MethodKind> {
         common::MethodKind::Unspecified => None,
         common::MethodKind::Email => Some(MethodKind::Email),
         common::MethodKind::Sms => Some(MethodKind::Sms),
-        common::MethodKind::Voice | common::MethodKind::SecurityQuestions => None,
+        common::MethodKind::SecurityQuestions => Some(MethodKind::SecurityQuestions),
+        common::MethodKind::Voice => Some(MethodKind::Voice),
     }
 }
 
@@ -281,6 +432,8 @@ fn kind_to_proto(kind: MethodKind) -> i32 {
     match kind {
         MethodKind::Email => common::MethodKind::Email as i32,
         MethodKind::Sms => common::MethodKind::Sms as i32,
+        MethodKind::Voice => common::MethodKind::Voice as i32,
+        MethodKind::SecurityQuestions => common::MethodKind::SecurityQuestions as i32,
     }
 }
 
@@ -298,7 +451,25 @@ fn draft_from_proto(p: &admin::Policy) -> PolicyDraft {
         reconfirm_after_days: p.reconfirm_after_days,
         require_full_destination: p.require_full_destination,
         helpdesk_contact: p.helpdesk_contact.clone(),
+        allow_unlock: p.allow_unlock,
+        security_questions: p
+            .security_questions
+            .iter()
+            .map(|q| (q.question_id.clone(), q.text.clone()))
+            .collect(),
+        questions_required_to_register: p.questions_required_to_register,
+        questions_required_to_reset: p.questions_required_to_reset,
     }
+}
+
+fn questions_to_proto(questions: &[SecurityQuestion]) -> Vec<common::SecurityQuestion> {
+    questions
+        .iter()
+        .map(|q| common::SecurityQuestion {
+            question_id: q.id().to_owned(),
+            text: q.text().to_owned(),
+        })
+        .collect()
 }
 
 fn policy_to_proto(p: &Policy) -> admin::Policy {
@@ -319,10 +490,10 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
             .collect(),
         version: p.version,
         reconfirm_after_days: p.rules.reconfirm_after_days(),
-        allow_unlock: false,
-        security_questions: Vec::new(),
-        questions_required_to_register: 0,
-        questions_required_to_reset: 0,
+        allow_unlock: p.rules.allow_unlock(),
+        security_questions: questions_to_proto(p.rules.security_questions()),
+        questions_required_to_register: p.rules.questions_required_to_register(),
+        questions_required_to_reset: p.rules.questions_required_to_reset(),
         require_full_destination: p.rules.require_full_destination(),
         helpdesk_contact: p.rules.helpdesk_contact().to_owned(),
     }
@@ -346,6 +517,14 @@ mod tests {
             kind_from_proto(common::MethodKind::Sms as i32),
             Some(MethodKind::Sms)
         );
+        assert_eq!(
+            kind_from_proto(common::MethodKind::Voice as i32),
+            Some(MethodKind::Voice)
+        );
+        assert_eq!(
+            kind_to_proto(MethodKind::Voice),
+            common::MethodKind::Voice as i32
+        );
     }
 
     #[test]
@@ -358,6 +537,10 @@ mod tests {
             reconfirm_after_days: 90,
             require_full_destination: true,
             helpdesk_contact: "https://help.example.com".into(),
+            allow_unlock: true,
+            security_questions: Vec::new(),
+            questions_required_to_register: 0,
+            questions_required_to_reset: 0,
         })
         .expect("valid");
         let policy = Policy {
@@ -366,6 +549,35 @@ mod tests {
         };
         let wire = policy_to_proto(&policy);
         assert_eq!(wire.version, 7);
+        assert_eq!(PolicyRules::parse(draft_from_proto(&wire)), Ok(rules));
+    }
+
+    #[test]
+    fn security_questions_round_trip_through_proto() {
+        let rules = PolicyRules::parse(PolicyDraft {
+            scope: Some(Scope::All),
+            methods_required: 2,
+            allowed_methods: vec![Some(MethodKind::Email), Some(MethodKind::SecurityQuestions)],
+            security_questions: (1..=4)
+                .map(|i| (format!("q{i}"), format!("Question number {i}?")))
+                .collect(),
+            questions_required_to_register: 4,
+            questions_required_to_reset: 3,
+            ..PolicyDraft::default()
+        })
+        .expect("valid");
+        let wire = policy_to_proto(&Policy {
+            rules: rules.clone(),
+            version: 1,
+        });
+        assert_eq!(wire.security_questions.len(), 4);
+        assert_eq!(wire.security_questions[0].question_id, "q1");
+        assert_eq!(wire.questions_required_to_register, 4);
+        assert_eq!(wire.questions_required_to_reset, 3);
+        assert_eq!(
+            kind_from_proto(common::MethodKind::SecurityQuestions as i32),
+            Some(MethodKind::SecurityQuestions)
+        );
         assert_eq!(PolicyRules::parse(draft_from_proto(&wire)), Ok(rules));
     }
 }

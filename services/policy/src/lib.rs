@@ -7,6 +7,10 @@
 //! - `check_password`: the password rules (length, Entra-style banned passwords, names) under
 //!   the stored password section, plus a strength estimate; the candidate is never stored or
 //!   logged.
+//! - `preview`: which users could not reset under a proposed policy (validated as `set_policy`
+//!   does, never stored or announced), from every directory user (`directory.list_users`) and
+//!   their confirmed method kinds (`enrolment.list_method_kinds`), judged by the same
+//!   evaluation as `evaluate`; paged with a token bound to the proposed policy.
 //! - `get_password_policy` / `set_password_policy`: the password section (minimum length,
 //!   custom banned terms, organisation name, history length); every change gets the next
 //!   version and emits `policy.changed` like `set_policy`.
@@ -50,7 +54,10 @@ pub async fn run(
     let signal = emitter.signal();
 
     let store = Arc::new(adapters::store::SqlPolicyStore::new(ctx.db.clone(), signal));
-    let router = handlers::router(handlers::PolicyHandlers::new(store, ctx.clock.clone()));
+    let population = Arc::new(adapters::peers::BusPopulation::new(ctx.bus.clone()));
+    let router = handlers::router(
+        handlers::PolicyHandlers::new(store, ctx.clock.clone()).with_population(population),
+    );
     let served = sspr_bus::serve(&ctx.bus, router, shutdown.cancelled_owned()).await;
 
     emitter.finish(&ctx).await;

@@ -40,3 +40,23 @@ pub trait PolicyStore: Send + Sync + 'static {
         announce: Announce,
     ) -> Result<PasswordPolicy, Error>;
 }
+
+/// The users a policy preview judges: every directory account (from the directory service) and
+/// the kinds of their confirmed methods (from enrolment). Answers are the owners' wire records;
+/// the handler turns them into domain values.
+#[async_trait::async_trait]
+pub trait Population: Send + Sync + 'static {
+    /// At most `limit` accounts whose id sorts after `after_user_id` (from the start when
+    /// empty), sorted by user id, and where the next page starts (empty after the last).
+    async fn list_users(
+        &self,
+        after_user_id: &str,
+        limit: u32,
+    ) -> Result<sspr_proto::internal::directory::v1::ListUsersResponse, Error>;
+
+    /// For each of `user_ids`, the kinds of their confirmed methods.
+    async fn method_kinds(
+        &self,
+        user_ids: Vec<String>,
+    ) -> Result<sspr_proto::internal::enrolment::v1::ListMethodKindsResponse, Error>;
+}

@@ -150,6 +150,7 @@ async fn set(bus: &Bus, policy: Policy) -> Result<Policy, BusError> {
         rpc::SET_POLICY,
         &SetPolicyRequest {
             policy: Some(policy),
+            actor: "alice".into(),
         },
     )
     .await
@@ -276,6 +277,7 @@ async fn set_then_get_bumps_version_and_emits_policy_changed() {
             let event = PolicyChanged::decode(msg.payload.clone()).expect("PolicyChanged");
             let meta = event.meta.expect("meta");
             assert_eq!(meta.source, "policy");
+            assert_eq!(meta.actor, "alice", "the admin who made the change");
             assert!(meta.user_id.is_empty());
             assert!(meta.occurred_at.is_some());
             assert!(uuid::Uuid::parse_str(&meta.event_id).is_ok());
@@ -358,7 +360,13 @@ async fn invalid_policies_are_refused_with_the_field_named() {
         }
         let missing = f
             .bus
-            .request::<_, SetPolicyResponse>(rpc::SET_POLICY, &SetPolicyRequest { policy: None })
+            .request::<_, SetPolicyResponse>(
+                rpc::SET_POLICY,
+                &SetPolicyRequest {
+                    policy: None,
+                    actor: String::new(),
+                },
+            )
             .await
             .map(|r| r.policy.unwrap_or_default());
         assert_eq!(rpc_error(missing).0, ErrorCode::InvalidArgument);
@@ -453,7 +461,10 @@ async fn set_password_policy(
 ) -> Result<PasswordPolicy, BusError> {
     bus.request::<_, SetPasswordPolicyResponse>(
         sspr_bus::subjects::rpc::policy::SET_PASSWORD_POLICY,
-        &SetPasswordPolicyRequest { policy },
+        &SetPasswordPolicyRequest {
+            policy,
+            actor: "alice".into(),
+        },
     )
     .await
     .map(|r| r.policy.expect("a password policy"))
@@ -480,6 +491,13 @@ async fn check_password_over_nats() {
     assert_eq!(ok.strength, 4);
     assert_eq!(ok.crack_time, "centuries");
     assert_eq!(ok.history_count, 0);
+    let estimate = ok.estimate.expect("full estimate");
+    assert_eq!(estimate.score, 4);
+    assert!(estimate.guesses_log10 >= 10.0);
+    assert!(estimate.suggestions.is_empty());
+    let weak = check(&f.bus, "password").await.estimate.expect("estimate");
+    assert_eq!(weak.score, 0);
+    assert!(!weak.suggestions.is_empty());
 
     // Only the length is reported for a too-short password.
     let short = check(&f.bus, "Alice1").await;

@@ -30,8 +30,20 @@ pub enum Error {
     /// The typed destination does not name the method's destination (a failed attempt).
     #[error("the destination does not match")]
     DestinationMismatch,
+    /// A code was asked for a method that has none (security questions).
+    #[error("security questions have no code to send: answer them instead")]
+    NothingToSend,
+    /// A security-questions step that cannot run now; the text says why.
+    #[error("{0}")]
+    Questions(&'static str),
+    /// At least one answer was wrong (a failed attempt); never says which.
+    #[error("the answers are not right")]
+    WrongAnswers { attempts_left: u32 },
     #[error("verify {0} more method(s) first")]
     NotVerified(u32),
+    /// Unlocking the account is not possible in this flow (not locked, or not allowed).
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// Another service refused or could not be reached.
     #[error(transparent)]
     Peer(#[from] BusError),
@@ -75,7 +87,13 @@ impl From<Error> for RpcError {
             }
             Error::Rejected(r @ Rejection::Wrong { .. }) => RpcError::invalid_argument(r.message()),
             Error::Rejected(r) => RpcError::failed_precondition(r.message()),
-            e @ Error::NotVerified(_) => RpcError::failed_precondition(e.to_string()),
+            e @ (Error::NothingToSend | Error::Questions(_)) => {
+                RpcError::failed_precondition(e.to_string())
+            }
+            e @ Error::WrongAnswers { .. } => RpcError::invalid_argument(e.to_string()),
+            e @ (Error::NotVerified(_) | Error::Unavailable(_)) => {
+                RpcError::failed_precondition(e.to_string())
+            }
             Error::Peer(e) => e.into_rpc(),
             e @ (Error::Store(_) | Error::Seal(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "verification failed internally");

@@ -109,6 +109,7 @@ mod tests {
                 user_id: user_id.into(),
                 flow_id: String::new(),
                 source: "directory".into(),
+                actor: String::new(),
             }),
         }
         .encode_to_vec()

@@ -321,3 +321,22 @@ async fn issue_code_validates_its_input_and_throttles_per_method() {
         .expect("after the wait");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn voice_codes_go_on_the_voice_delivery_subject() {
+    let mut h = Harness::start(World::default()).await;
+    let req = ver::IssueCodeRequest {
+        kind: MethodKind::Voice as i32,
+        ..issue("m-voice", "reg-flow-v")
+    };
+    issue_code(&h, &req).await.expect("issue a voice code");
+    let received = h.next_delivery().await;
+    assert_eq!(received.subject, delivery::VOICE);
+    let d = received.delivery;
+    assert_eq!(d.kind, MethodKind::Voice as i32);
+    assert_eq!(d.destination, "+41790000042");
+    check_code(&h, &check("m-voice", "reg-flow-v", &d.code))
+        .await
+        .expect("the code read out is accepted");
+    h.stop().await;
+}

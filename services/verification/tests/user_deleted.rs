@@ -39,6 +39,7 @@ fn user_deleted(event_id: &str, user_id: &str) -> Vec<u8> {
             user_id: user_id.into(),
             flow_id: String::new(),
             source: "directory".into(),
+            actor: String::new(),
         }),
     }
     .encode_to_vec()

@@ -15,7 +15,8 @@ use sspr_proto::time::from_timestamp;
 
 /// Prefix of every event subject.
 const EVENT_PREFIX: &str = "sspr.events.v1.";
-/// Actor of admin changes (until admin tokens are named).
+/// Actor of admin changes whose event names no admin (`EventMeta.actor` empty: events from
+/// before admin tokens were named).
 pub const ADMIN_ACTOR: &str = "admin";
 /// Actor of events about no user and not made by an admin.
 pub const SYSTEM_ACTOR: &str = "system";
@@ -73,6 +74,8 @@ fn kind_name(kind: i32) -> &'static str {
     match MethodKind::try_from(kind) {
         Ok(MethodKind::Email) => "email",
         Ok(MethodKind::Sms) => "sms",
+        Ok(MethodKind::Voice) => "voice",
+        Ok(MethodKind::SecurityQuestions) => "security_questions",
         _ => "unspecified",
     }
 }
@@ -219,6 +222,20 @@ fn details(kind: &str, payload: &[u8]) -> Result<Details, Unrecordable> {
                 ..Details::ok(e.meta, json!({}))
             }
         }
+        "account.locked" => {
+            let e: ev::AccountLocked = decode(payload, "AccountLocked")?;
+            Details {
+                admin: e.reason == "admin",
+                ..Details::ok(e.meta, json!({ "reason": e.reason }))
+            }
+        }
+        "account.unlocked" => {
+            let e: ev::AccountUnlocked = decode(payload, "AccountUnlocked")?;
+            Details {
+                admin: e.reason == "admin",
+                ..Details::ok(e.meta, json!({ "reason": e.reason }))
+            }
+        }
         // A kind this build does not know yet: every event carries its meta as field 1.
         _ => {
             let e: ev::UserDeleted = decode(payload, "an event")?;
@@ -246,7 +263,11 @@ pub fn from_event(
     if meta.event_id.trim().is_empty() {
         return Err(Unrecordable::MissingMeta);
     }
-    let actor = if details.admin {
+    // An event that names its actor (the admin id of the token behind an admin change) is
+    // recorded as done by that admin, whatever its kind.
+    let actor = if !meta.actor.is_empty() {
+        meta.actor.clone()
+    } else if details.admin {
         ADMIN_ACTOR.to_owned()
     } else if meta.user_id.is_empty() {
         SYSTEM_ACTOR.to_owned()
@@ -285,6 +306,7 @@ mod tests {
             user_id: user.into(),
             flow_id: "flow-1".into(),
             source: "verification".into(),
+            actor: String::new(),
         })
     }
 
@@ -361,6 +383,61 @@ mod tests {
         let r = from_event("sspr.events.v1.policy.changed", &e.encode_to_vec(), None).unwrap();
         assert_eq!(r.actor, "admin");
         assert_eq!(r.summary["scope"], "SCOPE_ALL");
+    }
+
+    #[test]
+    fn admin_changes_name_the_admin_of_the_token() {
+        let named = |user: &str| {
+            meta(user).map(|m| ev::EventMeta {
+                actor: "alice-ops".into(),
+                ..m
+            })
+        };
+        let e = ev::PolicyChanged {
+            meta: named(""),
+            policy: None,
+        };
+        let r = from_event("sspr.events.v1.policy.changed", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.actor, "alice-ops");
+        let e = ev::UserDeleted { meta: named("bob") };
+        let r = from_event("sspr.events.v1.user.deleted", &e.encode_to_vec(), None).unwrap();
+        assert_eq!((r.actor.as_str(), r.user_id.as_str()), ("alice-ops", "bob"));
+        let e = ev::PasswordChanged {
+            meta: named("bob"),
+            reason: "admin".into(),
+        };
+        let r = from_event("sspr.events.v1.password.changed", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.actor, "alice-ops");
+    }
+
+    #[test]
+    fn lock_changes_record_their_reason_and_who_made_them() {
+        let e = ev::AccountLocked {
+            meta: meta("bob"),
+            reason: "admin".into(),
+        };
+        let r = from_event("sspr.events.v1.account.locked", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.kind, "account.locked");
+        assert_eq!((r.outcome.as_str(), r.actor.as_str()), (OK, ADMIN_ACTOR));
+        assert_eq!(r.summary, json!({ "reason": "admin" }));
+
+        let e = ev::AccountUnlocked {
+            meta: meta("bob"),
+            reason: "self_service".into(),
+        };
+        let r = from_event("sspr.events.v1.account.unlocked", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.kind, "account.unlocked");
+        assert_eq!((r.outcome.as_str(), r.actor.as_str()), (OK, "bob"));
+        assert_eq!((r.user_id.as_str(), r.flow_id.as_str()), ("bob", "flow-1"));
+        assert_eq!(r.summary, json!({ "reason": "self_service" }));
+
+        let e = ev::AccountUnlocked {
+            meta: meta("bob"),
+            reason: "admin".into(),
+        };
+        let r = from_event("sspr.events.v1.account.unlocked", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.actor, ADMIN_ACTOR);
+        assert!(from_event("sspr.events.v1.account.locked", b"\xff\xff", None).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub mod users {
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub password_changed_at: Option<DateTimeUtc>,
+        /// Sign-in refused while true.
+        pub locked: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -59,6 +61,46 @@ pub mod password_history {
         pub user_id: String,
         pub password_hash: String,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `groups`: one row per group an admin created.
+pub mod groups {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "groups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: String,
+        pub display_name: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `group_members`: one row per nesting, "`parent_group_id` contains `member_group_id`";
+/// deleted with the parent group. The member need not be a created group.
+pub mod group_members {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub parent_group_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub member_group_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

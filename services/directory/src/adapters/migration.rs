@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(sspr_storage::outbox::CreateOutbox),
             Box::new(CreateUsers),
             Box::new(CreatePasswordHistory),
+            Box::new(CreateGroupsAndLock),
         ]
     }
 }
@@ -27,6 +28,7 @@ enum Users {
     CreatedAt,
     UpdatedAt,
     PasswordChangedAt,
+    Locked,
 }
 
 #[derive(DeriveIden)]
@@ -211,6 +213,137 @@ impl MigrationTrait for CreatePasswordHistory {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(PasswordHistory::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Groups {
+    Table,
+    GroupId,
+    DisplayName,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum GroupMembers {
+    Table,
+    ParentGroupId,
+    MemberGroupId,
+}
+
+/// Groups with nesting, and the locked state of accounts (false for existing rows).
+struct CreateGroupsAndLock;
+
+impl MigrationName for CreateGroupsAndLock {
+    fn name(&self) -> &str {
+        "m0003_create_groups_and_add_locked"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateGroupsAndLock {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(
+                        ColumnDef::new(Users::Locked)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Groups::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Groups::GroupId)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Groups::DisplayName)
+                            .string_len(256)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Groups::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Groups::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(GroupMembers::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(GroupMembers::ParentGroupId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(GroupMembers::MemberGroupId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(GroupMembers::ParentGroupId)
+                            .col(GroupMembers::MemberGroupId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_members_parent")
+                            .from(GroupMembers::Table, GroupMembers::ParentGroupId)
+                            .to(Groups::Table, Groups::GroupId)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The closure walks upwards: "which groups contain X".
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_group_members_member")
+                    .table(GroupMembers::Table)
+                    .col(GroupMembers::MemberGroupId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(GroupMembers::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Groups::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(Users::Locked)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -46,6 +46,7 @@ impl PasswordRules for NatsPasswordRules {
                 })
                 .collect(),
             history_count: response.history_count.min(MAX_HISTORY),
+            strength: response.estimate,
         })
     }
 }

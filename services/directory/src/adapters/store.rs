@@ -7,23 +7,28 @@
 //!   upserts of a new account cannot both try to create it; `created_at` and, when not given,
 //!   `enabled` and the password hash keep their stored values.
 //! - Groups are replaced as a whole and read back sorted by group id.
+//! - Effective groups are computed at every read, one query per nesting level
+//!   ([`GroupClosure`]): a change to a group takes effect at once, for every member.
+//! - A lock change is decided on the row read inside the write transaction, so its event is
+//!   committed with it (and only when the state really changes).
 //! - A password write moves the replaced hash into `password_history` (when history is on)
 //!   and trims it to the newest `keep - 1` rows, in the same transaction.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
-use crate::adapters::entities::{password_history, user_groups, users};
-use crate::domain::ids::UserId;
+use crate::adapters::entities::{group_members, groups, password_history, user_groups, users};
+use crate::domain::group::{Group, GroupClosure, GroupDraft};
+use crate::domain::ids::{GroupId, UserId};
 use crate::domain::password::PasswordHash;
 use crate::domain::user::{Profile, ProfileDraft, User};
 use crate::error::Error;
-use crate::ports::UserStore;
+use crate::ports::{AccountWrite, LockEvent, UserStore};
 
 pub struct SqlUserStore {
     db: DatabaseConnection,
@@ -37,7 +42,11 @@ impl SqlUserStore {
     }
 }
 
-fn to_user(row: users::Model, groups: Vec<user_groups::Model>) -> Result<User, Error> {
+async fn to_user<C: ConnectionTrait>(
+    conn: &C,
+    row: users::Model,
+    groups: Vec<user_groups::Model>,
+) -> Result<User, Error> {
     let corrupt = |e: &dyn std::fmt::Display| Error::Corrupt(format!("user row: {e}"));
     let profile = Profile::parse(ProfileDraft {
         user_id: row.user_id,
@@ -53,11 +62,99 @@ fn to_user(row: users::Model, groups: Vec<user_groups::Model>) -> Result<User, E
         .map(PasswordHash::from_stored)
         .transpose()
         .map_err(|e| corrupt(&e))?;
+    let effective_group_ids = effective_groups(conn, &profile.group_ids).await?;
     Ok(User {
         profile,
         enabled: row.enabled,
+        locked: row.locked,
         password_hash,
+        effective_group_ids,
     })
+}
+
+/// `direct` plus every group containing one of them through nesting, sorted.
+async fn effective_groups<C: ConnectionTrait>(
+    conn: &C,
+    direct: &[GroupId],
+) -> Result<Vec<GroupId>, Error> {
+    let mut closure = GroupClosure::new(direct);
+    loop {
+        let frontier: Vec<String> = closure
+            .frontier()
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect();
+        if frontier.is_empty() {
+            break;
+        }
+        let parents: Vec<String> = group_members::Entity::find()
+            .select_only()
+            .column(group_members::Column::ParentGroupId)
+            .filter(group_members::Column::MemberGroupId.is_in(frontier))
+            .distinct()
+            .order_by_asc(group_members::Column::ParentGroupId)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let parents = parents
+            .iter()
+            .map(|p| {
+                GroupId::parse(p)
+                    .ok_or_else(|| Error::Corrupt("group_members row: invalid group id".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        closure.add_parents(parents);
+    }
+    if closure.truncated() {
+        tracing::warn!("group nesting too deep or too wide: effective groups truncated");
+    }
+    Ok(closure.finish())
+}
+
+fn to_group(row: groups::Model, members: Vec<String>) -> Result<Group, Error> {
+    Group::parse(GroupDraft {
+        group_id: row.group_id,
+        display_name: row.display_name,
+        member_group_ids: members,
+    })
+    .map_err(|e| Error::Corrupt(format!("group row: {e}")))
+}
+
+async fn load_group<C: ConnectionTrait>(
+    conn: &C,
+    group_id: &GroupId,
+) -> Result<Option<Group>, Error> {
+    let Some(row) = groups::Entity::find_by_id(group_id.as_str().to_owned())
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let members: Vec<String> = group_members::Entity::find()
+        .select_only()
+        .column(group_members::Column::MemberGroupId)
+        .filter(group_members::Column::ParentGroupId.eq(group_id.as_str()))
+        .order_by_asc(group_members::Column::MemberGroupId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    to_group(row, members).map(Some)
+}
+
+/// Clears the locked state of `user_id` if set; true if it was.
+async fn clear_lock<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let updated = users::Entity::update_many()
+        .col_expr(users::Column::Locked, Expr::value(false))
+        .col_expr(users::Column::UpdatedAt, Expr::value(now))
+        .filter(users::Column::UserId.eq(user_id))
+        .filter(users::Column::Locked.eq(true))
+        .exec(conn)
+        .await?;
+    Ok(updated.rows_affected > 0)
 }
 
 async fn load<C: ConnectionTrait>(conn: &C, user_id: &UserId) -> Result<Option<User>, Error> {
@@ -72,7 +169,7 @@ async fn load<C: ConnectionTrait>(conn: &C, user_id: &UserId) -> Result<Option<U
         .order_by_asc(user_groups::Column::GroupId)
         .all(conn)
         .await?;
-    to_user(row, groups).map(Some)
+    to_user(conn, row, groups).await.map(Some)
 }
 
 /// Before the password of `user_id` is replaced: keeps its current hash (if any) as the newest
@@ -154,20 +251,43 @@ impl UserStore for SqlUserStore {
                 .order_by_asc(user_groups::Column::GroupId)
                 .all(&self.db)
                 .await?;
-            admins.push(to_user(row, groups)?);
+            admins.push(to_user(&self.db, row, groups).await?);
         }
         Ok(admins)
     }
 
+    async fn list_users(&self, after: Option<&UserId>, limit: u64) -> Result<Vec<User>, Error> {
+        let mut query = users::Entity::find().order_by_asc(users::Column::UserId);
+        if let Some(after) = after {
+            query = query.filter(users::Column::UserId.gt(after.as_str()));
+        }
+        let rows = query.limit(limit).all(&self.db).await?;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in rows {
+            let groups = user_groups::Entity::find()
+                .filter(user_groups::Column::UserId.eq(row.user_id.as_str()))
+                .order_by_asc(user_groups::Column::GroupId)
+                .all(&self.db)
+                .await?;
+            page.push(to_user(&self.db, row, groups).await?);
+        }
+        Ok(page)
+    }
+
     async fn upsert(
         &self,
-        profile: &Profile,
-        enabled: Option<bool>,
-        password: Option<&PasswordHash>,
-        keep: u32,
+        write: AccountWrite<'_>,
         now: DateTime<Utc>,
-        events: Vec<OutboxMessage>,
+        mut events: Vec<OutboxMessage>,
+        lock_event: LockEvent<'_>,
     ) -> Result<User, Error> {
+        let AccountWrite {
+            profile,
+            enabled,
+            locked,
+            password,
+            keep,
+        } = write;
         let user_id = profile.user_id.as_str();
         let row = users::ActiveModel {
             user_id: Set(user_id.to_owned()),
@@ -175,6 +295,7 @@ impl UserStore for SqlUserStore {
             locale: Set(profile.locale.as_str().to_owned()),
             is_admin: Set(profile.is_admin),
             enabled: Set(enabled.unwrap_or(true)),
+            locked: Set(locked.unwrap_or(false)),
             password_hash: Set(password.map(|p| p.as_phc().to_owned())),
             created_at: Set(now),
             updated_at: Set(now),
@@ -189,6 +310,9 @@ impl UserStore for SqlUserStore {
         if enabled.is_some() {
             update.push(users::Column::Enabled);
         }
+        if locked.is_some() {
+            update.push(users::Column::Locked);
+        }
         if password.is_some() {
             update.extend([
                 users::Column::PasswordHash,
@@ -197,6 +321,20 @@ impl UserStore for SqlUserStore {
         }
 
         let txn = sspr_storage::begin_write(&self.db).await?;
+        // Locked before this write (a new account counts as unlocked).
+        let was_locked: Option<bool> = users::Entity::find_by_id(user_id.to_owned())
+            .select_only()
+            .column(users::Column::Locked)
+            .lock_exclusive()
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        let was_locked = was_locked.unwrap_or(false);
+        if let Some(locked) = locked
+            && locked != was_locked
+        {
+            events.push(lock_event(locked));
+        }
         if password.is_some() {
             remember_replaced(&txn, user_id, keep, now).await?;
         }
@@ -239,7 +377,8 @@ impl UserStore for SqlUserStore {
         password: &PasswordHash,
         keep: u32,
         now: DateTime<Utc>,
-        events: Vec<OutboxMessage>,
+        mut events: Vec<OutboxMessage>,
+        unlock: Option<OutboxMessage>,
     ) -> Result<bool, Error> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         remember_replaced(&txn, user_id.as_str(), keep, now).await?;
@@ -257,12 +396,134 @@ impl UserStore for SqlUserStore {
             txn.rollback().await?;
             return Ok(false);
         }
+        if let Some(event) = unlock
+            && clear_lock(&txn, user_id.as_str(), now).await?
+        {
+            events.push(event);
+        }
         let notify = enqueue_all(&txn, events, now).await?;
         txn.commit().await?;
         if notify {
             self.signal.notify();
         }
         Ok(true)
+    }
+
+    async fn unlock(
+        &self,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+        event: OutboxMessage,
+    ) -> Result<Option<(User, bool)>, Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        let was_locked = clear_lock(&txn, user_id.as_str(), now).await?;
+        let Some(user) = load(&txn, user_id).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        if was_locked {
+            outbox::enqueue(&txn, event, now).await?;
+        }
+        txn.commit().await?;
+        if was_locked {
+            self.signal.notify();
+        }
+        Ok(Some((user, was_locked)))
+    }
+
+    async fn upsert_group(&self, group: &Group, now: DateTime<Utc>) -> Result<Group, Error> {
+        let group_id = group.group_id.as_str();
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        groups::Entity::insert(groups::ActiveModel {
+            group_id: Set(group_id.to_owned()),
+            display_name: Set(group.display_name.as_str().to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(groups::Column::GroupId)
+                .update_columns([groups::Column::DisplayName, groups::Column::UpdatedAt])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        group_members::Entity::delete_many()
+            .filter(group_members::Column::ParentGroupId.eq(group_id))
+            .exec(&txn)
+            .await?;
+        if !group.member_group_ids.is_empty() {
+            group_members::Entity::insert_many(group.member_group_ids.iter().map(|m| {
+                group_members::ActiveModel {
+                    parent_group_id: Set(group_id.to_owned()),
+                    member_group_id: Set(m.as_str().to_owned()),
+                }
+            }))
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let stored = load_group(&txn, &group.group_id)
+            .await?
+            .ok_or_else(|| Error::Corrupt("the group vanished while it was written".to_owned()))?;
+        txn.commit().await?;
+        Ok(stored)
+    }
+
+    async fn delete_group(&self, group_id: &GroupId) -> Result<bool, Error> {
+        let id = group_id.as_str();
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        let deleted = groups::Entity::delete_by_id(id.to_owned())
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        group_members::Entity::delete_many()
+            .filter(
+                group_members::Column::ParentGroupId
+                    .eq(id)
+                    .or(group_members::Column::MemberGroupId.eq(id)),
+            )
+            .exec(&txn)
+            .await?;
+        user_groups::Entity::delete_many()
+            .filter(user_groups::Column::GroupId.eq(id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_groups(&self, after: Option<&GroupId>, limit: u64) -> Result<Vec<Group>, Error> {
+        let mut query = groups::Entity::find().order_by_asc(groups::Column::GroupId);
+        if let Some(after) = after {
+            query = query.filter(groups::Column::GroupId.gt(after.as_str()));
+        }
+        let rows = query.limit(limit).all(&self.db).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.group_id.clone()).collect();
+        let edges: Vec<(String, String)> = group_members::Entity::find()
+            .select_only()
+            .column(group_members::Column::ParentGroupId)
+            .column(group_members::Column::MemberGroupId)
+            .filter(group_members::Column::ParentGroupId.is_in(ids))
+            .order_by_asc(group_members::Column::ParentGroupId)
+            .order_by_asc(group_members::Column::MemberGroupId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut members: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (parent, member) in edges {
+            members.entry(parent).or_default().push(member);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let m = members.remove(&row.group_id).unwrap_or_default();
+                to_group(row, m)
+            })
+            .collect()
     }
 
     async fn previous_passwords(

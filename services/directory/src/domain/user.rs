@@ -130,8 +130,13 @@ impl Profile {
 pub struct User {
     pub profile: Profile,
     pub enabled: bool,
+    /// A locked account cannot sign in until an admin or a verified reset flow unlocks it.
+    pub locked: bool,
     /// `None` until a password is set; such an account cannot sign in.
     pub password_hash: Option<PasswordHash>,
+    /// The direct groups plus every group containing one of them through nesting, sorted
+    /// (see [`crate::domain::group::GroupClosure`]).
+    pub effective_group_ids: Vec<GroupId>,
 }
 
 impl User {
@@ -139,13 +144,39 @@ impl User {
         self.password_hash.is_some()
     }
 
-    /// The hash to check a sign-in against: none for a disabled account or one without a
-    /// password (the caller then verifies against a dummy hash, at the same cost).
+    /// The hash to check a sign-in against: none for a disabled or locked account or one
+    /// without a password (the caller then verifies against a dummy hash, at the same cost).
     pub fn sign_in_hash(&self) -> Option<&PasswordHash> {
-        if self.enabled {
+        if self.enabled && !self.locked {
             self.password_hash.as_ref()
         } else {
             None
+        }
+    }
+}
+
+/// Why an account was unlocked (`account.unlocked` reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockReason {
+    /// A verified self-service flow: UnlockAccount, or a password reset (which also unlocks).
+    SelfService,
+    /// An admin or helpdesk change.
+    Admin,
+}
+
+impl UnlockReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnlockReason::SelfService => "self_service",
+            UnlockReason::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "self_service" => Some(UnlockReason::SelfService),
+            "admin" => Some(UnlockReason::Admin),
+            _ => None,
         }
     }
 }
@@ -278,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn disabled_accounts_and_accounts_without_password_have_no_sign_in_hash() {
+    fn disabled_locked_and_passwordless_accounts_have_no_sign_in_hash() {
         let hash = crate::domain::password::hash(&crate::domain::password::Password::new(
             "a password of some length",
         ))
@@ -286,12 +317,18 @@ mod tests {
         let mut user = User {
             profile: Profile::parse(draft()).expect("valid"),
             enabled: true,
+            locked: false,
             password_hash: Some(hash),
+            effective_group_ids: Vec::new(),
         };
         assert!(user.sign_in_hash().is_some());
         user.enabled = false;
         assert!(user.sign_in_hash().is_none());
         user.enabled = true;
+        user.locked = true;
+        assert!(user.sign_in_hash().is_none());
+        user.locked = false;
+        assert!(user.sign_in_hash().is_some());
         user.password_hash = None;
         assert!(user.sign_in_hash().is_none());
         assert!(!user.has_password());

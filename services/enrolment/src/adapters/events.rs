@@ -9,7 +9,7 @@ use sspr_storage::outbox::OutboxMessage;
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::domain::{FlowId, RegisteredMethod};
+use crate::domain::{FlowId, MethodId, RegisteredMethod, UserId};
 
 /// `sspr.events.v1.method.registered` for `method`, now confirmed; `methods_registered` is the
 /// user's count of confirmed methods including this one.
@@ -27,6 +27,7 @@ pub fn method_registered(
             user_id: method.user_id.as_str().to_owned(),
             flow_id: flow_id.to_string(),
             source: SERVICE.to_owned(),
+            actor: String::new(),
         }),
         method_id: method.method_id.as_str().to_owned(),
         kind: method.kind().code(),
@@ -52,10 +53,68 @@ pub fn method_removed(
             user_id: method.user_id.as_str().to_owned(),
             flow_id: flow_id.to_string(),
             source: SERVICE.to_owned(),
+            actor: String::new(),
         }),
         method_id: method.method_id.as_str().to_owned(),
         kind: method.kind().code(),
         masked_destination: method.masked(),
+        methods_registered,
+    };
+    OutboxMessage::new(subjects::events::METHOD_REMOVED, event_id, &event)
+}
+
+/// Security-questions method kind, as numbered by `sspr.common.v1.MethodKind`.
+const SECURITY_QUESTIONS_KIND: i32 = 4;
+
+fn meta(user_id: &UserId, flow_id: &FlowId, now: DateTime<Utc>) -> (String, EventMeta) {
+    let event_id = Uuid::now_v7().to_string();
+    let meta = EventMeta {
+        event_id: event_id.clone(),
+        occurred_at: Some(sspr_proto::time::timestamp(now)),
+        user_id: user_id.as_str().to_owned(),
+        flow_id: flow_id.to_string(),
+        source: SERVICE.to_owned(),
+        ..EventMeta::default()
+    };
+    (event_id, meta)
+}
+
+/// `method.registered` for a user's security-questions method: the masked destination is a
+/// count of questions ("3 questions"); the answers are never in it.
+pub fn questions_registered(
+    user_id: &UserId,
+    method_id: &MethodId,
+    masked: String,
+    flow_id: &FlowId,
+    methods_registered: u32,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let (event_id, meta) = meta(user_id, flow_id, now);
+    let event = MethodRegistered {
+        meta: Some(meta),
+        method_id: method_id.as_str().to_owned(),
+        kind: SECURITY_QUESTIONS_KIND,
+        masked_destination: masked,
+        methods_registered,
+    };
+    OutboxMessage::new(subjects::events::METHOD_REGISTERED, event_id, &event)
+}
+
+/// `method.removed` for a user's security-questions method.
+pub fn questions_removed(
+    user_id: &UserId,
+    method_id: &MethodId,
+    masked: String,
+    flow_id: &FlowId,
+    methods_registered: u32,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let (event_id, meta) = meta(user_id, flow_id, now);
+    let event = MethodRemoved {
+        meta: Some(meta),
+        method_id: method_id.as_str().to_owned(),
+        kind: SECURITY_QUESTIONS_KIND,
+        masked_destination: masked,
         methods_registered,
     };
     OutboxMessage::new(subjects::events::METHOD_REMOVED, event_id, &event)

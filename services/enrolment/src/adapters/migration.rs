@@ -13,6 +13,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateOutbox),
             Box::new(CreateEnrolmentTables),
             Box::new(CreateProcessedEvents),
+            Box::new(CreateSecurityQuestionTables),
+            Box::new(AddReconfirmRequested),
         ]
     }
 }
@@ -222,6 +224,178 @@ impl MigrationTrait for CreateProcessedEvents {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(ProcessedEvents::Table).to_owned())
+            .await
+    }
+}
+
+/// Security questions: `security_question_methods` (at most one per user, with a stable
+/// method id), `security_answers` (one hashed answer per user and question) and
+/// `registration_sessions.questions_allowed` (false for sessions opened before it existed).
+struct CreateSecurityQuestionTables;
+
+impl MigrationName for CreateSecurityQuestionTables {
+    fn name(&self) -> &str {
+        "m0003_create_security_question_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SecurityQuestionMethods {
+    Table,
+    UserId,
+    MethodId,
+    RegisteredAt,
+}
+
+#[derive(DeriveIden)]
+enum SecurityAnswers {
+    Table,
+    UserId,
+    QuestionId,
+    AnswerHash,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum SessionQuestions {
+    QuestionsAllowed,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSecurityQuestionTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(SecurityQuestionMethods::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(SecurityQuestionMethods::UserId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityQuestionMethods::MethodId)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityQuestionMethods::RegisteredAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(SecurityAnswers::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(SecurityAnswers::UserId).string().not_null())
+                    .col(
+                        ColumnDef::new(SecurityAnswers::QuestionId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityAnswers::AnswerHash)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(SecurityAnswers::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(SecurityAnswers::UserId)
+                            .col(SecurityAnswers::QuestionId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationSessions::Table)
+                    .add_column(
+                        ColumnDef::new(SessionQuestions::QuestionsAllowed)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationSessions::Table)
+                    .drop_column(SessionQuestions::QuestionsAllowed)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(SecurityAnswers::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(SecurityQuestionMethods::Table)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `methods.reconfirm_requested`: set when AddMethod sends a confirmed method a new code, cleared
+/// by the confirmation that uses it, so only one confirmation counts as the re-confirmation.
+struct AddReconfirmRequested;
+
+impl MigrationName for AddReconfirmRequested {
+    fn name(&self) -> &str {
+        "m0004_add_reconfirm_requested"
+    }
+}
+
+#[derive(DeriveIden)]
+enum MethodReconfirm {
+    ReconfirmRequested,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddReconfirmRequested {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Methods::Table)
+                    .add_column(
+                        ColumnDef::new(MethodReconfirm::ReconfirmRequested)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Methods::Table)
+                    .drop_column(MethodReconfirm::ReconfirmRequested)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -5,9 +5,12 @@
 //! refusal comes back as [`BusError::Rpc`] and is passed on to our caller unchanged.
 
 use sspr_bus::{Bus, BusError, subjects::rpc};
+use sspr_proto::admin::v1::Policy;
 use sspr_proto::events::v1::CodePurpose;
 use sspr_proto::internal::directory::v1::{AuthenticateRequest, AuthenticateResponse, UserRecord};
-use sspr_proto::internal::policy::v1::{EvaluateRequest, EvaluateResponse};
+use sspr_proto::internal::policy::v1::{
+    EvaluateRequest, EvaluateResponse, GetPolicyRequest, GetPolicyResponse,
+};
 use sspr_proto::internal::verification::v1::{
     CheckCodeRequest, CheckCodeResponse, IssueCodeRequest, IssueCodeResponse,
 };
@@ -48,11 +51,27 @@ impl Peers {
     pub async fn evaluate(&self, user: &UserRecord) -> Result<EvaluateResponse, BusError> {
         let request = EvaluateRequest {
             user_id: user.user_id.clone(),
-            group_ids: user.group_ids.clone(),
+            // Nested groups count for SCOPE_SELECTED; an older directory sends no effective
+            // groups, then the direct ones are all there is.
+            group_ids: if user.effective_group_ids.is_empty() {
+                user.group_ids.clone()
+            } else {
+                user.effective_group_ids.clone()
+            },
             is_admin: user.is_admin,
             enabled: user.enabled,
         };
         self.bus.request(rpc::policy::EVALUATE, &request).await
+    }
+
+    /// The SSPR policy in force (for its security questions).
+    #[tracing::instrument(skip_all)]
+    pub async fn policy(&self) -> Result<Policy, BusError> {
+        let response: GetPolicyResponse = self
+            .bus
+            .request(rpc::policy::GET_POLICY, &GetPolicyRequest {})
+            .await?;
+        Ok(response.policy.unwrap_or_default())
     }
 
     /// Asks verification to issue a registration code for `method` and queue its delivery.

@@ -22,15 +22,18 @@ use sea_orm::{
 };
 use sspr_storage::outbox::{self, OutboxSignal};
 
-use super::entities::{method, processed_event, registration_session};
+use super::entities::{
+    method, processed_event, registration_session, security_answer, security_question_method,
+};
 use super::events;
+use crate::domain::questions::AnswerHash;
 use crate::domain::{
     AddPlan, Destination, FlowId, Locale, MethodId, MethodKind, MethodStatus, RegisteredMethod,
     RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, check_removal,
     plan_add,
 };
 use crate::error::Error;
-use crate::ports::{EnrolmentStore, Forgotten};
+use crate::ports::{EnrolmentStore, Forgotten, SecurityMethod};
 
 /// How often an add that lost a race on the unique index is retried.
 const ADD_ATTEMPTS: usize = 3;
@@ -76,8 +79,15 @@ impl SeaOrmStore {
             .await?;
         let prepared = match (plan_add(existing.as_ref(), counted)?, existing) {
             // Re-confirmation: the method stays confirmed (and usable) until the new code is
-            // checked; nothing to write.
-            (AddPlan::Reconfirm(_), Some(existing)) => existing,
+            // checked; only the request is remembered, for one confirmation to use.
+            (AddPlan::Reconfirm(_), Some(existing)) => {
+                method::Entity::update_many()
+                    .col_expr(method::Column::ReconfirmRequested, Expr::value(true))
+                    .filter(method::Column::MethodId.eq(existing.method_id.as_str()))
+                    .exec(&txn)
+                    .await?;
+                existing
+            }
             (AddPlan::Reuse(_), Some(mut existing)) => {
                 // A new code is about to be sent: the pending method starts its life again.
                 method::Entity::update_many()
@@ -99,6 +109,7 @@ impl SeaOrmStore {
                     status: Set(new.status.as_str().to_owned()),
                     created_at: Set(new.created_at),
                     confirmed_at: Set(None),
+                    reconfirm_requested: Set(false),
                 })
                 .exec_without_returning(&txn)
                 .await?;
@@ -134,6 +145,7 @@ impl EnrolmentStore for SeaOrmStore {
             allowed_kinds: Set(encode_kinds(session.requirements.allowed_kinds())),
             created_at: Set(session.created_at),
             expires_at: Set(session.expires_at),
+            questions_allowed: Set(session.questions_allowed),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -200,11 +212,14 @@ impl EnrolmentStore for SeaOrmStore {
         now: DateTime<Utc>,
     ) -> Result<u32, Error> {
         let txn = sspr_storage::begin_write(&self.db).await?;
-        // Only from the state the caller read: a concurrent (re)confirmation wins once.
-        let from_state = match (m.status, m.confirmed_at) {
-            (MethodStatus::Confirmed, Some(at)) => sea_orm::Condition::all()
+        // Only from the state the caller read: a concurrent (re)confirmation wins once. A
+        // confirmed method is re-confirmed only by the one confirmation that uses the
+        // re-confirmation AddMethod requested; a caller that read the method just after a
+        // racing first confirmation committed finds nothing requested.
+        let from_state = match m.status {
+            MethodStatus::Confirmed => sea_orm::Condition::all()
                 .add(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
-                .add(method::Column::ConfirmedAt.eq(at)),
+                .add(method::Column::ReconfirmRequested.eq(true)),
             _ => sea_orm::Condition::all()
                 .add(method::Column::Status.eq(MethodStatus::Pending.as_str())),
         };
@@ -214,6 +229,7 @@ impl EnrolmentStore for SeaOrmStore {
                 Expr::value(MethodStatus::Confirmed.as_str()),
             )
             .col_expr(method::Column::ConfirmedAt, Expr::value(Some(now)))
+            .col_expr(method::Column::ReconfirmRequested, Expr::value(false))
             .filter(method::Column::MethodId.eq(m.method_id.as_str()))
             .filter(method::Column::UserId.eq(m.user_id.as_str()))
             .filter(from_state)
@@ -296,6 +312,119 @@ impl EnrolmentStore for SeaOrmStore {
         Ok(left)
     }
 
+    async fn security_method(&self, user: &UserId) -> Result<Option<SecurityMethod>, Error> {
+        self.read_security_method(user).await
+    }
+
+    async fn set_security_answers(
+        &self,
+        user: &UserId,
+        answers: Vec<(String, AnswerHash)>,
+        masked: String,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<(MethodId, u32), Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first (see the module header): the method row, keeping an existing id.
+        security_question_method::Entity::insert(security_question_method::ActiveModel {
+            user_id: Set(user.as_str().to_owned()),
+            method_id: Set(MethodId::new().as_str().to_owned()),
+            registered_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(security_question_method::Column::UserId)
+                .update_column(security_question_method::Column::RegisteredAt)
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let row = security_question_method::Entity::find_by_id(user.as_str().to_owned())
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("security_question_methods row of {user}")))?;
+        let method_id = MethodId::parse(&row.method_id).map_err(|_| {
+            Error::Corrupt(format!(
+                "security_question_methods row of {user}: method_id"
+            ))
+        })?;
+        security_answer::Entity::delete_many()
+            .filter(security_answer::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        for (question_id, hash) in answers {
+            security_answer::Entity::insert(security_answer::ActiveModel {
+                user_id: Set(user.as_str().to_owned()),
+                question_id: Set(question_id),
+                answer_hash: Set(hash.as_phc().to_owned()),
+                created_at: Set(now),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let registered =
+            u32::try_from(confirmed_count(&txn, user).await?.saturating_add(1)).unwrap_or(u32::MAX);
+        outbox::enqueue(
+            &txn,
+            events::questions_registered(user, &method_id, masked, flow_id, registered, now),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok((method_id, registered))
+    }
+
+    async fn remove_security_method(
+        &self,
+        user: &UserId,
+        id: &MethodId,
+        required: u32,
+        masked: String,
+        flow_id: &FlowId,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first (see the module header): lock the user's confirmed methods, as
+        // `remove_confirmed` does, so the count below cannot change under us.
+        method::Entity::update_many()
+            .col_expr(
+                method::Column::Status,
+                Expr::value(MethodStatus::Confirmed.as_str()),
+            )
+            .filter(method::Column::UserId.eq(user.as_str()))
+            .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+            .exec(&txn)
+            .await?;
+        let deleted = security_question_method::Entity::delete_many()
+            .filter(security_question_method::Column::UserId.eq(user.as_str()))
+            .filter(security_question_method::Column::MethodId.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(Error::UnknownMethod);
+        }
+        let left = confirmed_count(&txn, user).await?;
+        if left < u64::from(required) {
+            txn.rollback().await?;
+            return Err(Error::BelowRequired { required });
+        }
+        security_answer::Entity::delete_many()
+            .filter(security_answer::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        let left = u32::try_from(left).unwrap_or(u32::MAX);
+        outbox::enqueue(
+            &txn,
+            events::questions_removed(user, id, masked, flow_id, left, now),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(left)
+    }
+
     async fn forget_user(
         &self,
         event_id: &uuid::Uuid,
@@ -327,10 +456,62 @@ impl EnrolmentStore for SeaOrmStore {
             .filter(registration_session::Column::UserId.eq(user.as_str()))
             .exec(&txn)
             .await?;
+        security_answer::Entity::delete_many()
+            .filter(security_answer::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
+        let questions = security_question_method::Entity::delete_many()
+            .filter(security_question_method::Column::UserId.eq(user.as_str()))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
         Ok(Some(Forgotten {
-            methods: methods.rows_affected,
+            methods: methods.rows_affected + questions.rows_affected,
             sessions: sessions.rows_affected,
+        }))
+    }
+}
+
+/// How many confirmed contact methods `user` has, through `conn`.
+async fn confirmed_count(
+    conn: &impl sea_orm::ConnectionTrait,
+    user: &UserId,
+) -> Result<u64, DbErr> {
+    method::Entity::find()
+        .filter(method::Column::UserId.eq(user.as_str()))
+        .filter(method::Column::Status.eq(MethodStatus::Confirmed.as_str()))
+        .count(conn)
+        .await
+}
+
+impl SeaOrmStore {
+    pub(crate) async fn read_security_method(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<SecurityMethod>, Error> {
+        let Some(row) = security_question_method::Entity::find_by_id(user.as_str().to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let method_id = MethodId::parse(&row.method_id).map_err(|_| {
+            Error::Corrupt(format!(
+                "security_question_methods row of {user}: method_id"
+            ))
+        })?;
+        let answers = security_answer::Entity::find()
+            .filter(security_answer::Column::UserId.eq(user.as_str()))
+            .order_by_asc(security_answer::Column::QuestionId)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|a| (a.question_id, AnswerHash::from_stored(a.answer_hash)))
+            .collect();
+        Ok(Some(SecurityMethod {
+            method_id,
+            registered_at: row.registered_at,
+            answers,
         }))
     }
 }
@@ -376,6 +557,7 @@ fn session_from_row(row: registration_session::Model) -> Result<RegistrationSess
             .ok_or_else(|| corrupt("no allowed kinds"))?,
         created_at: row.created_at,
         expires_at: row.expires_at,
+        questions_allowed: row.questions_allowed,
     })
 }
 

@@ -20,7 +20,7 @@ pub const MAX_CANDIDATE_CHARS: usize = 320;
 pub fn normalise(kind: MethodKind, raw: &str) -> String {
     match kind {
         MethodKind::Email => raw.trim().to_lowercase(),
-        MethodKind::Sms => {
+        MethodKind::Sms | MethodKind::Voice => {
             let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
             format!("+{digits}")
         }
@@ -91,7 +91,7 @@ mod tests {
     fn normal_forms() {
         assert_eq!(normalise(MethodKind::Email, " A@B.Cd "), "a@b.cd");
         assert_eq!(
-            normalise(MethodKind::Sms, "+1 (555) 010-9999"),
+            normalise(MethodKind::Voice, "+1 (555) 010-9999"),
             "+15550109999"
         );
         assert_eq!(normalise(MethodKind::Sms, "abc"), "+");

@@ -13,6 +13,8 @@ use std::fmt;
 pub enum MethodKind {
     Email,
     Sms,
+    /// A phone call that reads the code out: a phone number, like [`MethodKind::Sms`].
+    Voice,
 }
 
 impl MethodKind {
@@ -21,6 +23,7 @@ impl MethodKind {
         match self {
             MethodKind::Email => 1,
             MethodKind::Sms => 2,
+            MethodKind::Voice => 3,
         }
     }
 
@@ -29,6 +32,7 @@ impl MethodKind {
         match code {
             1 => Some(MethodKind::Email),
             2 => Some(MethodKind::Sms),
+            3 => Some(MethodKind::Voice),
             _ => None,
         }
     }
@@ -38,6 +42,7 @@ impl MethodKind {
         match self {
             MethodKind::Email => "email",
             MethodKind::Sms => "sms",
+            MethodKind::Voice => "voice",
         }
     }
 }
@@ -215,6 +220,7 @@ impl fmt::Debug for PhoneNumber {
 pub enum Destination {
     Email(Email),
     Sms(PhoneNumber),
+    Voice(PhoneNumber),
 }
 
 impl Destination {
@@ -223,6 +229,7 @@ impl Destination {
         match kind {
             MethodKind::Email => Email::parse(raw).map(Destination::Email),
             MethodKind::Sms => PhoneNumber::parse(raw).map(Destination::Sms),
+            MethodKind::Voice => PhoneNumber::parse(raw).map(Destination::Voice),
         }
     }
 
@@ -230,6 +237,7 @@ impl Destination {
         match self {
             Destination::Email(_) => MethodKind::Email,
             Destination::Sms(_) => MethodKind::Sms,
+            Destination::Voice(_) => MethodKind::Voice,
         }
     }
 
@@ -237,7 +245,7 @@ impl Destination {
     pub fn as_str(&self) -> &str {
         match self {
             Destination::Email(e) => e.as_str(),
-            Destination::Sms(p) => p.as_str(),
+            Destination::Sms(p) | Destination::Voice(p) => p.as_str(),
         }
     }
 
@@ -245,7 +253,7 @@ impl Destination {
     pub fn masked(&self) -> String {
         match self {
             Destination::Email(e) => e.masked(),
-            Destination::Sms(p) => p.masked(),
+            Destination::Sms(p) | Destination::Voice(p) => p.masked(),
         }
     }
 }
@@ -268,6 +276,8 @@ mod tests {
         assert_eq!(MethodKind::Sms.code(), 2);
         assert_eq!(MethodKind::from_code(1), Some(MethodKind::Email));
         assert_eq!(MethodKind::from_code(2), Some(MethodKind::Sms));
+        assert_eq!(MethodKind::Voice.code(), 3);
+        assert_eq!(MethodKind::from_code(3), Some(MethodKind::Voice));
         assert_eq!(MethodKind::from_code(0), None);
         assert_eq!(MethodKind::from_code(99), None);
     }
@@ -408,6 +418,11 @@ mod tests {
         let d = Destination::parse(MethodKind::Sms, "+41791234567").ok();
         assert_eq!(d.as_ref().map(Destination::kind), Some(MethodKind::Sms));
         assert!(Destination::parse(MethodKind::Sms, "alice@contoso.com").is_err());
+        let v = Destination::parse(MethodKind::Voice, "+41 79 123 45 67").ok();
+        assert_eq!(v.as_ref().map(Destination::kind), Some(MethodKind::Voice));
+        assert_eq!(v.as_ref().map(Destination::as_str), Some("+41791234567"));
+        assert_eq!(v.map(|d| d.masked()), Some("+•• •••• ••67".to_owned()));
+        assert!(Destination::parse(MethodKind::Voice, "alice@contoso.com").is_err());
         assert!(Destination::parse(MethodKind::Email, "+41791234567").is_err());
     }
 }

@@ -5,6 +5,7 @@ pub mod confirm;
 pub mod contact;
 pub mod ids;
 pub mod method;
+pub mod questions;
 pub mod session;
 pub mod status;
 

@@ -159,6 +159,9 @@ pub struct RegistrationSession {
     pub requirements: Requirements,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Policy allowed security questions for this user when the session began (never for an
+    /// admin account); the questions themselves are read from the policy in force.
+    pub questions_allowed: bool,
 }
 
 impl RegistrationSession {
@@ -176,6 +179,7 @@ impl RegistrationSession {
             requirements,
             created_at: now,
             expires_at: now + SESSION_TTL,
+            questions_allowed: false,
         }
     }
 

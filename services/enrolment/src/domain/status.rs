@@ -52,6 +52,23 @@ impl RegistrationStatus {
     }
 }
 
+impl RegistrationStatus {
+    /// The status with the user's security-questions method counted as one more method when
+    /// `counted` (it has no confirmation date: re-confirmation follows the contact methods).
+    pub fn with_questions(self, requirements: &Requirements, counted: bool) -> Self {
+        if !counted {
+            return self;
+        }
+        let methods_registered = self.methods_registered.saturating_add(1);
+        Self {
+            methods_registered,
+            reconfirm_required: self.reconfirm_required,
+            registration_required: self.reconfirm_required
+                || !requirements.satisfied_by(methods_registered),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,6 +180,7 @@ impl Harness {
                     subjects::rpc::enrolment::LIST_METHODS,
                     &ListMethodsRequest {
                         user_id: "probe".into(),
+                        ..Default::default()
                     },
                 )
                 .await;
@@ -346,6 +347,7 @@ impl Harness {
             subjects::rpc::enrolment::LIST_METHODS,
             &ListMethodsRequest {
                 user_id: user_id.into(),
+                ..Default::default()
             },
         )
         .await
@@ -440,6 +442,7 @@ fn directory(recorded: &Arc<Mutex<Recorded>>) -> Router {
                             is_admin: a.is_admin,
                             enabled: true,
                             has_password: true,
+                            ..Default::default()
                         }),
                     }),
                     _ => Err(RpcError::unauthenticated(WRONG_PASSWORD)),

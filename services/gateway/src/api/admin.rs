@@ -1,9 +1,13 @@
 //! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*` (the SSPR policy and the password policy),
 //! `sspr.rpc.directory.*` and `sspr.rpc.audit.list_events`.
 //!
-//! Every call must carry `authorization: Bearer <SSPR_ADMIN_TOKEN>`. The token is checked
-//! first, before the body is looked at, and compared in constant time. Neither the expected nor
-//! the presented token is ever logged or put in a status message.
+//! Every call must carry `authorization: Bearer <admin token>`, one of the configured named
+//! tokens ([`AdminTokens`]). The token is checked first, before the body is looked at, and
+//! compared in constant time against every configured token (`UNAUTHENTICATED` when none
+//! matches); then its role must allow the method (`PERMISSION_DENIED` otherwise). The caller's
+//! admin id travels to the owning service as the `actor` of the change, so the audit names who
+//! did it. Neither the expected nor the presented token is ever logged or put in a status
+//! message.
 
 use sspr_bus::subjects::rpc::{audit, directory, policy};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
@@ -17,13 +21,12 @@ use sspr_proto::admin::v1::{
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
 use sspr_proto::internal::policy::v1 as internal_policy;
-use sspr_runtime::Secret;
-use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::call::Call;
+use crate::domain::admin_tokens::{AdminTokens, HELPDESK_METHODS, Role};
 use crate::domain::input;
 use crate::error::GatewayError;
 
@@ -31,21 +34,40 @@ use crate::error::GatewayError;
 #[derive(Clone)]
 pub struct AdminApi {
     edge: Edge,
-    token: Secret<String>,
+    tokens: AdminTokens,
+}
+
+/// Who is making an Admin API call: the admin id and role of the token presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdminCaller {
+    /// Recorded as the `actor` of every change the call makes.
+    pub admin_id: String,
+    pub role: Role,
 }
 
 impl AdminApi {
-    pub fn new(edge: Edge, token: Secret<String>) -> Self {
-        Self { edge, token }
+    pub fn new(edge: Edge, tokens: AdminTokens) -> Self {
+        Self { edge, tokens }
     }
 
-    fn authorize(&self, metadata: &MetadataMap) -> Result<(), GatewayError> {
-        authorize(metadata, &self.token)
+    /// Authenticates the caller and checks that their role may call `method` (the gRPC method
+    /// name, as given to [`Call::start`], e.g. `"SetPolicy"`). Call it first in every method.
+    fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        method: &'static str,
+    ) -> Result<AdminCaller, GatewayError> {
+        authorize(metadata, &self.tokens, method)
     }
 }
 
-/// Accepts `authorization: Bearer <token>` (scheme case-insensitive) with the admin token.
-fn authorize(metadata: &MetadataMap, expected: &Secret<String>) -> Result<(), GatewayError> {
+/// Accepts `authorization: Bearer <token>` (scheme case-insensitive) with one of the admin
+/// tokens whose role may call `method`.
+fn authorize(
+    metadata: &MetadataMap,
+    tokens: &AdminTokens,
+    method: &'static str,
+) -> Result<AdminCaller, GatewayError> {
     let presented = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -57,12 +79,44 @@ fn authorize(metadata: &MetadataMap, expected: &Secret<String>) -> Result<(), Ga
             "admin calls need the metadata `authorization: Bearer <admin token>`",
         ));
     };
-    // ct_eq answers false at once on a length mismatch: that reveals only the length.
-    if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(GatewayError::Unauthenticated("invalid admin token"))
+    let Some(token) = tokens.identify(presented) else {
+        return Err(GatewayError::Unauthenticated("invalid admin token"));
+    };
+    let caller = AdminCaller {
+        admin_id: token.admin_id().as_str().to_owned(),
+        role: token.role(),
+    };
+    if !caller.role.may_call(method) {
+        tracing::info!(
+            admin_id = %caller.admin_id,
+            role = caller.role.as_str(),
+            method,
+            "admin call refused: role"
+        );
+        return Err(GatewayError::PermissionDenied(format!(
+            "{} has the {} role, which may not call {method}; it may call only {}",
+            caller.admin_id,
+            caller.role.as_str(),
+            HELPDESK_METHODS.join(", ")
+        )));
     }
+    Ok(caller)
+}
+
+/// The edge checks of a submitted policy, the same for SetPolicy and PreviewPolicy; the
+/// policy service validates it in full.
+fn proposed_policy(policy: Option<Policy>) -> Result<Policy, GatewayError> {
+    let Some(mut policy) = policy else {
+        return Err(input::InvalidField {
+            field: "policy",
+            problem: "is required".to_owned(),
+        }
+        .into());
+    };
+    policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
+    policy.reconfirm_after_days = input::reconfirm_after_days(policy.reconfirm_after_days)?;
+    policy.helpdesk_contact = input::helpdesk_contact(&policy.helpdesk_contact)?.to_owned();
+    Ok(policy)
 }
 
 fn user_from_record(record: internal_directory::UserRecord) -> User {
@@ -74,8 +128,16 @@ fn user_from_record(record: internal_directory::UserRecord) -> User {
         is_admin: record.is_admin,
         enabled: record.enabled,
         has_password: record.has_password,
-        locked: false,
-        effective_group_ids: Vec::new(),
+        locked: record.locked,
+        effective_group_ids: record.effective_group_ids,
+    }
+}
+
+fn group_from_record(record: internal_directory::Group) -> Group {
+    Group {
+        group_id: record.group_id,
+        display_name: record.display_name,
+        member_group_ids: record.member_group_ids,
     }
 }
 
@@ -128,7 +190,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<Policy>, Status> {
         let call = Call::start(SERVICE_NAME, "GetPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            self.authorize(request.metadata(), "GetPolicy")?;
             let resp: internal_policy::GetPolicyResponse = self
                 .edge
                 .bus()
@@ -147,17 +209,8 @@ impl Admin for AdminApi {
     ) -> Result<Response<Policy>, Status> {
         let call = Call::start(SERVICE_NAME, "SetPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
-            let Some(mut policy) = request.into_inner().policy else {
-                return Err(input::InvalidField {
-                    field: "policy",
-                    problem: "is required".to_owned(),
-                }
-                .into());
-            };
-            policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
-            policy.reconfirm_after_days = input::reconfirm_after_days(policy.reconfirm_after_days)?;
-            policy.helpdesk_contact = input::helpdesk_contact(&policy.helpdesk_contact)?.to_owned();
+            let caller = self.authorize(request.metadata(), "SetPolicy")?;
+            let policy = proposed_policy(request.into_inner().policy)?;
             let resp: internal_policy::SetPolicyResponse = self
                 .edge
                 .bus()
@@ -165,6 +218,7 @@ impl Admin for AdminApi {
                     policy::SET_POLICY,
                     &internal_policy::SetPolicyRequest {
                         policy: Some(policy),
+                        actor: caller.admin_id,
                     },
                 )
                 .await?;
@@ -181,7 +235,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<PasswordPolicy>, Status> {
         let call = Call::start(SERVICE_NAME, "GetPasswordPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            self.authorize(request.metadata(), "GetPasswordPolicy")?;
             let resp: internal_policy::GetPasswordPolicyResponse = self
                 .edge
                 .bus()
@@ -205,7 +259,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<PasswordPolicy>, Status> {
         let call = Call::start(SERVICE_NAME, "SetPasswordPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            let caller = self.authorize(request.metadata(), "SetPasswordPolicy")?;
             let Some(submitted) = request.into_inner().policy else {
                 return Err(input::InvalidField {
                     field: "policy",
@@ -221,6 +275,7 @@ impl Admin for AdminApi {
                     policy::SET_PASSWORD_POLICY,
                     &internal_policy::SetPasswordPolicyRequest {
                         policy: Some(policy),
+                        actor: caller.admin_id,
                     },
                 )
                 .await?;
@@ -239,7 +294,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<User>, Status> {
         let call = Call::start(SERVICE_NAME, "UpsertUser", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            let caller = self.authorize(request.metadata(), "UpsertUser")?;
             let req = request.into_inner();
             let user_id = input::user_id(&req.user_id)?.to_owned();
             let display_name = input::display_name(&req.display_name)?.to_owned();
@@ -254,6 +309,8 @@ impl Admin for AdminApi {
                 is_admin: req.is_admin,
                 password: req.password,
                 enabled: req.enabled,
+                locked: req.locked,
+                actor: caller.admin_id,
             };
             let resp: internal_directory::UpsertUserResponse = self
                 .edge
@@ -275,10 +332,11 @@ impl Admin for AdminApi {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "DeleteUser", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            let caller = self.authorize(request.metadata(), "DeleteUser")?;
             let req = request.into_inner();
             let internal = internal_directory::DeleteUserRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
+                actor: caller.admin_id,
             };
             let _: internal_directory::DeleteUserResponse = self
                 .edge
@@ -296,7 +354,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "ListAuditEvents", request.metadata());
         call.run(async {
-            self.authorize(request.metadata())?;
+            self.authorize(request.metadata(), "ListAuditEvents")?;
             let req = request.into_inner();
             input::time_range(req.from.as_ref(), req.to.as_ref())?;
             let internal = internal_audit::ListEventsRequest {
@@ -321,43 +379,166 @@ impl Admin for AdminApi {
     }
     async fn preview_policy(
         &self,
-        _request: Request<PreviewPolicyRequest>,
+        request: Request<PreviewPolicyRequest>,
     ) -> Result<Response<PreviewPolicyResponse>, Status> {
-        Err(Status::unimplemented(
-            "PreviewPolicy is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "PreviewPolicy", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata(), "PreviewPolicy")?;
+            let req = request.into_inner();
+            let internal = internal_policy::PreviewRequest {
+                policy: Some(proposed_policy(req.policy)?),
+                page_size: input::page_size(req.page_size)?,
+                page_token: input::preview_page_token(&req.page_token)?.to_owned(),
+            };
+            let resp: internal_policy::PreviewResponse =
+                self.edge.bus().request(policy::PREVIEW, &internal).await?;
+            Ok(PreviewPolicyResponse {
+                users_total: resp.users_total,
+                users_able: resp.users_able,
+                users_unable: resp.users_unable,
+                unable: resp.unable,
+                next_page_token: resp.next_page_token,
+            })
+        })
+        .await
     }
 
-    async fn get_user(&self, _request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        Err(Status::unimplemented("GetUser is not implemented yet"))
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetUser", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata(), "GetUser")?;
+            let req = request.into_inner();
+            let internal = internal_directory::GetUserRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+            };
+            let resp: internal_directory::GetUserResponse = self
+                .edge
+                .bus()
+                .request(directory::GET_USER, &internal)
+                .await?;
+            match (resp.found, resp.user) {
+                (true, Some(user)) => Ok(user_from_record(user)),
+                (true, None) => Err(GatewayError::MalformedReply(
+                    "get_user answered found without a user",
+                )),
+                (false, _) => Err(GatewayError::NotFound("no such user")),
+            }
+        })
+        .await
     }
 
     async fn unlock_user(
         &self,
-        _request: Request<UnlockUserRequest>,
+        request: Request<UnlockUserRequest>,
     ) -> Result<Response<User>, Status> {
-        Err(Status::unimplemented("UnlockUser is not implemented yet"))
+        let call = Call::start(SERVICE_NAME, "UnlockUser", request.metadata());
+        call.run(async {
+            let caller = self.authorize(request.metadata(), "UnlockUser")?;
+            let req = request.into_inner();
+            let internal = internal_directory::UnlockRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+                flow_id: String::new(),
+                reason: "admin".to_owned(),
+                actor: caller.admin_id,
+            };
+            let resp: internal_directory::UnlockResponse = self
+                .edge
+                .bus()
+                .request(directory::UNLOCK, &internal)
+                .await?;
+            resp.user
+                .map(user_from_record)
+                .ok_or(GatewayError::MalformedReply(
+                    "unlock answered without a user",
+                ))
+        })
+        .await
     }
 
     async fn upsert_group(
         &self,
-        _request: Request<UpsertGroupRequest>,
+        request: Request<UpsertGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        Err(Status::unimplemented("UpsertGroup is not implemented yet"))
+        let call = Call::start(SERVICE_NAME, "UpsertGroup", request.metadata());
+        call.run(async {
+            let caller = self.authorize(request.metadata(), "UpsertGroup")?;
+            let Some(group) = request.into_inner().group else {
+                return Err(input::InvalidField {
+                    field: "group",
+                    problem: "is required".to_owned(),
+                }
+                .into());
+            };
+            let internal = internal_directory::UpsertGroupRequest {
+                group: Some(internal_directory::Group {
+                    group_id: input::identifier("group.group_id", &group.group_id)?.to_owned(),
+                    display_name: input::display_name(&group.display_name)?.to_owned(),
+                    member_group_ids: input::group_ids(
+                        "group.member_group_ids",
+                        &group.member_group_ids,
+                    )?,
+                }),
+                actor: caller.admin_id,
+            };
+            let resp: internal_directory::UpsertGroupResponse = self
+                .edge
+                .bus()
+                .request(directory::UPSERT_GROUP, &internal)
+                .await?;
+            resp.group
+                .map(group_from_record)
+                .ok_or(GatewayError::MalformedReply(
+                    "upsert_group answered without a group",
+                ))
+        })
+        .await
     }
 
     async fn delete_group(
         &self,
-        _request: Request<DeleteGroupRequest>,
+        request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
-        Err(Status::unimplemented("DeleteGroup is not implemented yet"))
+        let call = Call::start(SERVICE_NAME, "DeleteGroup", request.metadata());
+        call.run(async {
+            let caller = self.authorize(request.metadata(), "DeleteGroup")?;
+            let req = request.into_inner();
+            let internal = internal_directory::DeleteGroupRequest {
+                group_id: input::identifier("group_id", &req.group_id)?.to_owned(),
+                actor: caller.admin_id,
+            };
+            let _: internal_directory::DeleteGroupResponse = self
+                .edge
+                .bus()
+                .request(directory::DELETE_GROUP, &internal)
+                .await?;
+            Ok(DeleteGroupResponse {})
+        })
+        .await
     }
 
     async fn list_groups(
         &self,
-        _request: Request<ListGroupsRequest>,
+        request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        Err(Status::unimplemented("ListGroups is not implemented yet"))
+        let call = Call::start(SERVICE_NAME, "ListGroups", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata(), "ListGroups")?;
+            let req = request.into_inner();
+            let internal = internal_directory::ListGroupsRequest {
+                page_size: input::page_size(req.page_size)?,
+                page_token: input::page_token(&req.page_token)?.to_owned(),
+            };
+            let resp: internal_directory::ListGroupsResponse = self
+                .edge
+                .bus()
+                .request(directory::LIST_GROUPS, &internal)
+                .await?;
+            Ok(ListGroupsResponse {
+                groups: resp.groups.into_iter().map(group_from_record).collect(),
+                next_page_token: resp.next_page_token,
+            })
+        })
+        .await
     }
 }
 
@@ -374,7 +555,8 @@ mod tests {
     }
 
     fn check(token: &str, metadata: &MetadataMap) -> bool {
-        authorize(metadata, &Secret::new(token.to_owned())).is_ok()
+        let tokens = AdminTokens::single(sspr_runtime::Secret::new(token.to_owned()));
+        tokens.is_ok_and(|t| authorize(metadata, &t, "SetPolicy").is_ok())
     }
 
     #[test]
@@ -387,5 +569,38 @@ mod tests {
         assert!(!check(token, &metadata("Basic 0123456789abcdef-admin")));
         assert!(!check(token, &metadata("0123456789abcdef-admin")));
         assert!(!check(token, &MetadataMap::new()));
+    }
+
+    #[test]
+    fn the_caller_is_the_named_token_and_its_role_limits_methods() {
+        let tokens = AdminTokens::new(
+            crate::domain::admin_tokens::parse_list(
+                "alice:admin:alice-token-0123456789,hd:helpdesk:helpdesk-token-0123456789",
+            )
+            .expect("valid tokens"),
+        )
+        .expect("valid tokens");
+        let alice = metadata("Bearer alice-token-0123456789");
+        let helpdesk = metadata("Bearer helpdesk-token-0123456789");
+        let caller = authorize(&alice, &tokens, "SetPolicy").expect("admin may");
+        assert_eq!(caller.admin_id, "alice");
+        assert_eq!(caller.role, Role::Admin);
+        let caller = authorize(&helpdesk, &tokens, "ListAuditEvents").expect("helpdesk may");
+        assert_eq!(caller.admin_id, "hd");
+        match authorize(&helpdesk, &tokens, "SetPolicy") {
+            Err(GatewayError::PermissionDenied(m)) => {
+                assert!(m.contains("hd") && m.contains("SetPolicy"), "{m}");
+                assert!(!m.contains("helpdesk-token"));
+            }
+            other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+        }
+        assert!(matches!(
+            authorize(
+                &metadata("Bearer nobody-token-0123456789"),
+                &tokens,
+                "GetUser"
+            ),
+            Err(GatewayError::Unauthenticated(_))
+        ));
     }
 }

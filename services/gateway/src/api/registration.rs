@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::call::Call;
-use crate::domain::input;
+use crate::domain::{input, security_answers};
 
 /// The method-registration API.
 #[derive(Clone)]
@@ -196,19 +196,51 @@ impl Registration for RegistrationApi {
 
     async fn list_security_questions(
         &self,
-        _request: Request<ListSecurityQuestionsRequest>,
+        request: Request<ListSecurityQuestionsRequest>,
     ) -> Result<Response<ListSecurityQuestionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListSecurityQuestions is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "ListSecurityQuestions", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::ListSecurityQuestionsRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+            };
+            let resp: internal::ListSecurityQuestionsResponse = self
+                .edge
+                .bus()
+                .request(subject::LIST_SECURITY_QUESTIONS, &internal)
+                .await?;
+            Ok(ListSecurityQuestionsResponse {
+                questions: resp.questions,
+                answers_required: resp.answers_required,
+            })
+        })
+        .await
     }
 
     async fn set_security_answers(
         &self,
-        _request: Request<SetSecurityAnswersRequest>,
+        request: Request<SetSecurityAnswersRequest>,
     ) -> Result<Response<SetSecurityAnswersResponse>, Status> {
-        Err(Status::unimplemented(
-            "SetSecurityAnswers is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "SetSecurityAnswers", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let session_id = input::session_id(&req.session_id)?.to_owned();
+            security_answers::answers(&req.answers)?;
+            // Moved, not copied: the answers are forwarded as typed (enrolment normalises).
+            let internal = internal::SetSecurityAnswersRequest {
+                session_id,
+                answers: req.answers,
+            };
+            let resp: internal::SetSecurityAnswersResponse = self
+                .edge
+                .bus()
+                .request(subject::SET_SECURITY_ANSWERS, &internal)
+                .await?;
+            Ok(SetSecurityAnswersResponse {
+                method_id: resp.method_id,
+                registration_complete: resp.registration_complete,
+            })
+        })
+        .await
     }
 }

@@ -9,15 +9,15 @@ use sspr_proto::reset::v1::password_reset_server::{PasswordReset, SERVICE_NAME};
 use sspr_proto::reset::v1::{
     AnswerSecurityQuestionsRequest, AnswerSecurityQuestionsResponse, CheckPasswordRequest,
     CheckPasswordResponse, CompleteResetRequest, CompleteResetResponse,
-    GetSecurityQuestionsRequest, GetSecurityQuestionsResponse, SendCodeRequest, SendCodeResponse,
-    StartResetRequest, StartResetResponse, UnlockAccountRequest, UnlockAccountResponse,
-    VerifyCodeRequest, VerifyCodeResponse,
+    GetSecurityQuestionsRequest, GetSecurityQuestionsResponse, PasswordRuleViolation,
+    SendCodeRequest, SendCodeResponse, StartResetRequest, StartResetResponse, UnlockAccountRequest,
+    UnlockAccountResponse, VerifyCodeRequest, VerifyCodeResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::call::Call;
-use crate::domain::input;
+use crate::domain::{input, security_answers};
 
 /// The password-reset API.
 #[derive(Clone)]
@@ -112,7 +112,7 @@ impl PasswordReset for ResetApi {
                 .await?;
             Ok(VerifyCodeResponse {
                 methods_remaining: resp.methods_remaining,
-                unlock_available: false,
+                unlock_available: resp.unlock_available,
             })
         })
         .await
@@ -132,49 +132,121 @@ impl PasswordReset for ResetApi {
                 session_id: req.session_id,
                 new_password: req.new_password,
             };
-            let _: internal::CompleteResetResponse = self
+            let resp: internal::CompleteResetResponse = self
                 .edge
                 .bus()
                 .request(subject::COMPLETE_RESET, &internal)
                 .await?;
-            Ok(CompleteResetResponse { strength: None })
+            Ok(CompleteResetResponse {
+                strength: resp.strength,
+            })
         })
         .await
     }
 
     async fn get_security_questions(
         &self,
-        _request: Request<GetSecurityQuestionsRequest>,
+        request: Request<GetSecurityQuestionsRequest>,
     ) -> Result<Response<GetSecurityQuestionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetSecurityQuestions is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "GetSecurityQuestions", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::GetSecurityQuestionsRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+            };
+            let resp: internal::GetSecurityQuestionsResponse = self
+                .edge
+                .bus()
+                .request(subject::GET_SECURITY_QUESTIONS, &internal)
+                .await?;
+            Ok(GetSecurityQuestionsResponse {
+                questions: resp.questions,
+            })
+        })
+        .await
     }
 
     async fn answer_security_questions(
         &self,
-        _request: Request<AnswerSecurityQuestionsRequest>,
+        request: Request<AnswerSecurityQuestionsRequest>,
     ) -> Result<Response<AnswerSecurityQuestionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "AnswerSecurityQuestions is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "AnswerSecurityQuestions", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let session_id = input::session_id(&req.session_id)?.to_owned();
+            let method_id = input::method_id(&req.method_id)?.to_owned();
+            security_answers::answers(&req.answers)?;
+            let internal = internal::AnswerSecurityQuestionsRequest {
+                session_id,
+                method_id,
+                answers: req.answers,
+            };
+            let resp: internal::AnswerSecurityQuestionsResponse = self
+                .edge
+                .bus()
+                .request(subject::ANSWER_SECURITY_QUESTIONS, &internal)
+                .await?;
+            Ok(AnswerSecurityQuestionsResponse {
+                methods_remaining: resp.methods_remaining,
+                unlock_available: resp.unlock_available,
+            })
+        })
+        .await
     }
 
     async fn check_password(
         &self,
-        _request: Request<CheckPasswordRequest>,
+        request: Request<CheckPasswordRequest>,
     ) -> Result<Response<CheckPasswordResponse>, Status> {
-        Err(Status::unimplemented(
-            "CheckPassword is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "CheckPassword", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            input::session_id(&req.session_id)?;
+            input::password("password", &req.password)?;
+            // Moved, not copied: the candidate is forwarded byte for byte and never kept.
+            let internal = internal::CheckPasswordRequest {
+                session_id: req.session_id,
+                password: req.password,
+            };
+            let resp: internal::CheckPasswordResponse = self
+                .edge
+                .bus()
+                .request(subject::CHECK_PASSWORD, &internal)
+                .await?;
+            Ok(CheckPasswordResponse {
+                acceptable: resp.acceptable,
+                violations: resp
+                    .violations
+                    .into_iter()
+                    .map(|v| PasswordRuleViolation {
+                        rule: v.rule,
+                        description: v.description,
+                    })
+                    .collect(),
+                strength: resp.strength,
+            })
+        })
+        .await
     }
 
     async fn unlock_account(
         &self,
-        _request: Request<UnlockAccountRequest>,
+        request: Request<UnlockAccountRequest>,
     ) -> Result<Response<UnlockAccountResponse>, Status> {
-        Err(Status::unimplemented(
-            "UnlockAccount is not implemented yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "UnlockAccount", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::UnlockAccountRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+            };
+            let _: internal::UnlockAccountResponse = self
+                .edge
+                .bus()
+                .request(subject::UNLOCK_ACCOUNT, &internal)
+                .await?;
+            Ok(UnlockAccountResponse {})
+        })
+        .await
     }
 }

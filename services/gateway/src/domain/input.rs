@@ -277,6 +277,17 @@ pub fn page_token(raw: &str) -> Result<&str, InvalidField> {
     Ok(raw)
 }
 
+/// Longest policy-preview page token (it carries a user id of up to 128 characters).
+pub const MAX_PREVIEW_PAGE_TOKEN_CHARS: usize = 1024;
+
+/// An optional policy-preview page token: empty, or up to 1,024 characters of `[A-Za-z0-9_-]`.
+pub fn preview_page_token(raw: &str) -> Result<&str, InvalidField> {
+    if raw.len() > MAX_PREVIEW_PAGE_TOKEN_CHARS || !raw.chars().all(is_token_char) {
+        return Err(InvalidField::new("page_token", "is not a valid page token"));
+    }
+    Ok(raw)
+}
+
 /// An optional time range `[from, to)`: each bound a valid timestamp, `from` before `to`.
 pub fn time_range(
     from: Option<&prost_types::Timestamp>,

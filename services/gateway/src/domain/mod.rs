@@ -4,5 +4,7 @@
 //! malformed or oversized input away from the internal services, which validate again with
 //! their own typed domain values.
 
+pub mod admin_tokens;
 pub mod client_ip;
 pub mod input;
+pub mod security_answers;

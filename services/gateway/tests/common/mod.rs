@@ -24,15 +24,18 @@ use sspr_proto::internal::policy::v1 as pol;
 use sspr_proto::internal::verification::v1 as ver;
 use sspr_proto::registration::v1::registration_client::RegistrationClient;
 use sspr_proto::reset::v1::password_reset_client::PasswordResetClient;
-use sspr_runtime::Secret;
 use sspr_testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// A named admin token (admin id `alice`, role admin).
+pub const ALICE_TOKEN: &str = "test-alice-token-0123456789";
+/// A named helpdesk token (admin id `hd-bob`, role helpdesk).
+pub const HELPDESK_TOKEN: &str = "test-helpdesk-token-0123456789";
 
 /// Every subject a stand-in answers.
-pub const SUBJECTS: [&str; 14] = [
+pub const SUBJECTS: [&str; 15] = [
     verification::START_RESET,
     verification::SEND_CODE,
     verification::VERIFY_CODE,
@@ -44,6 +47,7 @@ pub const SUBJECTS: [&str; 14] = [
     policy::SET_POLICY,
     policy::GET_PASSWORD_POLICY,
     policy::SET_PASSWORD_POLICY,
+    policy::PREVIEW,
     directory::UPSERT_USER,
     directory::DELETE_USER,
     audit::LIST_EVENTS,
@@ -166,13 +170,14 @@ fn verification_stand_in(recorder: &Arc<Recorder>) -> Router {
         verification::VERIFY_CODE,
         |_: ver::VerifyCodeRequest| ver::VerifyCodeResponse {
             methods_remaining: 1,
+            unlock_available: true,
         },
     );
     stand_in(
         r,
         recorder,
         verification::COMPLETE_RESET,
-        |_: ver::CompleteResetRequest| ver::CompleteResetResponse {},
+        |_: ver::CompleteResetRequest| ver::CompleteResetResponse::default(),
     )
 }
 
@@ -271,6 +276,22 @@ fn policy_stand_in(recorder: &Arc<Recorder>) -> Router {
             }
         },
     );
+    let r = stand_in(r, recorder, policy::PREVIEW, |_: pol::PreviewRequest| {
+        pol::PreviewResponse {
+            users_total: 3,
+            users_able: 1,
+            users_unable: 2,
+            unable: vec![admin::PreviewedUser {
+                user_id: "bob".into(),
+                display_name: "Bob".into(),
+                is_admin: true,
+                reason: "not_enough_methods".into(),
+                usable_methods: 1,
+                methods_required: 2,
+            }],
+            next_page_token: "next-page_1".into(),
+        }
+    });
     let r = stand_in(
         r,
         recorder,
@@ -320,6 +341,8 @@ fn directory_stand_in(recorder: &Arc<Recorder>) -> Router {
                 is_admin: req.is_admin,
                 enabled: req.enabled.unwrap_or(true),
                 has_password: !req.password.is_empty(),
+                locked: req.locked.unwrap_or(false),
+                ..Default::default()
             }),
         },
     );
@@ -441,7 +464,14 @@ impl Gateway {
 
         let config = sspr_gateway::Config {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            admin_token: Secret::new(ADMIN_TOKEN.to_owned()),
+            admin_tokens: sspr_gateway::admin_tokens(
+                Some(ADMIN_TOKEN.to_owned()),
+                Some(format!(
+                    "alice:admin:{ALICE_TOKEN}, hd-bob:helpdesk:{HELPDESK_TOKEN}"
+                )),
+                None,
+            )
+            .expect("valid admin tokens"),
             trusted_proxy_hops: options.trusted_proxy_hops,
         };
         let gateway_bus = connect_bus(&nats, "sspr-gateway").await;

@@ -70,6 +70,7 @@ impl Accounts for BusAccounts {
     async fn emails(&self, user_id: &str) -> Result<Vec<RegisteredEmail>, LookupError> {
         let req = ListMethodsRequest {
             user_id: user_id.to_owned(),
+            ..Default::default()
         };
         let methods: ListMethodsResponse =
             match self.bus.request(enrolment::LIST_METHODS, &req).await {

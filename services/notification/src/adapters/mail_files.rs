@@ -44,7 +44,8 @@ impl Mailer for FileMailer {
     }
 }
 
-/// Writes each SMS as `<delivery id>.sms.txt` (`To:` line, blank line, body).
+/// Writes each SMS as `<delivery id>.sms.txt` and each voice call as `<delivery id>.voice.txt`
+/// (`To:` line, blank line, body: the words the call would read out).
 pub struct FileSms {
     dir: PathBuf,
 }
@@ -64,10 +65,10 @@ impl SmsSender for FileSms {
         err(Display)
     )]
     async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure> {
-        let name = format!("{}.sms.txt", sms.delivery_id);
+        let name = format!("{}.{}.txt", sms.delivery_id, sms.channel.as_str());
         let text = format!("To: {}\n\n{}\n", sms.to.expose(), sms.body);
         write_atomically(&self.dir, &name, text.as_bytes()).await?;
-        tracing::info!(file = %name, "SMS written to the SMS directory");
+        tracing::info!(file = %name, channel = sms.channel.as_str(), "SMS or voice call written to the SMS directory");
         Ok(())
     }
 }

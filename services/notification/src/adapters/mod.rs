@@ -1,8 +1,10 @@
 //! The outside world behind the ports: lettre (SMTP, and `.eml` files for `sspr dev`), the SMS
-//! webhook (reqwest), and sea-orm (delivery records, outbox, migrations).
+//! webhook for SMS and voice calls (reqwest), the policy's helpdesk contact (NATS), and sea-orm
+//! (delivery records, outbox, migrations).
 
 pub mod accounts;
 pub mod db;
+pub mod helpdesk;
 pub mod mail;
 pub mod mail_files;
 pub mod migration;

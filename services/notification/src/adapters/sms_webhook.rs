@@ -1,5 +1,6 @@
-//! SMS through an HTTP webhook: `POST <SSPR_SMS_WEBHOOK_URL>` with the JSON body
-//! `{"to": "+336…", "body": "…", "delivery_id": "…"}`. Any 2xx means the provider accepted it.
+//! SMS and voice calls through an HTTP webhook: `POST <SSPR_SMS_WEBHOOK_URL>` with the JSON body
+//! `{"channel": "sms" | "voice", "to": "+336…", "body": "…", "delivery_id": "…"}`; for `voice`
+//! the provider calls the number and reads `body` out. Any 2xx means the provider accepted it.
 //!
 //! Transient: connection failures, timeouts, 408, 429 and 5xx. Permanent: other answers (4xx,
 //! and 3xx since redirects are not followed: the body carries a code and must not wander).
@@ -61,6 +62,7 @@ impl SmsSender for WebhookSms {
             delivery_id = %sms.delivery_id,
         );
         let body = serde_json::json!({
+            "channel": sms.channel.as_str(),
             "to": sms.to.expose(),
             "body": sms.body,
             "delivery_id": sms.delivery_id.as_str(),

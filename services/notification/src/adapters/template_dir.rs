@@ -2,8 +2,9 @@
 //!
 //! Layout: `<dir>/<locale>/<message><suffix>` with locale `en` or `fr`, message one of
 //! `registration_code`, `reset_code`, `password_changed`, `admin_alert`, and suffix
-//! `.subject.txt`, `.text.txt` or `.html`. Each file present replaces that one part of the
-//! built-in templates; every other part stays built-in.
+//! `.subject.txt`, `.text.txt` or `.html`; or the words of a voice call,
+//! `reset_voice.text.txt` and `registration_voice.text.txt`. Each file present replaces that
+//! one part of the built-in templates; every other part stays built-in.
 //!
 //! Invariants: a file that cannot be read, is not UTF-8, is malformed, uses a placeholder its
 //! message does not have, or has a name outside the layout fails the start with a
@@ -57,7 +58,7 @@ pub fn load(dir: &Path) -> Result<Templates, ConfigError> {
             let file_path = file.path();
             let Some((message, part)) = which(&file_name) else {
                 return Err(fail(format!(
-                    "{}: unknown template file; expected <message>.subject.txt, <message>.text.txt or <message>.html with message one of registration_code, reset_code, password_changed, admin_alert",
+                    "{}: unknown template file; expected <message>.subject.txt, <message>.text.txt or <message>.html with message one of registration_code, reset_code, password_changed, admin_alert; or reset_voice.text.txt, registration_voice.text.txt",
                     file_path.display()
                 )));
             };
@@ -74,8 +75,9 @@ pub fn load(dir: &Path) -> Result<Templates, ConfigError> {
 
 fn which(file_name: &str) -> Option<(MessageKind, Part)> {
     MessageKind::ALL.into_iter().find_map(|m| {
-        Part::ALL
-            .into_iter()
+        m.parts()
+            .iter()
+            .copied()
             .find(|p| file_name == format!("{}{}", m.as_str(), p.suffix()))
             .map(|p| (m, p))
     })
@@ -109,7 +111,7 @@ mod tests {
             .with_ymd_and_hms(2026, 1, 2, 3, 4, 0)
             .single()
             .expect("t");
-        let m = t.password_changed(Locale::Fr, "Zoé", at, ChangeReason::SelfService);
+        let m = t.password_changed(Locale::Fr, "Zoé", at, ChangeReason::SelfService, "");
         assert_eq!(m.subject, "Changement pour Zoé");
         assert!(
             m.text.contains("support informatique"),
@@ -121,9 +123,41 @@ mod tests {
             Locale::En,
             &code,
             5,
+            "",
         );
         assert_eq!(r.text, "Code: 1234\n");
         assert_eq!(r.subject, "Your password reset code");
+    }
+
+    #[test]
+    fn voice_words_can_be_overridden_but_only_as_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "fr/reset_voice.text.txt",
+            "Code : {{spoken_code}}. Encore : {{spoken_code}}.\n",
+        );
+        let t = load(dir.path()).expect("loads");
+        let code = crate::domain::delivery::Code::parse("1234").expect("code");
+        let purpose = crate::domain::delivery::Purpose::Reset;
+        assert_eq!(
+            t.voice(purpose, Locale::Fr, &code, 5),
+            "Code : 1, 2, 3, 4. Encore : 1, 2, 3, 4."
+        );
+        assert!(
+            t.voice(purpose, Locale::En, &code, 5)
+                .contains("I repeat: 1, 2, 3, 4.")
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "en/reset_voice.html", "<p>{{spoken_code}}</p>");
+        let err = load(dir.path()).expect_err("a call has no HTML part");
+        assert!(err.problem.contains("reset_voice.html"), "{}", err.problem);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "en/reset_voice.text.txt", "{{code}}");
+        let err = load(dir.path()).expect_err("the plain code is not a voice placeholder");
+        assert!(err.problem.contains("{{spoken_code}}"), "{}", err.problem);
     }
 
     #[test]

@@ -63,6 +63,8 @@ impl std::fmt::Display for DeliveryId {
 pub enum Channel {
     Email,
     Sms,
+    /// A phone call reading the code out, through the SMS provider.
+    Voice,
 }
 
 impl Channel {
@@ -71,6 +73,7 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Sms => "sms",
+            Channel::Voice => "voice",
         }
     }
 
@@ -78,6 +81,7 @@ impl Channel {
         match raw {
             "email" => Some(Channel::Email),
             "sms" => Some(Channel::Sms),
+            "voice" => Some(Channel::Voice),
             _ => None,
         }
     }
@@ -237,6 +241,7 @@ impl std::fmt::Debug for PhoneNumber {
 pub enum Destination {
     Email(EmailAddress),
     Sms(PhoneNumber),
+    Voice(PhoneNumber),
 }
 
 impl Destination {
@@ -244,6 +249,7 @@ impl Destination {
         match channel {
             Channel::Email => EmailAddress::parse(raw).map(Destination::Email),
             Channel::Sms => PhoneNumber::parse(raw).map(Destination::Sms),
+            Channel::Voice => PhoneNumber::parse(raw).map(Destination::Voice),
         }
     }
 
@@ -251,6 +257,7 @@ impl Destination {
         match self {
             Destination::Email(_) => Channel::Email,
             Destination::Sms(_) => Channel::Sms,
+            Destination::Voice(_) => Channel::Voice,
         }
     }
 }

@@ -1,15 +1,20 @@
-//! The words of every message sspr sends: email (subject, text, HTML) and SMS, per message and
-//! locale (English and French; anything else falls back to English).
+//! The words of every message sspr sends: email (subject, text, HTML), SMS and voice calls, per
+//! message and locale (English and French; anything else falls back to English).
 //!
 //! A [`Templates`] set holds, for each [`MessageKind`], [`Locale`] and [`Part`], a parsed
 //! template: literal text with `{{placeholder}}` holes. The built-in set is complete; an operator
 //! may replace any single part from a directory (read by `adapters::template_dir`), checked here
-//! by [`Templates::override_part`].
+//! by [`Templates::override_part`]. A voice message ([`MessageKind::ResetVoice`],
+//! [`MessageKind::RegistrationVoice`]) has only a text part: the words read out in the call,
+//! with the code spoken digit by digit and repeated once.
 //!
 //! Invariants:
 //! - The only variable parts are the code (digits only, by construction of [`Code`]), the
-//!   validity in minutes, the time of a change, and, from the directory, a display name and a
-//!   user id. Nothing the user typed (address, password, locale tag) is ever a placeholder.
+//!   validity in minutes, the time of a change, from the directory a display name and a user
+//!   id, and from the policy the helpdesk contact (set by an admin). Nothing the user typed
+//!   (address, password, locale tag) is ever a placeholder.
+//! - A paragraph left empty (the helpdesk line when no contact is set) is dropped from the
+//!   rendered text and HTML.
 //! - Each message accepts only its own placeholders ([`MessageKind::placeholders`]); an
 //!   override with an unknown placeholder or an unclosed `{{` is refused at start.
 //! - Everything inserted into the HTML part goes through [`escape_html`]; control characters are
@@ -37,14 +42,20 @@ pub enum MessageKind {
     ResetCode,
     PasswordChanged,
     AdminAlert,
+    /// The words of a voice call carrying a reset code (text part only).
+    ResetVoice,
+    /// The words of a voice call carrying a registration code (text part only).
+    RegistrationVoice,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 4] = [
+    pub const ALL: [MessageKind; 6] = [
         MessageKind::RegistrationCode,
         MessageKind::ResetCode,
         MessageKind::PasswordChanged,
         MessageKind::AdminAlert,
+        MessageKind::ResetVoice,
+        MessageKind::RegistrationVoice,
     ];
 
     /// The file name stem of an override, e.g. `password_changed`.
@@ -54,6 +65,16 @@ impl MessageKind {
             MessageKind::ResetCode => "reset_code",
             MessageKind::PasswordChanged => "password_changed",
             MessageKind::AdminAlert => "admin_alert",
+            MessageKind::ResetVoice => "reset_voice",
+            MessageKind::RegistrationVoice => "registration_voice",
+        }
+    }
+
+    /// The parts this message has: a voice call is only words.
+    pub fn parts(self) -> &'static [Part] {
+        match self {
+            MessageKind::ResetVoice | MessageKind::RegistrationVoice => &[Part::Text],
+            _ => &Part::ALL,
         }
     }
 
@@ -64,12 +85,17 @@ impl MessageKind {
                 Placeholder::Code,
                 Placeholder::ValidMinutes,
                 Placeholder::Validity,
+                Placeholder::Helpdesk,
             ],
             MessageKind::PasswordChanged => &[
                 Placeholder::DisplayName,
                 Placeholder::Time,
                 Placeholder::Change,
+                Placeholder::Helpdesk,
             ],
+            MessageKind::ResetVoice | MessageKind::RegistrationVoice => {
+                &[Placeholder::SpokenCode, Placeholder::ValidMinutes]
+            }
             MessageKind::AdminAlert => &[
                 Placeholder::UserId,
                 Placeholder::DisplayName,
@@ -84,6 +110,15 @@ impl MessageKind {
             // Password-changed and admin-alert deliveries carry no code.
             Purpose::Reset | Purpose::PasswordChanged | Purpose::AdminAlert => {
                 MessageKind::ResetCode
+            }
+        }
+    }
+
+    fn of_voice(purpose: Purpose) -> Self {
+        match purpose {
+            Purpose::Registration => MessageKind::RegistrationVoice,
+            Purpose::Reset | Purpose::PasswordChanged | Purpose::AdminAlert => {
+                MessageKind::ResetVoice
             }
         }
     }
@@ -127,10 +162,16 @@ pub enum Placeholder {
     Change,
     /// The id of the account whose password was changed (admin alerts).
     UserId,
+    /// The code as read out: its digits separated by commas, e.g. `4, 8, 1, 9`.
+    SpokenCode,
+    /// A sentence naming the policy's helpdesk contact; empty when none is set.
+    Helpdesk,
 }
 
 impl Placeholder {
-    const ALL: [Placeholder; 7] = [
+    const ALL: [Placeholder; 9] = [
+        Placeholder::SpokenCode,
+        Placeholder::Helpdesk,
         Placeholder::Code,
         Placeholder::ValidMinutes,
         Placeholder::Validity,
@@ -149,6 +190,8 @@ impl Placeholder {
             Placeholder::Time => "time",
             Placeholder::Change => "change",
             Placeholder::UserId => "user_id",
+            Placeholder::SpokenCode => "spoken_code",
+            Placeholder::Helpdesk => "helpdesk",
         }
     }
 
@@ -290,12 +333,18 @@ impl Templates {
         let mut parts = HashMap::new();
         for message in MessageKind::ALL {
             for locale in LOCALES {
-                let b = builtin(message, locale);
-                for (part, source) in [
-                    (Part::Subject, b.subject.to_owned()),
-                    (Part::Text, b.text()),
-                    (Part::Html, b.html(locale)),
-                ] {
+                let sources = match builtin_voice(message, locale) {
+                    Some(words) => vec![(Part::Text, words.to_owned())],
+                    None => {
+                        let b = builtin(message, locale);
+                        vec![
+                            (Part::Subject, b.subject.to_owned()),
+                            (Part::Text, b.text()),
+                            (Part::Html, b.html(locale)),
+                        ]
+                    }
+                };
+                for (part, source) in sources {
                     // The built-in sources are constants, checked by the unit tests.
                     let template = Template::parse(message, &source)
                         .unwrap_or_else(|_| Template(vec![Segment::Lit(source.clone())]));
@@ -329,8 +378,8 @@ impl Templates {
         };
         EmailContent {
             subject: part(Part::Subject, false).trim().to_owned(),
-            text: part(Part::Text, false),
-            html: part(Part::Html, true),
+            text: drop_empty_text_paragraphs(&part(Part::Text, false)),
+            html: part(Part::Html, true).replace("<p></p>\n", ""),
         }
     }
 
@@ -341,12 +390,31 @@ impl Templates {
         locale: Locale,
         code: &Code,
         valid_minutes: u32,
+        helpdesk_contact: &str,
     ) -> EmailContent {
         let values = Values::default()
             .with(Placeholder::Code, code.expose())
             .with(Placeholder::ValidMinutes, valid_minutes.to_string())
-            .with(Placeholder::Validity, validity(locale, valid_minutes));
+            .with(Placeholder::Validity, validity(locale, valid_minutes))
+            .with(Placeholder::Helpdesk, helpdesk(locale, helpdesk_contact));
         self.render(MessageKind::of_code(purpose), locale, &values)
+    }
+
+    /// The words a voice call reads out: the code digit by digit, then once more.
+    pub fn voice(
+        &self,
+        purpose: Purpose,
+        locale: Locale,
+        code: &Code,
+        valid_minutes: u32,
+    ) -> String {
+        let values = Values::default()
+            .with(Placeholder::SpokenCode, spoken(code))
+            .with(Placeholder::ValidMinutes, valid_minutes.to_string());
+        self.render(MessageKind::of_voice(purpose), locale, &values)
+            .text
+            .trim()
+            .to_owned()
     }
 
     /// The "your password was changed" email.
@@ -356,6 +424,7 @@ impl Templates {
         display_name: &str,
         at: DateTime<Utc>,
         reason: ChangeReason,
+        helpdesk_contact: &str,
     ) -> EmailContent {
         let change = match (locale, reason) {
             (Locale::En, ChangeReason::SelfService) => {
@@ -368,7 +437,8 @@ impl Templates {
         let values = Values::default()
             .with(Placeholder::DisplayName, display_name)
             .with(Placeholder::Time, format_time(at))
-            .with(Placeholder::Change, change);
+            .with(Placeholder::Change, change)
+            .with(Placeholder::Helpdesk, helpdesk(locale, helpdesk_contact));
         self.render(MessageKind::PasswordChanged, locale, &values)
     }
 
@@ -402,9 +472,71 @@ fn validity(locale: Locale, n: u32) -> String {
     }
 }
 
-/// The email carrying `code`, with the built-in templates.
+/// The sentence naming the helpdesk, or nothing when no contact is set.
+fn helpdesk(locale: Locale, contact: &str) -> String {
+    let contact = contact.trim();
+    match (locale, contact.is_empty()) {
+        (_, true) => String::new(),
+        (Locale::En, false) => format!("Need help? Contact your helpdesk: {contact}"),
+        (Locale::Fr, false) => {
+            format!("Besoin d'aide ? Contactez votre support informatique : {contact}")
+        }
+    }
+}
+
+/// The code as a voice reads it: `4, 8, 1, 9`.
+fn spoken(code: &Code) -> String {
+    code.expose()
+        .chars()
+        .map(String::from)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text part without the paragraphs an empty value left blank: runs of blank lines become
+/// one paragraph break.
+fn drop_empty_text_paragraphs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank_run = 0usize;
+    for line in text.split('\n') {
+        if line.trim().is_empty() {
+            blank_run += 1;
+            if blank_run > 1 {
+                continue;
+            }
+        } else {
+            blank_run = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    // `split` yields one piece more than there are newlines.
+    out.pop();
+    out
+}
+
+/// The email carrying `code`, with the built-in templates and no helpdesk line.
 pub fn email(purpose: Purpose, locale: Locale, code: &Code, valid_minutes: u32) -> EmailContent {
-    Templates::builtin().code_email(purpose, locale, code, valid_minutes)
+    Templates::builtin().code_email(purpose, locale, code, valid_minutes, "")
+}
+
+/// The words of a built-in voice message; `None` for a mail.
+fn builtin_voice(message: MessageKind, locale: Locale) -> Option<&'static str> {
+    Some(match (message, locale) {
+        (MessageKind::ResetVoice, Locale::En) => {
+            "Hello, this is sspr. Your password reset code is: {{spoken_code}}. I repeat: {{spoken_code}}. The code is valid for {{valid_minutes}} minutes. Never share it with anyone."
+        }
+        (MessageKind::RegistrationVoice, Locale::En) => {
+            "Hello, this is sspr. Your verification code is: {{spoken_code}}. I repeat: {{spoken_code}}. The code is valid for {{valid_minutes}} minutes. Never share it with anyone."
+        }
+        (MessageKind::ResetVoice, Locale::Fr) => {
+            "Bonjour, ici sspr. Votre code de réinitialisation du mot de passe est : {{spoken_code}}. Je répète : {{spoken_code}}. Ce code est valable {{valid_minutes}} minutes. Ne le communiquez à personne."
+        }
+        (MessageKind::RegistrationVoice, Locale::Fr) => {
+            "Bonjour, ici sspr. Votre code de vérification est : {{spoken_code}}. Je répète : {{spoken_code}}. Ce code est valable {{valid_minutes}} minutes. Ne le communiquez à personne."
+        }
+        _ => return None,
+    })
 }
 
 /// How a built-in paragraph is shown in HTML.
@@ -468,6 +600,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "If you did not ask to reset your password, ignore this message: your password stays as it is, and nobody can change it without this code.",
                 ),
                 (S, NEVER_SHARE_EN),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::RegistrationCode, Locale::En) => Builtin {
@@ -485,6 +618,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "If you did not add this email address, ignore this message: it will not be registered.",
                 ),
                 (S, NEVER_SHARE_EN),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::ResetCode, Locale::Fr) => Builtin {
@@ -502,6 +636,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "Si vous n'avez pas demandé à réinitialiser votre mot de passe, ignorez ce message : votre mot de passe reste inchangé, et personne ne peut le modifier sans ce code.",
                 ),
                 (S, NEVER_SHARE_FR),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::RegistrationCode, Locale::Fr) => Builtin {
@@ -519,6 +654,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "Si vous n'avez pas ajouté cette adresse e-mail, ignorez ce message : elle ne sera pas enregistrée.",
                 ),
                 (S, NEVER_SHARE_FR),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::PasswordChanged, Locale::En) => Builtin {
@@ -530,6 +666,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "The password of your account was changed on {{time}}. {{change}}",
                 ),
                 (S, "If this was not you, contact your helpdesk immediately."),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::PasswordChanged, Locale::Fr) => Builtin {
@@ -544,6 +681,7 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     S,
                     "Si vous n'êtes pas à l'origine de ce changement, contactez immédiatement votre support informatique.",
                 ),
+                (P, "{{helpdesk}}"),
             ],
         },
         (MessageKind::AdminAlert, Locale::En) => Builtin {
@@ -573,6 +711,11 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                     "Si cette réinitialisation n'était pas prévue, contactez immédiatement votre support informatique et vérifiez le compte.",
                 ),
             ],
+        },
+        // Voice messages are words only, see `builtin_voice`.
+        (MessageKind::ResetVoice | MessageKind::RegistrationVoice, _) => Builtin {
+            subject: "",
+            paragraphs: Vec::new(),
         },
     }
 }
@@ -700,16 +843,16 @@ mod tests {
     #[test]
     fn password_changed_mail_names_the_time_and_the_helpdesk_per_reason() {
         let t = Templates::builtin();
-        let m = t.password_changed(Locale::En, "Alice", at(), ChangeReason::SelfService);
+        let m = t.password_changed(Locale::En, "Alice", at(), ChangeReason::SelfService, "");
         assert_eq!(m.subject, "Your password was changed");
         assert!(m.text.contains("Hello Alice,"), "{}", m.text);
         assert!(m.text.contains("2026-11-24 20:15 UTC"));
         assert!(m.text.contains("self-service"));
         assert!(m.text.contains("contact your helpdesk"));
         assert!(m.html.contains("2026-11-24 20:15 UTC"));
-        let admin = t.password_changed(Locale::En, "Alice", at(), ChangeReason::Admin);
+        let admin = t.password_changed(Locale::En, "Alice", at(), ChangeReason::Admin, "");
         assert!(admin.text.contains("by an administrator"));
-        let fr = t.password_changed(Locale::Fr, "Alice", at(), ChangeReason::SelfService);
+        let fr = t.password_changed(Locale::Fr, "Alice", at(), ChangeReason::SelfService, "");
         assert_eq!(fr.subject, "Votre mot de passe a été modifié");
         assert!(fr.text.contains("support informatique"));
         assert!(fr.html.contains("lang=\"fr\""));
@@ -727,6 +870,77 @@ mod tests {
     }
 
     #[test]
+    fn voice_reads_the_code_digit_by_digit_twice() {
+        let t = Templates::builtin();
+        let en = t.voice(Purpose::Reset, Locale::En, &code(), 10);
+        assert_eq!(
+            en,
+            "Hello, this is sspr. Your password reset code is: 0, 4, 7, 1, 9, 2, 5, 3. I repeat: \
+             0, 4, 7, 1, 9, 2, 5, 3. The code is valid for 10 minutes. Never share it with anyone."
+        );
+        let registration = t.voice(Purpose::Registration, Locale::En, &code(), 10);
+        assert!(registration.contains("verification code is: 0, 4, 7"));
+        let fr = t.voice(Purpose::Reset, Locale::Fr, &code(), 10);
+        assert!(fr.contains("Je répète : 0, 4, 7, 1, 9, 2, 5, 3."), "{fr}");
+        for words in [en, registration, fr] {
+            assert_eq!(words.matches("0, 4, 7, 1, 9, 2, 5, 3").count(), 2);
+            assert!(
+                !words.contains("04719253"),
+                "the code is never read as one number"
+            );
+        }
+    }
+
+    #[test]
+    fn helpdesk_contact_is_named_when_set_and_escaped_in_html() {
+        let t = Templates::builtin();
+        let contact = "Call <x> & ask for \"IT\"\r\n";
+        for purpose in [Purpose::Reset, Purpose::Registration] {
+            let m = t.code_email(purpose, Locale::En, &code(), 10, contact);
+            assert!(
+                m.text
+                    .contains("Contact your helpdesk: Call <x> & ask for \"IT\""),
+                "{}",
+                m.text
+            );
+            assert!(
+                m.html
+                    .contains("Contact your helpdesk: Call &lt;x&gt; &amp; ask for &quot;IT&quot;"),
+                "{}",
+                m.html
+            );
+            assert!(!m.html.contains("<x>"));
+        }
+        let m = t.password_changed(
+            Locale::Fr,
+            "A",
+            at(),
+            ChangeReason::SelfService,
+            "https://help.example.com",
+        );
+        assert!(
+            m.text
+                .contains("support informatique : https://help.example.com")
+        );
+        assert!(
+            m.html
+                .contains("support informatique : https://help.example.com")
+        );
+        // Unset: no helpdesk line, no empty paragraph, no run of blank lines.
+        let m = t.code_email(Purpose::Reset, Locale::En, &code(), 10, " ");
+        assert!(!m.text.contains("helpdesk:"), "{}", m.text);
+        assert!(!m.text.contains("\n\n\n"), "{:?}", m.text);
+        assert!(!m.html.contains("<p></p>"), "{}", m.html);
+        assert!(
+            m.text.ends_with(
+                "anyone, not even someone who says they work for your IT support.\n\n-- \nsspr\n"
+            ),
+            "{:?}",
+            m.text
+        );
+    }
+
+    #[test]
     fn values_are_escaped_in_html_and_stripped_of_control_characters() {
         let t = Templates::builtin();
         let m = t.password_changed(
@@ -734,6 +948,7 @@ mod tests {
             "<b>Eve</b>\r\nBcc: x",
             at(),
             ChangeReason::Admin,
+            "",
         );
         assert!(
             m.html.contains("&lt;b&gt;Eve&lt;/b&gt;Bcc: x"),
@@ -763,12 +978,12 @@ mod tests {
             "<p>{{display_name}} {{time}}</p>",
         )
         .expect("valid");
-        let m = t.password_changed(Locale::Fr, "A&B", at(), ChangeReason::SelfService);
+        let m = t.password_changed(Locale::Fr, "A&B", at(), ChangeReason::SelfService, "");
         assert_eq!(m.subject, "Mot de passe changé pour A&B");
         assert_eq!(m.html, "<p>A&amp;B 2026-11-24 20:15 UTC</p>");
         // The text part is still the built-in one, and English is untouched.
         assert!(m.text.contains("support informatique"));
-        let en = t.password_changed(Locale::En, "A", at(), ChangeReason::SelfService);
+        let en = t.password_changed(Locale::En, "A", at(), ChangeReason::SelfService, "");
         assert_eq!(en.subject, "Your password was changed");
     }
 
@@ -811,9 +1026,9 @@ mod tests {
         let mut all = Vec::new();
         for locale in LOCALES {
             for purpose in [Purpose::Reset, Purpose::Registration] {
-                all.push(t.code_email(purpose, locale, &code(), 10));
+                all.push(t.code_email(purpose, locale, &code(), 10, ""));
             }
-            all.push(t.password_changed(locale, "<x>", at(), ChangeReason::SelfService));
+            all.push(t.password_changed(locale, "<x>", at(), ChangeReason::SelfService, ""));
             all.push(t.admin_alert(locale, "u", "<x>", at()));
         }
         for m in all {

@@ -162,6 +162,7 @@ impl Harness {
         let sealed = sspr_bus::sealed::seal(key, delivery)?;
         let subject = match MethodKind::try_from(delivery.kind) {
             Ok(MethodKind::Sms) => subjects::delivery::SMS,
+            Ok(MethodKind::Voice) => subjects::delivery::VOICE,
             _ => subjects::delivery::EMAIL,
         };
         let mut headers = HeaderMap::new();

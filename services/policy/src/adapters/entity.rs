@@ -29,6 +29,13 @@ pub struct Model {
     pub require_full_destination: bool,
     /// Empty = none.
     pub helpdesk_contact: String,
+    /// Verified users may unlock a locked account (default false).
+    pub allow_unlock: bool,
+    /// One `question_id TAB text` per line: ids are `A-Z a-z 0-9 . _ -` and texts have no
+    /// control characters (validated before they are stored), so neither holds a tab or newline.
+    pub security_questions: String,
+    pub questions_required_to_register: i32,
+    pub questions_required_to_reset: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

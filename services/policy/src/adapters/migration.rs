@@ -13,6 +13,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreatePasswordPolicy),
             Box::new(AddReconfirmAfterDays),
             Box::new(AddDestinationAndHelpdesk),
+            Box::new(AddSecurityQuestions),
+            Box::new(AddAllowUnlock),
         ]
     }
 }
@@ -246,6 +248,118 @@ impl MigrationTrait for AddDestinationAndHelpdesk {
                 Table::alter()
                     .table(Policy::Table)
                     .drop_column(Policy::RequireFullDestination)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum QuestionColumns {
+    SecurityQuestions,
+    QuestionsRequiredToRegister,
+    QuestionsRequiredToReset,
+}
+
+/// `policy.security_questions` (none) and the two counts (0) for the row written before they
+/// existed. One column per statement: SQLite alters one column at a time.
+struct AddSecurityQuestions;
+
+impl MigrationName for AddSecurityQuestions {
+    fn name(&self) -> &str {
+        "m0005_add_security_questions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddSecurityQuestions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .add_column(
+                        ColumnDef::new(QuestionColumns::SecurityQuestions)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for column in [
+            QuestionColumns::QuestionsRequiredToRegister,
+            QuestionColumns::QuestionsRequiredToReset,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Policy::Table)
+                        .add_column(ColumnDef::new(column).integer().not_null().default(0))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            QuestionColumns::QuestionsRequiredToReset,
+            QuestionColumns::QuestionsRequiredToRegister,
+            QuestionColumns::SecurityQuestions,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Policy::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum UnlockColumns {
+    AllowUnlock,
+}
+
+/// `policy.allow_unlock` (false) for the row written before it existed.
+struct AddAllowUnlock;
+
+impl MigrationName for AddAllowUnlock {
+    fn name(&self) -> &str {
+        "m0006_add_allow_unlock"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddAllowUnlock {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .add_column(
+                        ColumnDef::new(UnlockColumns::AllowUnlock)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Policy::Table)
+                    .drop_column(UnlockColumns::AllowUnlock)
                     .to_owned(),
             )
             .await

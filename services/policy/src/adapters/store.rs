@@ -58,6 +58,20 @@ fn from_row(row: entity::Model) -> Result<Policy, Error> {
             .map_err(|_| corrupt("negative reconfirm_after_days"))?,
         require_full_destination: row.require_full_destination,
         helpdesk_contact: row.helpdesk_contact,
+        allow_unlock: row.allow_unlock,
+        security_questions: row
+            .security_questions
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (id, text) = l.split_once('\t').unwrap_or((l, ""));
+                (id.to_owned(), text.to_owned())
+            })
+            .collect(),
+        questions_required_to_register: u32::try_from(row.questions_required_to_register)
+            .map_err(|_| corrupt("negative questions_required_to_register"))?,
+        questions_required_to_reset: u32::try_from(row.questions_required_to_reset)
+            .map_err(|_| corrupt("negative questions_required_to_reset"))?,
     };
     let rules = PolicyRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
     let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
@@ -177,6 +191,17 @@ impl PolicyStore for SqlPolicyStore {
             .map_err(|_| Error::CorruptPolicy("methods_required out of range".to_owned()))?;
         let reconfirm = i32::try_from(rules.reconfirm_after_days())
             .map_err(|_| Error::CorruptPolicy("reconfirm_after_days out of range".to_owned()))?;
+        let questions = rules
+            .security_questions()
+            .iter()
+            .map(|q| format!("{}\t{}", q.id(), q.text()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let to_register = i32::try_from(rules.questions_required_to_register()).map_err(|_| {
+            Error::CorruptPolicy("questions_required_to_register out of range".into())
+        })?;
+        let to_reset = i32::try_from(rules.questions_required_to_reset())
+            .map_err(|_| Error::CorruptPolicy("questions_required_to_reset out of range".into()))?;
 
         let txn = sspr_storage::begin_write(&self.db).await?;
         let default = PolicyRules::default();
@@ -191,6 +216,10 @@ impl PolicyStore for SqlPolicyStore {
             reconfirm_after_days: Set(0),
             require_full_destination: Set(false),
             helpdesk_contact: Set(String::new()),
+            allow_unlock: Set(false),
+            security_questions: Set(String::new()),
+            questions_required_to_register: Set(0),
+            questions_required_to_reset: Set(0),
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&txn)
@@ -209,6 +238,13 @@ impl PolicyStore for SqlPolicyStore {
                 Column::HelpdeskContact,
                 Expr::value(rules.helpdesk_contact()),
             )
+            .col_expr(Column::AllowUnlock, Expr::value(rules.allow_unlock()))
+            .col_expr(Column::SecurityQuestions, Expr::value(questions))
+            .col_expr(
+                Column::QuestionsRequiredToRegister,
+                Expr::value(to_register),
+            )
+            .col_expr(Column::QuestionsRequiredToReset, Expr::value(to_reset))
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(POLICY_ROW_ID))

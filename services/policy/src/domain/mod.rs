@@ -1,6 +1,7 @@
 //! Pure rules of the policy service: no IO, no async, no protobuf, no database.
 //!
 //! - [`policy`]: the SSPR policy (scope, groups, methods) and the eligibility of a user.
+//! - [`preview`]: who could not reset under a proposed policy, and why, paged.
 //! - [`password_policy`]: the password section of the policy (minimum length, custom banned
 //!   terms, organisation name, history length), valid by construction.
 //! - [`password`]: the password rules a candidate password must pass (length, Entra-style
@@ -9,3 +10,4 @@
 pub mod password;
 pub mod password_policy;
 pub mod policy;
+pub mod preview;

@@ -129,10 +129,7 @@ pub fn check(candidate: &str, account: Account<'_>, rules: &PasswordRules) -> As
                 .into_iter()
                 .map(|r| Violation::new(r, min_length))
                 .collect(),
-            strength: Strength {
-                score: 0,
-                guesses_log10: 0.0,
-            },
+            strength: Strength::unrated(),
         };
     }
     let normalised = Normalised::new(candidate);

@@ -15,6 +15,13 @@
 //! - `require_full_destination` defaults to false.
 //! - The number of allowed kinds may be smaller than `methods_required`: a user may register two
 //!   methods of one kind (two email addresses, say).
+//! - Security questions (Entra ID's rules): each question has a distinct id (1 to 64 characters
+//!   of `A-Z a-z 0-9 . _ -`) and a distinct text of 3 to 200 characters (trimmed, no control
+//!   characters); at most [`MAX_SECURITY_QUESTIONS`]. When the kind is allowed, 3 to 5 are
+//!   answered at registration and 3 to 5 (no more than at registration) at reset, 3 by default,
+//!   and the policy has at least as many questions as registration needs. Security questions
+//!   are never the only allowed kind, and never allowed for an admin account:
+//!   [`PolicyRules::evaluate`] drops them (and their questions) for admins.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -29,6 +36,18 @@ pub const MAX_RECONFIRM_AFTER_DAYS: u32 = 730;
 pub const MAX_HELPDESK_CONTACT_CHARS: usize = 256;
 /// Methods an admin account needs, whatever the policy says.
 pub const ADMIN_METHODS_REQUIRED: u32 = 2;
+/// Most security questions a policy may define.
+pub const MAX_SECURITY_QUESTIONS: usize = 100;
+/// Longest security question id, in characters.
+pub const MAX_QUESTION_ID_CHARS: usize = 64;
+/// Shortest and longest security question text, in characters (after trimming).
+pub const MIN_QUESTION_CHARS: usize = 3;
+pub const MAX_QUESTION_CHARS: usize = 200;
+/// Fewest and most questions answered at registration and at reset.
+pub const MIN_QUESTIONS_REQUIRED: u32 = 3;
+pub const MAX_QUESTIONS_REQUIRED: u32 = 5;
+/// Questions answered at registration and at reset when the policy says 0.
+pub const DEFAULT_QUESTIONS_REQUIRED: u32 = 3;
 
 /// Who the policy applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +86,9 @@ impl Scope {
 pub enum MethodKind {
     Email,
     Sms,
+    /// A phone call that reads the code out.
+    Voice,
+    SecurityQuestions,
 }
 
 impl MethodKind {
@@ -75,6 +97,8 @@ impl MethodKind {
         match self {
             MethodKind::Email => "EMAIL",
             MethodKind::Sms => "SMS",
+            MethodKind::Voice => "VOICE",
+            MethodKind::SecurityQuestions => "SECURITY_QUESTIONS",
         }
     }
 
@@ -83,6 +107,8 @@ impl MethodKind {
         match name {
             "EMAIL" => Some(MethodKind::Email),
             "SMS" => Some(MethodKind::Sms),
+            "VOICE" => Some(MethodKind::Voice),
+            "SECURITY_QUESTIONS" => Some(MethodKind::SecurityQuestions),
             _ => None,
         }
     }
@@ -114,6 +140,23 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// One admin-defined security question, valid by construction (see [`PolicyRules::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityQuestion {
+    id: String,
+    text: String,
+}
+
+impl SecurityQuestion {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// A policy as an admin submitted it, not yet validated. `None` stands for an unspecified or
 /// unknown enum value on the wire.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +168,12 @@ pub struct PolicyDraft {
     pub reconfirm_after_days: u32,
     pub require_full_destination: bool,
     pub helpdesk_contact: String,
+    /// A verified user whose account is locked may unlock it without a new password.
+    pub allow_unlock: bool,
+    /// `(question_id, text)` pairs, in the admin's order.
+    pub security_questions: Vec<(String, String)>,
+    pub questions_required_to_register: u32,
+    pub questions_required_to_reset: u32,
 }
 
 /// Why a submitted policy was refused. The message names the field and is shown to the admin.
@@ -158,6 +207,38 @@ pub enum PolicyError {
         "policy.helpdesk_contact must be at most {MAX_HELPDESK_CONTACT_CHARS} characters without control characters"
     )]
     HelpdeskContact,
+    #[error(
+        "policy.allowed_methods must include a method other than METHOD_KIND_SECURITY_QUESTIONS (admins never use security questions)"
+    )]
+    SecurityQuestionsAlone,
+    #[error(
+        "policy.security_questions has {count} entries; at most {MAX_SECURITY_QUESTIONS} are allowed"
+    )]
+    TooManyQuestions { count: usize },
+    #[error(
+        "policy.security_questions[{index}].question_id must be 1 to {MAX_QUESTION_ID_CHARS} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+    )]
+    InvalidQuestionId { index: usize },
+    #[error("policy.security_questions[{index}].question_id repeats an earlier question")]
+    DuplicateQuestionId { index: usize },
+    #[error(
+        "policy.security_questions[{index}].text must be {MIN_QUESTION_CHARS} to {MAX_QUESTION_CHARS} characters without control characters"
+    )]
+    InvalidQuestionText { index: usize },
+    #[error("policy.security_questions[{index}].text repeats an earlier question")]
+    DuplicateQuestionText { index: usize },
+    #[error(
+        "policy.questions_required_to_register must be {MIN_QUESTIONS_REQUIRED} to {MAX_QUESTIONS_REQUIRED}, got {got}"
+    )]
+    QuestionsToRegister { got: u32 },
+    #[error(
+        "policy.questions_required_to_reset must be {MIN_QUESTIONS_REQUIRED} to {MAX_QUESTIONS_REQUIRED} and at most questions_required_to_register, got {got}"
+    )]
+    QuestionsToReset { got: u32 },
+    #[error(
+        "policy.security_questions must have at least questions_required_to_register ({required}) questions when METHOD_KIND_SECURITY_QUESTIONS is allowed, got {got}"
+    )]
+    TooFewQuestions { required: u32, got: usize },
 }
 
 /// A valid policy, without its version.
@@ -170,6 +251,10 @@ pub struct PolicyRules {
     reconfirm_after_days: u32,
     require_full_destination: bool,
     helpdesk_contact: String,
+    allow_unlock: bool,
+    security_questions: Vec<SecurityQuestion>,
+    questions_required_to_register: u32,
+    questions_required_to_reset: u32,
 }
 
 impl Default for PolicyRules {
@@ -183,6 +268,10 @@ impl Default for PolicyRules {
             reconfirm_after_days: 0,
             require_full_destination: false,
             helpdesk_contact: String::new(),
+            allow_unlock: false,
+            security_questions: Vec::new(),
+            questions_required_to_register: 0,
+            questions_required_to_reset: 0,
         }
     }
 }
@@ -243,6 +332,23 @@ impl PolicyRules {
             return Err(PolicyError::HelpdeskContact);
         }
 
+        let questions_allowed = allowed_methods.contains(&MethodKind::SecurityQuestions);
+        if questions_allowed && allowed_methods.len() == 1 {
+            return Err(PolicyError::SecurityQuestionsAlone);
+        }
+        let security_questions = parse_questions(&draft.security_questions)?;
+        let (register, reset) = parse_question_counts(
+            questions_allowed,
+            draft.questions_required_to_register,
+            draft.questions_required_to_reset,
+        )?;
+        if questions_allowed && security_questions.len() < register as usize {
+            return Err(PolicyError::TooFewQuestions {
+                required: register,
+                got: security_questions.len(),
+            });
+        }
+
         Ok(Self {
             scope,
             group_ids,
@@ -251,7 +357,27 @@ impl PolicyRules {
             reconfirm_after_days: draft.reconfirm_after_days,
             require_full_destination: draft.require_full_destination,
             helpdesk_contact: helpdesk_contact.to_owned(),
+            allow_unlock: draft.allow_unlock,
+            security_questions,
+            questions_required_to_register: register,
+            questions_required_to_reset: reset,
         })
+    }
+
+    /// The admin-defined security questions, in the admin's order (kept whether or not the
+    /// kind is allowed, like group ids).
+    pub fn security_questions(&self) -> &[SecurityQuestion] {
+        &self.security_questions
+    }
+
+    /// 3..=5 when security questions are allowed; otherwise 0 or what the admin set.
+    pub fn questions_required_to_register(&self) -> u32 {
+        self.questions_required_to_register
+    }
+
+    /// 3..=5 and at most [`Self::questions_required_to_register`] when allowed.
+    pub fn questions_required_to_reset(&self) -> u32 {
+        self.questions_required_to_reset
     }
 
     pub fn scope(&self) -> Scope {
@@ -285,6 +411,12 @@ impl PolicyRules {
         &self.helpdesk_contact
     }
 
+    /// A verified user whose account is locked may unlock it instead of resetting (default
+    /// false).
+    pub fn allow_unlock(&self) -> bool {
+        self.allow_unlock
+    }
+
     /// What self-service reset means for `subject` under this policy.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
         let in_scope = match self.scope {
@@ -300,13 +432,36 @@ impl PolicyRules {
         } else {
             self.methods_required
         };
+        // Admins always use the stricter policy: never security questions.
+        let allowed_methods: Vec<MethodKind> = self
+            .allowed_methods
+            .iter()
+            .copied()
+            .filter(|k| !(subject.is_admin && *k == MethodKind::SecurityQuestions))
+            .collect();
+        let questions_allowed = allowed_methods.contains(&MethodKind::SecurityQuestions);
         Evaluation {
             eligible: subject.enabled && in_scope,
             methods_required,
-            allowed_methods: self.allowed_methods.clone(),
+            allowed_methods,
             reconfirm_after_days: self.reconfirm_after_days,
             require_full_destination: self.require_full_destination,
             helpdesk_contact: self.helpdesk_contact.clone(),
+            security_questions: if questions_allowed {
+                self.security_questions.clone()
+            } else {
+                Vec::new()
+            },
+            questions_required_to_register: if questions_allowed {
+                self.questions_required_to_register
+            } else {
+                0
+            },
+            questions_required_to_reset: if questions_allowed {
+                self.questions_required_to_reset
+            } else {
+                0
+            },
         }
     }
 }
@@ -337,6 +492,76 @@ pub struct Evaluation {
     pub reconfirm_after_days: u32,
     pub require_full_destination: bool,
     pub helpdesk_contact: String,
+    /// Empty (and both counts 0) unless security questions are allowed for this subject.
+    pub security_questions: Vec<SecurityQuestion>,
+    pub questions_required_to_register: u32,
+    pub questions_required_to_reset: u32,
+}
+
+/// Validates the question list: ids, texts, duplicates, count.
+fn parse_questions(raw: &[(String, String)]) -> Result<Vec<SecurityQuestion>, PolicyError> {
+    if raw.len() > MAX_SECURITY_QUESTIONS {
+        return Err(PolicyError::TooManyQuestions { count: raw.len() });
+    }
+    let mut questions: Vec<SecurityQuestion> = Vec::with_capacity(raw.len());
+    let mut seen_texts = BTreeSet::new();
+    for (index, (id, text)) in raw.iter().enumerate() {
+        let id_ok = (1..=MAX_QUESTION_ID_CHARS).contains(&id.chars().count())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !id_ok {
+            return Err(PolicyError::InvalidQuestionId { index });
+        }
+        if questions.iter().any(|q| q.id == *id) {
+            return Err(PolicyError::DuplicateQuestionId { index });
+        }
+        let text = text.trim();
+        if !(MIN_QUESTION_CHARS..=MAX_QUESTION_CHARS).contains(&text.chars().count())
+            || text.chars().any(char::is_control)
+        {
+            return Err(PolicyError::InvalidQuestionText { index });
+        }
+        // Two questions that differ only in case or spacing are the same question.
+        let key: String = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        if !seen_texts.insert(key) {
+            return Err(PolicyError::DuplicateQuestionText { index });
+        }
+        questions.push(SecurityQuestion {
+            id: id.clone(),
+            text: text.to_owned(),
+        });
+    }
+    Ok(questions)
+}
+
+/// The counts to store: 0 means the default (3) when questions are allowed and stays 0
+/// otherwise; any other value must be valid either way.
+fn parse_question_counts(
+    allowed: bool,
+    register: u32,
+    reset: u32,
+) -> Result<(u32, u32), PolicyError> {
+    let valid = MIN_QUESTIONS_REQUIRED..=MAX_QUESTIONS_REQUIRED;
+    let default = |n: u32| {
+        if n == 0 && allowed {
+            DEFAULT_QUESTIONS_REQUIRED
+        } else {
+            n
+        }
+    };
+    let (register, reset) = (default(register), default(reset));
+    if register != 0 && !valid.contains(&register) {
+        return Err(PolicyError::QuestionsToRegister { got: register });
+    }
+    if reset != 0 && (!valid.contains(&reset) || (register != 0 && reset > register)) {
+        return Err(PolicyError::QuestionsToReset { got: reset });
+    }
+    Ok((register, reset))
 }
 
 #[cfg(test)]
@@ -600,7 +825,7 @@ mod tests {
         for s in [Scope::None, Scope::Selected, Scope::All] {
             assert_eq!(Scope::from_name(s.as_str()), Some(s));
         }
-        for m in [MethodKind::Email, MethodKind::Sms] {
+        for m in [MethodKind::Email, MethodKind::Sms, MethodKind::Voice] {
             assert_eq!(MethodKind::from_name(m.as_str()), Some(m));
         }
         assert_eq!(Scope::from_name("all"), None);
@@ -655,6 +880,146 @@ mod tests {
         assert!(
             !off.evaluate(&user(&[], false, true))
                 .require_full_destination
+        );
+    }
+
+    #[test]
+    fn allow_unlock_defaults_off_and_is_kept() {
+        assert!(!PolicyRules::default().allow_unlock());
+        let rules = PolicyRules::parse(PolicyDraft {
+            allow_unlock: true,
+            ..draft(Scope::All, &[], 1, &[MethodKind::Email])
+        })
+        .expect("valid");
+        assert!(rules.allow_unlock());
+        assert!(!rules_with_contact("").allow_unlock());
+    }
+
+    fn with_questions(n: usize, register: u32, reset: u32) -> PolicyDraft {
+        PolicyDraft {
+            security_questions: (1..=n)
+                .map(|i| (format!("q{i}"), format!("Question number {i}?")))
+                .collect(),
+            questions_required_to_register: register,
+            questions_required_to_reset: reset,
+            ..draft(
+                Scope::All,
+                &[],
+                1,
+                &[MethodKind::Email, MethodKind::SecurityQuestions],
+            )
+        }
+    }
+
+    #[test]
+    fn security_questions_default_to_three_and_are_validated() {
+        let rules = PolicyRules::parse(with_questions(3, 0, 0)).expect("defaults");
+        assert_eq!(rules.questions_required_to_register(), 3);
+        assert_eq!(rules.questions_required_to_reset(), 3);
+        assert_eq!(rules.security_questions()[0].id(), "q1");
+        let rules = PolicyRules::parse(with_questions(100, 5, 4)).expect("max");
+        assert_eq!(rules.security_questions().len(), 100);
+        assert_eq!(
+            PolicyRules::parse(with_questions(101, 5, 4)),
+            Err(PolicyError::TooManyQuestions { count: 101 })
+        );
+        assert_eq!(
+            PolicyRules::parse(with_questions(2, 3, 3)),
+            Err(PolicyError::TooFewQuestions {
+                required: 3,
+                got: 2
+            })
+        );
+        assert_eq!(
+            PolicyRules::parse(with_questions(4, 4, 5)),
+            Err(PolicyError::QuestionsToReset { got: 5 })
+        );
+        for bad in [2, 6] {
+            assert_eq!(
+                PolicyRules::parse(with_questions(6, bad, 3)),
+                Err(PolicyError::QuestionsToRegister { got: bad })
+            );
+        }
+        assert_eq!(
+            PolicyRules::parse(with_questions(6, 5, 2)),
+            Err(PolicyError::QuestionsToReset { got: 2 })
+        );
+        let err = PolicyRules::parse(with_questions(2, 3, 3)).expect_err("too few");
+        assert!(err.to_string().starts_with("policy.security_questions"));
+    }
+
+    #[test]
+    fn question_ids_and_texts_are_checked() {
+        let mut d = with_questions(3, 3, 3);
+        d.security_questions[1].0 = "has space".into();
+        assert_eq!(
+            PolicyRules::parse(d),
+            Err(PolicyError::InvalidQuestionId { index: 1 })
+        );
+        let mut d = with_questions(3, 3, 3);
+        d.security_questions[2].0 = "q1".into();
+        assert_eq!(
+            PolicyRules::parse(d),
+            Err(PolicyError::DuplicateQuestionId { index: 2 })
+        );
+        for bad in ["ab", "   ab  ", "line\nbreak", &"x".repeat(201)] {
+            let mut d = with_questions(3, 3, 3);
+            d.security_questions[0].1 = bad.to_owned();
+            assert_eq!(
+                PolicyRules::parse(d),
+                Err(PolicyError::InvalidQuestionText { index: 0 }),
+                "{bad:?}"
+            );
+        }
+        let mut d = with_questions(3, 3, 3);
+        d.security_questions[2].1 = "  question   NUMBER 1? ".into();
+        assert_eq!(
+            PolicyRules::parse(d),
+            Err(PolicyError::DuplicateQuestionText { index: 2 })
+        );
+        let mut d = with_questions(3, 3, 3);
+        d.security_questions[0].1 = format!("  {}  ", "y".repeat(200));
+        let rules = PolicyRules::parse(d).expect("trimmed to 200");
+        assert_eq!(rules.security_questions()[0].text().len(), 200);
+    }
+
+    #[test]
+    fn security_questions_are_never_alone_and_never_for_admins() {
+        let mut d = with_questions(3, 3, 3);
+        d.allowed_methods = vec![Some(MethodKind::SecurityQuestions)];
+        assert_eq!(
+            PolicyRules::parse(d),
+            Err(PolicyError::SecurityQuestionsAlone)
+        );
+        let rules = PolicyRules::parse(with_questions(4, 4, 3)).expect("valid");
+        let member = rules.evaluate(&user(&[], false, true));
+        assert_eq!(
+            member.allowed_methods,
+            vec![MethodKind::Email, MethodKind::SecurityQuestions]
+        );
+        assert_eq!(member.security_questions.len(), 4);
+        assert_eq!(
+            (
+                member.questions_required_to_register,
+                member.questions_required_to_reset
+            ),
+            (4, 3)
+        );
+        let admin = rules.evaluate(&user(&[], true, true));
+        assert_eq!(admin.allowed_methods, vec![MethodKind::Email]);
+        assert_eq!(admin.methods_required, 2);
+        assert!(admin.security_questions.is_empty());
+        assert_eq!(admin.questions_required_to_reset, 0);
+        // Not allowed: the questions are kept but nobody is asked them.
+        let mut d = with_questions(3, 0, 0);
+        d.allowed_methods = vec![Some(MethodKind::Email)];
+        let off = PolicyRules::parse(d).expect("kept");
+        assert_eq!(off.security_questions().len(), 3);
+        assert_eq!(off.questions_required_to_register(), 0);
+        assert!(
+            off.evaluate(&user(&[], false, true))
+                .security_questions
+                .is_empty()
         );
     }
 

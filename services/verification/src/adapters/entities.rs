@@ -27,6 +27,8 @@ pub mod reset_session {
         pub status: String,
         pub created_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
+        /// JSON `QuestionChallenge` (question ids and attempts, never answers); empty = none.
+        pub question_challenge: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateOutbox),
             Box::new(CreateVerificationTables),
             Box::new(CreateProcessedEvents),
+            Box::new(AddQuestionChallenge),
         ]
     }
 }
@@ -273,6 +274,51 @@ impl MigrationTrait for CreateProcessedEvents {
             .await?;
         manager
             .drop_table(Table::drop().table(ProcessedEvents::Table).to_owned())
+            .await
+    }
+}
+
+/// `reset_sessions.question_challenge`: the security-question pick and attempts of a flow, as
+/// JSON; empty until the flow first asks for questions.
+struct AddQuestionChallenge;
+
+impl MigrationName for AddQuestionChallenge {
+    fn name(&self) -> &str {
+        "m0003_add_question_challenge"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ChallengeColumn {
+    QuestionChallenge,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddQuestionChallenge {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .add_column(
+                        ColumnDef::new(ChallengeColumn::QuestionChallenge)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .drop_column(ChallengeColumn::QuestionChallenge)
+                    .to_owned(),
+            )
             .await
     }
 }

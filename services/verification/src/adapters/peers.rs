@@ -42,13 +42,57 @@ impl Peers {
         self.bus.request(policy::EVALUATE, &request).await
     }
 
-    /// The user's confirmed methods, masked.
-    pub async fn list_methods(&self, user_id: &str) -> Result<enr::ListMethodsResponse, BusError> {
+    /// The user's confirmed methods, masked; the security-questions method only when enough of
+    /// its answered questions are among `question_ids` (see the request's comment).
+    pub async fn list_methods(
+        &self,
+        user_id: &str,
+        question_ids: Vec<String>,
+        questions_required_to_reset: u32,
+    ) -> Result<enr::ListMethodsResponse, BusError> {
         self.bus
             .request(
                 enrolment::LIST_METHODS,
                 &enr::ListMethodsRequest {
                     user_id: user_id.to_owned(),
+                    security_question_ids: question_ids,
+                    questions_required_to_reset,
+                },
+            )
+            .await
+    }
+
+    /// The question ids the user answered for their security-questions method.
+    pub async fn list_answered_questions(
+        &self,
+        user_id: &str,
+        method_id: &str,
+    ) -> Result<enr::ListAnsweredQuestionsResponse, BusError> {
+        self.bus
+            .request(
+                enrolment::LIST_ANSWERED_QUESTIONS,
+                &enr::ListAnsweredQuestionsRequest {
+                    user_id: user_id.to_owned(),
+                    method_id: method_id.to_owned(),
+                },
+            )
+            .await
+    }
+
+    /// Whether the answers match the stored hashes. The answers are secrets: never logged.
+    pub async fn check_security_answers(
+        &self,
+        user_id: &str,
+        method_id: &str,
+        answers: Vec<sspr_proto::common::v1::SecurityAnswer>,
+    ) -> Result<enr::CheckSecurityAnswersResponse, BusError> {
+        self.bus
+            .request(
+                enrolment::CHECK_SECURITY_ANSWERS,
+                &enr::CheckSecurityAnswersRequest {
+                    user_id: user_id.to_owned(),
+                    method_id: method_id.to_owned(),
+                    answers,
                 },
             )
             .await
@@ -90,10 +134,35 @@ impl Peers {
             .await
     }
 
+    /// The SSPR policy as stored (for policy-wide switches such as `allow_unlock`).
+    pub async fn get_policy(&self) -> Result<pol::GetPolicyResponse, BusError> {
+        self.bus
+            .request(policy::GET_POLICY, &pol::GetPolicyRequest {})
+            .await
+    }
+
+    /// Asks the directory to unlock the account (it emits `account.unlocked`).
+    pub async fn unlock(
+        &self,
+        request: &dir::UnlockRequest,
+    ) -> Result<dir::UnlockResponse, BusError> {
+        self.bus.request(directory::UNLOCK, request).await
+    }
+
     /// Asks the directory to set the password (it checks it against the password policy).
-    pub async fn set_password(&self, request: &dir::SetPasswordRequest) -> Result<(), BusError> {
-        let _: dir::SetPasswordResponse =
-            self.bus.request(directory::SET_PASSWORD, request).await?;
-        Ok(())
+    pub async fn set_password(
+        &self,
+        request: &dir::SetPasswordRequest,
+    ) -> Result<dir::SetPasswordResponse, BusError> {
+        self.bus.request(directory::SET_PASSWORD, request).await
+    }
+
+    /// The policy's verdict on a candidate password (a dry run: nothing is set). The request
+    /// carries the password: it is never logged here.
+    pub async fn check_password(
+        &self,
+        request: &pol::CheckPasswordRequest,
+    ) -> Result<pol::CheckPasswordResponse, BusError> {
+        self.bus.request(policy::CHECK_PASSWORD, request).await
     }
 }

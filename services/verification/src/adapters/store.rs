@@ -23,6 +23,7 @@ use sspr_storage::outbox::{self, OutboxMessage};
 
 use super::entities::{code, processed_event, reset_session};
 use crate::domain::code::{TooSoon, may_resend};
+use crate::domain::questions::QuestionChallenge;
 use crate::domain::{
     CodeHash, CodeState, FlowId, Locale, MethodId, Purpose, ResetSession, SessionMethod,
     SessionStatus, UserId,
@@ -112,6 +113,7 @@ impl Store {
             status: Set(session.status.as_str().to_owned()),
             created_at: Set(session.created_at),
             expires_at: Set(session.expires_at),
+            question_challenge: Set(String::new()),
         }
         .insert(&txn)
         .await?;
@@ -293,6 +295,61 @@ impl Store {
         Ok(true)
     }
 
+    /// The security-question state of the session whose token hashes to `token_hash`.
+    pub async fn challenge(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<QuestionChallenge>, StoreError> {
+        let Some(row) = reset_session::Entity::find_by_id(token_hash.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        challenge_from_json(&row.question_challenge)
+    }
+
+    /// Replaces the session's security-question state `before` (as read) with `after`, and,
+    /// when `verified` is given (`before`, `after` sessions), records the verified method too;
+    /// enqueues `messages`; all in one transaction. `false` when the session changed since it
+    /// was read (or is no longer active).
+    pub async fn save_challenge(
+        &self,
+        token_hash: &str,
+        before: Option<&QuestionChallenge>,
+        after: &QuestionChallenge,
+        verified: Option<(&ResetSession, &ResetSession)>,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        let mut update = reset_session::Entity::update_many()
+            .col_expr(
+                reset_session::Column::QuestionChallenge,
+                Expr::value(challenge_json(Some(after))?),
+            )
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(reset_session::Column::QuestionChallenge.eq(challenge_json(before)?))
+            .filter(reset_session::Column::Status.eq(SessionStatus::Active.as_str()));
+        if let Some((before, after)) = verified {
+            update = update
+                .col_expr(
+                    reset_session::Column::VerifiedMethodIds,
+                    Expr::value(verified_json(&after.verified)?),
+                )
+                .filter(
+                    reset_session::Column::VerifiedMethodIds.eq(verified_json(&before.verified)?),
+                );
+        }
+        if update.exec(&txn).await?.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        enqueue_all(&txn, messages, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     /// Enqueues messages that report no state change of ours (e.g. a rejection of an expired code).
     pub async fn record_events(
         &self,
@@ -431,6 +488,22 @@ fn methods_json(methods: &[SessionMethod]) -> Result<String, StoreError> {
 
 fn verified_json(ids: &[MethodId]) -> Result<String, StoreError> {
     serde_json::to_string(ids).map_err(|_| StoreError::Corrupt("reset_sessions"))
+}
+
+fn challenge_json(challenge: Option<&QuestionChallenge>) -> Result<String, StoreError> {
+    match challenge {
+        None => Ok(String::new()),
+        Some(c) => serde_json::to_string(c).map_err(|_| StoreError::Corrupt("reset_sessions")),
+    }
+}
+
+fn challenge_from_json(raw: &str) -> Result<Option<QuestionChallenge>, StoreError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(raw)
+        .map(Some)
+        .map_err(|_| StoreError::Corrupt("reset_sessions"))
 }
 
 fn session_from_row(row: reset_session::Model) -> Result<ResetSession, StoreError> {

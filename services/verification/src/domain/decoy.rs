@@ -65,7 +65,9 @@ fn decoy_method(key: &[u8; 32], user_id: &UserId, index: u32, kind: MethodKind) 
             let tld = TLDS[usize::from(h[2]) % TLDS.len()];
             format!("{}•••@{}•••.{tld}", letter(h[0]), letter(h[1]))
         }
-        MethodKind::Sms => format!("+•• •••• ••{:02}", h[0] % 100),
+        MethodKind::Sms | MethodKind::Voice => format!("+•• •••• ••{:02}", h[0] % 100),
+        // Not offered as a decoy (see `start_reset`); labelled as enrolment would.
+        MethodKind::SecurityQuestions => "3 questions".to_owned(),
     };
 
     let mut ms_bytes = [0u8; 8];
@@ -139,6 +141,9 @@ mod tests {
             .strip_prefix("+•• •••• ••")
             .unwrap_or_else(|| panic!("{}", sms[0].masked));
         assert!(tail.len() == 2 && tail.bytes().all(|b| b.is_ascii_digit()));
+        let voice = decoy_methods(&key, &user("x"), &[MethodKind::Voice], 1);
+        assert_eq!(voice[0].kind, MethodKind::Voice);
+        assert!(voice[0].masked.starts_with("+•• •••• ••"));
         assert_eq!(
             decoy_methods(&key, &user("x"), &[], 0).len(),
             1,

@@ -6,6 +6,7 @@ pub mod code;
 pub mod decoy;
 pub mod destination;
 pub mod ids;
+pub mod questions;
 pub mod session;
 
 pub use code::{

@@ -66,6 +66,11 @@ impl SessionToken {
 pub enum MethodKind {
     Email,
     Sms,
+    /// A phone call that reads the code out (delivered through the SMS provider).
+    Voice,
+    /// Answers to security questions: nothing is sent, the user answers picked questions.
+    #[serde(rename = "security_questions")]
+    SecurityQuestions,
 }
 
 /// A method offered in a session, as shown to the user (masked).

@@ -8,8 +8,11 @@
 //! Spans carry only `user_id`, `flow_id` and `method_id`; never a code, token, destination or
 //! password.
 
+mod password_check;
+mod questions;
 mod registration;
 mod reset;
+mod unlock;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +67,24 @@ pub fn router(service: Arc<Verification>) -> Router {
     let router = route(router, rpc::COMPLETE_RESET, &service, |s, r| async move {
         s.complete_reset(r).await
     });
+    let router = route(router, rpc::CHECK_PASSWORD, &service, |s, r| async move {
+        s.check_password(r).await
+    });
+    let router = route(router, rpc::UNLOCK_ACCOUNT, &service, |s, r| async move {
+        s.unlock_account(r).await
+    });
+    let router = route(
+        router,
+        rpc::GET_SECURITY_QUESTIONS,
+        &service,
+        |s, r| async move { s.get_security_questions(r).await },
+    );
+    let router = route(
+        router,
+        rpc::ANSWER_SECURITY_QUESTIONS,
+        &service,
+        |s, r| async move { s.answer_security_questions(r).await },
+    );
     let router = route(router, rpc::ISSUE_CODE, &service, |s, r| async move {
         s.issue_code(r).await
     });
@@ -161,6 +182,7 @@ impl Verification {
             user_id: user_id.as_str().to_owned(),
             flow_id: flow_id.as_str().to_owned(),
             source: SERVICE.to_owned(),
+            actor: String::new(),
         }
     }
 
@@ -226,6 +248,8 @@ impl Verification {
             let subject = match issue.kind {
                 MethodKind::Email => subjects::delivery::EMAIL,
                 MethodKind::Sms => subjects::delivery::SMS,
+                MethodKind::Voice => subjects::delivery::VOICE,
+                MethodKind::SecurityQuestions => return Err(Error::NothingToSend),
             };
             messages.push(OutboxMessage::new(subject, delivery_id.clone(), &sealed));
         }
@@ -362,6 +386,8 @@ fn proto_kind(kind: MethodKind) -> common::MethodKind {
     match kind {
         MethodKind::Email => common::MethodKind::Email,
         MethodKind::Sms => common::MethodKind::Sms,
+        MethodKind::Voice => common::MethodKind::Voice,
+        MethodKind::SecurityQuestions => common::MethodKind::SecurityQuestions,
     }
 }
 
@@ -369,9 +395,9 @@ fn domain_kind(kind: i32) -> Option<MethodKind> {
     match common::MethodKind::try_from(kind).ok()? {
         common::MethodKind::Email => Some(MethodKind::Email),
         common::MethodKind::Sms => Some(MethodKind::Sms),
-        common::MethodKind::Voice
-        | common::MethodKind::SecurityQuestions
-        | common::MethodKind::Unspecified => None,
+        common::MethodKind::Voice => Some(MethodKind::Voice),
+        common::MethodKind::SecurityQuestions => Some(MethodKind::SecurityQuestions),
+        common::MethodKind::Unspecified => None,
     }
 }
 

@@ -36,7 +36,8 @@ impl Verification {
         let method_id = MethodId::parse(&req.method_id)?;
         let flow_id = FlowId::parse(&req.flow_id)?;
         let purpose = registration_purpose(req.purpose)?;
-        let kind = domain_kind(req.kind).ok_or(InputError::new("kind", "must be EMAIL or SMS"))?;
+        let kind =
+            domain_kind(req.kind).ok_or(InputError::new("kind", "must be EMAIL, SMS or VOICE"))?;
         if req.destination.trim().is_empty()
             || req.destination.len() > MAX_DESTINATION_BYTES
             || req.destination.chars().any(char::is_control)

@@ -36,11 +36,14 @@ use crate::domain::{
 };
 
 /// The longest password passed on to the directory, in bytes.
-const MAX_PASSWORD_BYTES: usize = 1024;
+pub(super) const MAX_PASSWORD_BYTES: usize = 1024;
 
 impl Verification {
     /// Loads the session behind a caller's token, if it is still usable.
-    async fn usable_session(&self, raw_token: &str) -> Result<(String, ResetSession), Error> {
+    pub(super) async fn usable_session(
+        &self,
+        raw_token: &str,
+    ) -> Result<(String, ResetSession), Error> {
         let token = SessionToken::parse(raw_token).ok_or(Error::UnknownSession)?;
         let token_hash = token.hash();
         let session = self
@@ -74,7 +77,13 @@ impl Verification {
             .evaluate(match &user {
                 Some(u) => pol::EvaluateRequest {
                     user_id: user_id.as_str().to_owned(),
-                    group_ids: u.group_ids.clone(),
+                    // Nested groups count for SCOPE_SELECTED (direct ones if the directory
+                    // sent no effective groups).
+                    group_ids: if u.effective_group_ids.is_empty() {
+                        u.group_ids.clone()
+                    } else {
+                        u.effective_group_ids.clone()
+                    },
                     is_admin: u.is_admin,
                     enabled: u.enabled,
                 },
@@ -84,7 +93,20 @@ impl Verification {
                 },
             })
             .await?;
-        let listed = self.peers.list_methods(user_id.as_str()).await?;
+        // The security-questions method is listed only when enough of its questions are still
+        // in the policy (evaluation has none for admins, so theirs is never listed).
+        let listed = self
+            .peers
+            .list_methods(
+                user_id.as_str(),
+                evaluation
+                    .security_questions
+                    .iter()
+                    .map(|q| q.question_id.clone())
+                    .collect(),
+                evaluation.questions_required_to_reset,
+            )
+            .await?;
 
         let allowed: Vec<MethodKind> = evaluation
             .allowed_methods
@@ -116,7 +138,13 @@ impl Verification {
         } else {
             // Shaped like a real flow under the same policy: as many methods as it requires, of
             // the kinds it allows.
-            let decoys = decoy_methods(self.key(), &user_id, &allowed, required);
+            // Security questions are not imitated: a decoy has no questions to show.
+            let contact_kinds: Vec<MethodKind> = allowed
+                .iter()
+                .copied()
+                .filter(|k| *k != MethodKind::SecurityQuestions)
+                .collect();
+            let decoys = decoy_methods(self.key(), &user_id, &contact_kinds, required);
             let count = u32::try_from(decoys.len()).unwrap_or(1);
             (decoys, count)
         };
@@ -183,6 +211,9 @@ impl Verification {
         let (_, session) = self.usable_session(&req.session_id).await?;
         let method = session.method(&req.method_id)?.clone();
         tracing::Span::current().record("method_id", method.method_id.as_str());
+        if method.kind == MethodKind::SecurityQuestions {
+            return Err(Error::NothingToSend);
+        }
         let key = CodeKey {
             purpose: Purpose::Reset,
             user_id: &session.user_id,
@@ -326,6 +357,7 @@ impl Verification {
                 CheckPass::Accepted(Some(after)) => {
                     return Ok(VerifyCodeResponse {
                         methods_remaining: after.methods_remaining(),
+                        unlock_available: self.unlock_available(&after).await,
                     });
                 }
                 CheckPass::Accepted(None) => {
@@ -353,7 +385,8 @@ impl Verification {
         }
         // The directory checks the password against the policy; a rejection ("password
         // rejected: ...") passes through and the session stays usable for another try.
-        self.peers
+        let set = self
+            .peers
             .set_password(&dir::SetPasswordRequest {
                 user_id: session.user_id.as_str().to_owned(),
                 new_password: req.new_password,
@@ -381,6 +414,8 @@ impl Verification {
             return Err(Error::UnknownSession);
         }
         self.signal.notify();
-        Ok(CompleteResetResponse {})
+        Ok(CompleteResetResponse {
+            strength: set.strength,
+        })
     }
 }

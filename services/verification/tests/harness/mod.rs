@@ -89,6 +89,7 @@ impl World {
             is_admin: false,
             enabled,
             has_password: true,
+            ..Default::default()
         });
     }
 
@@ -520,7 +521,7 @@ fn start_stand_ins(
                                 "password rejected: must be at least 12 characters",
                             ));
                         }
-                        Ok(dir::SetPasswordResponse {})
+                        Ok(dir::SetPasswordResponse::default())
                     }
                 },
             )
@@ -543,6 +544,7 @@ fn start_stand_ins(
                         reconfirm_after_days: 0,
                         require_full_destination: w.require_full_destination,
                         helpdesk_contact: w.helpdesk_contact.clone(),
+                        ..Default::default()
                     })
                 }
             },

@@ -19,6 +19,8 @@ pub struct Model {
     pub status: String,
     pub created_at: DateTimeUtc,
     pub confirmed_at: Option<DateTimeUtc>,
+    /// A confirmed method was sent a new code for re-confirmation that nobody used yet.
+    pub reconfirm_requested: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,3 +3,5 @@
 pub mod method;
 pub mod processed_event;
 pub mod registration_session;
+pub mod security_answer;
+pub mod security_question_method;

@@ -18,6 +18,8 @@ pub struct Model {
     pub allowed_kinds: String,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
+    /// Policy allowed security questions for this user when the session began.
+    pub questions_allowed: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
