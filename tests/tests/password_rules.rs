@@ -303,8 +303,31 @@ async fn the_password_history_is_enforced(backend: Backend) {
         .await
         .expect("a new password");
 
-    // Second reset: going back to the previous password is refused.
+    // Second reset: going back to the previous password is refused, and CheckPassword says
+    // so before CompleteReset is tried.
     let session = verified_session(&world, &method_id).await;
+    let checked = world
+        .reset()
+        .check_password(reset::CheckPasswordRequest {
+            session_id: session.clone(),
+            password: OLD_PASSWORD.into(),
+        })
+        .await
+        .expect("check the previous password")
+        .into_inner();
+    assert!(!checked.acceptable, "{checked:?}");
+    let rules: Vec<&str> = checked.violations.iter().map(|v| v.rule.as_str()).collect();
+    assert_eq!(rules, ["password_reused"]);
+    let checked = world
+        .reset()
+        .check_password(reset::CheckPasswordRequest {
+            session_id: session.clone(),
+            password: NEWER_PASSWORD.into(),
+        })
+        .await
+        .expect("check a new password")
+        .into_inner();
+    assert!(checked.acceptable, "{checked:?}");
     let status = complete(&world, &session, OLD_PASSWORD)
         .await
         .expect_err("the previous password");

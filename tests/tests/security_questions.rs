@@ -96,6 +96,29 @@ async fn set_policy(
         .map(tonic::Response::into_inner)
 }
 
+/// Admin.PreviewPolicy of `policy`, every page: the users who could not reset under it.
+async fn preview_unable(world: &World, policy: &admin::Policy) -> Vec<admin::PreviewedUser> {
+    let mut unable = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = world
+            .admin()
+            .preview_policy(World::as_admin(admin::PreviewPolicyRequest {
+                policy: Some(policy.clone()),
+                page_size: 0,
+                page_token: page_token.clone(),
+            }))
+            .await
+            .expect("preview")
+            .into_inner();
+        unable.extend(page.unable);
+        if page.next_page_token.is_empty() {
+            return unable;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 fn answers(pairs: &[(&str, &str)]) -> Vec<SecurityAnswer> {
     pairs
         .iter()
@@ -297,6 +320,25 @@ async fn register_and_reset_with_questions(backend: Backend) {
         .await
         .expect("replace answers");
     assert_eq!(again.method_id, set.method_id);
+
+    // The policy preview counts the questions as alice's second method.
+    let unable = preview_unable(&world, &policy).await;
+    assert!(
+        unable.iter().all(|u| u.user_id != "alice"),
+        "email + questions is enough: {unable:?}"
+    );
+    let mut without_questions = policy.clone();
+    without_questions.allowed_methods = vec![MethodKind::Email as i32];
+    without_questions.security_questions.clear();
+    without_questions.questions_required_to_register = 0;
+    without_questions.questions_required_to_reset = 0;
+    let unable = preview_unable(&world, &without_questions).await;
+    let alice = unable
+        .iter()
+        .find(|u| u.user_id == "alice")
+        .unwrap_or_else(|| panic!("alice cannot reset with email alone: {unable:?}"));
+    assert_eq!(alice.reason, "not_enough_methods");
+    assert_eq!((alice.usable_methods, alice.methods_required), (1, 2));
 
     // Reset: email + questions.
     let started = start(&world, "alice").await;

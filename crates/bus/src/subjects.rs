@@ -62,6 +62,8 @@ pub mod rpc {
         pub const UPSERT_GROUP: &str = "sspr.rpc.directory.upsert_group";
         pub const DELETE_GROUP: &str = "sspr.rpc.directory.delete_group";
         pub const LIST_GROUPS: &str = "sspr.rpc.directory.list_groups";
+        /// A dry run of `set_password`'s checks (policy and history); writes nothing.
+        pub const CHECK_PASSWORD: &str = "sspr.rpc.directory.check_password";
         pub const LIST_USERS: &str = "sspr.rpc.directory.list_users";
     }
     pub mod policy {

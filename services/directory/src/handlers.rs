@@ -389,6 +389,55 @@ impl DirectoryHandlers {
         })
     }
 
+    /// The checks `set_password` would make, without writing anything: the policy's verdict
+    /// for the account's stored display name, then the password history. Takes and answers
+    /// the policy service's `check_password` messages (the request's display name is ignored).
+    #[tracing::instrument(skip_all, fields(user_id = Empty))]
+    pub async fn check_password(
+        &self,
+        req: sspr_proto::internal::policy::v1::CheckPasswordRequest,
+    ) -> Result<sspr_proto::internal::policy::v1::CheckPasswordResponse, Error> {
+        use sspr_proto::internal::policy::v1 as pol;
+        let user_id = parse_user_id(&req.user_id)?;
+        tracing::Span::current().record("user_id", user_id.as_str());
+        let user = self.store.find(&user_id).await?.ok_or(Error::UnknownUser)?;
+        let password = Password::new(&req.password);
+        let verdict = self
+            .rules
+            .check(&password, &user_id, user.profile.display_name.as_str())
+            .await?;
+        let mut accepted = verdict.accepted;
+        let mut violations: Vec<pol::PasswordViolation> = verdict
+            .violations
+            .into_iter()
+            .map(|v| pol::PasswordViolation {
+                rule: v.rule,
+                message: v.message,
+            })
+            .collect();
+        let keep = verdict.history_count.min(MAX_HISTORY);
+        if keep > 0
+            && self
+                .in_history(&password, &user_id, user.password_hash.as_ref(), keep)
+                .await?
+        {
+            accepted = false;
+            violations.push(pol::PasswordViolation {
+                rule: "password_reused".to_owned(),
+                message: format!("must not be one of your last {keep} passwords"),
+            });
+        }
+        tracing::info!(accepted, violations = violations.len(), "password checked");
+        Ok(pol::CheckPasswordResponse {
+            accepted,
+            violations,
+            strength: verdict.strength.as_ref().map_or(0, |s| s.score),
+            history_count: keep,
+            estimate: verdict.strength,
+            ..Default::default()
+        })
+    }
+
     /// Writes the accepted password through the connector. A failure ends the change; it is
     /// logged where it becomes an `RpcError` (connector and cause, never the password).
     async fn write_back(&self, user_id: &UserId, password: &Password) -> Result<(), Error> {
@@ -509,6 +558,7 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     let get = handlers.clone();
     let auth = handlers.clone();
     let set = handlers.clone();
+    let check = handlers.clone();
     let upsert = handlers.clone();
     let admins = handlers.clone();
     let list_users = handlers.clone();
@@ -532,6 +582,10 @@ pub fn router(handlers: DirectoryHandlers) -> Router {
     .route(subjects::SET_PASSWORD, move |_: RequestContext, req| {
         let h = set.clone();
         async move { h.set_password(req).await.map_err(RpcError::from) }
+    })
+    .route(subjects::CHECK_PASSWORD, move |_: RequestContext, req| {
+        let h = check.clone();
+        async move { h.check_password(req).await.map_err(RpcError::from) }
     })
     .route(subjects::UPSERT_USER, move |_: RequestContext, req| {
         let h = upsert.clone();

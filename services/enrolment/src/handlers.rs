@@ -373,15 +373,28 @@ impl Enrolment {
         for raw in &req.user_ids {
             let user_id = UserId::parse(raw)?;
             let methods = self.store.confirmed_methods(&user_id).await?;
+            let mut kinds: Vec<ConfirmedMethodKind> = methods
+                .iter()
+                .map(|m| ConfirmedMethodKind {
+                    kind: m.kind().code(),
+                    confirmed_at: m.confirmed_at.map(sspr_proto::time::timestamp),
+                })
+                .collect();
+            // Usable for reset only with enough answered questions still in the policy, as in
+            // list_methods.
+            let required = req.questions_required_to_reset as usize;
+            if required > 0
+                && let Some(m) = self.store.security_method(&user_id).await?
+                && m.answered_among(&req.security_question_ids) >= required
+            {
+                kinds.push(ConfirmedMethodKind {
+                    kind: sspr_proto::common::v1::MethodKind::SecurityQuestions as i32,
+                    confirmed_at: Some(sspr_proto::time::timestamp(m.registered_at)),
+                });
+            }
             users.push(UserMethodKinds {
                 user_id: user_id.as_str().to_owned(),
-                methods: methods
-                    .iter()
-                    .map(|m| ConfirmedMethodKind {
-                        kind: m.kind().code(),
-                        confirmed_at: m.confirmed_at.map(sspr_proto::time::timestamp),
-                    })
-                    .collect(),
+                methods: kinds,
             });
         }
         Ok(ListMethodKindsResponse { users })

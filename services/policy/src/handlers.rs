@@ -99,6 +99,11 @@ impl PolicyHandlers {
             .as_ref()
             .ok_or_else(|| RpcError::unavailable("the policy preview is not available"))?;
 
+        let question_ids: Vec<String> = canonical
+            .security_questions
+            .iter()
+            .map(|q| q.question_id.clone())
+            .collect();
         let mut tally = Tally::new(after, page_size);
         let mut after_user_id = String::new();
         for _ in 0..PREVIEW_MAX_BATCHES {
@@ -108,7 +113,11 @@ impl PolicyHandlers {
             }
             let ids = page.users.iter().map(|u| u.user_id.clone()).collect();
             let mut kinds: HashMap<String, Vec<Option<MethodKind>>> = population
-                .method_kinds(ids)
+                .method_kinds(
+                    ids,
+                    question_ids.clone(),
+                    canonical.questions_required_to_reset,
+                )
                 .await?
                 .users
                 .into_iter()

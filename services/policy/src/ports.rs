@@ -54,9 +54,13 @@ pub trait Population: Send + Sync + 'static {
         limit: u32,
     ) -> Result<sspr_proto::internal::directory::v1::ListUsersResponse, Error>;
 
-    /// For each of `user_ids`, the kinds of their confirmed methods.
+    /// For each of `user_ids`, the kinds of their confirmed methods, with their
+    /// security-questions method when at least `questions_required_to_reset` of their answered
+    /// questions are among `security_question_ids`.
     async fn method_kinds(
         &self,
         user_ids: Vec<String>,
+        security_question_ids: Vec<String>,
+        questions_required_to_reset: u32,
     ) -> Result<sspr_proto::internal::enrolment::v1::ListMethodKindsResponse, Error>;
 }

@@ -45,8 +45,14 @@ impl Population for BusPopulation {
     async fn method_kinds(
         &self,
         user_ids: Vec<String>,
+        security_question_ids: Vec<String>,
+        questions_required_to_reset: u32,
     ) -> Result<enrolment::ListMethodKindsResponse, Error> {
-        let request = enrolment::ListMethodKindsRequest { user_ids };
+        let request = enrolment::ListMethodKindsRequest {
+            user_ids,
+            security_question_ids,
+            questions_required_to_reset,
+        };
         Ok(self
             .bus
             .request(rpc::enrolment::LIST_METHOD_KINDS, &request)

@@ -163,6 +163,7 @@ impl Peers {
         &self,
         request: &pol::CheckPasswordRequest,
     ) -> Result<pol::CheckPasswordResponse, BusError> {
-        self.bus.request(policy::CHECK_PASSWORD, request).await
+        // The directory's dry run: the policy's rules plus the password history it holds.
+        self.bus.request(directory::CHECK_PASSWORD, request).await
     }
 }

@@ -1,10 +1,11 @@
 //! CheckPassword: a dry run of the password policy for a flow whose methods are verified, so a
 //! page can show the broken rules and a strength meter before CompleteReset.
 //!
-//! Invariants: the candidate goes only to the policy service's `check_password` subject; it is
-//! never stored, logged or put in a span field. A flow that is not verified enough (decoys
-//! never are) gets FAILED_PRECONDITION, like CompleteReset. Password history is not part of
-//! this check: only the directory holds the previous hashes, and CompleteReset applies it.
+//! Invariants: the candidate goes only to the directory's `check_password` subject (the same
+//! checks as its `set_password`: the policy's rules, then the password history), so a password
+//! CheckPassword accepts is one CompleteReset accepts; it is never stored, logged or put in a
+//! span field. A flow that is not verified enough (decoys never are) gets FAILED_PRECONDITION,
+//! like CompleteReset.
 
 use sspr_proto::internal::policy::v1 as pol;
 use sspr_proto::internal::verification::v1::{
@@ -28,19 +29,13 @@ impl Verification {
         if req.password.is_empty() || req.password.len() > MAX_PASSWORD_BYTES {
             return Err(InputError::new("password", "must be 1 to 1024 bytes").into());
         }
-        // The display name makes the name rules as strict as at completion.
-        let display_name = self
-            .peers
-            .get_user(session.user_id.as_str())
-            .await?
-            .map(|u| u.display_name)
-            .unwrap_or_default();
+        // The directory applies the stored display name, as at completion.
         let verdict = self
             .peers
             .check_password(&pol::CheckPasswordRequest {
                 password: req.password,
                 user_id: session.user_id.as_str().to_owned(),
-                display_name,
+                display_name: String::new(),
             })
             .await?;
         tracing::info!(
