@@ -171,6 +171,92 @@ async fn admin_changes_are_audited_with_the_named_admin(backend: Backend) {
     })
     .await;
     assert_eq!(record.actor, "alice-ops");
+    let record = audited(&world, ADMIN_TOKEN, "user.upserted", |r| {
+        r.user_id == "carol"
+    })
+    .await;
+    assert_eq!(record.actor, "alice-ops");
+    assert!(
+        record.summary_json.contains("\"password_set\":true"),
+        "{}",
+        record.summary_json
+    );
+    assert!(!record.summary_json.contains("passphrase"), "no password");
+
+    // Profile, group and state changes without a password, and group changes: all recorded.
+    client
+        .upsert_user(with_token(
+            admin::UpsertUserRequest {
+                user_id: "dave".into(),
+                display_name: "Dave".into(),
+                locale: "en".into(),
+                group_ids: vec!["ops-team".into()],
+                is_admin: true,
+                enabled: Some(false),
+                ..Default::default()
+            },
+            OPS_TOKEN,
+        ))
+        .await
+        .expect("upsert without password");
+    client
+        .upsert_group(with_token(
+            admin::UpsertGroupRequest {
+                group: Some(admin::Group {
+                    group_id: "ops-team".into(),
+                    display_name: "Ops team".into(),
+                    member_group_ids: vec!["oncall".into()],
+                }),
+            },
+            OPS_TOKEN,
+        ))
+        .await
+        .expect("upsert group");
+    client
+        .delete_group(with_token(
+            admin::DeleteGroupRequest {
+                group_id: "ops-team".into(),
+            },
+            OPS_TOKEN,
+        ))
+        .await
+        .expect("delete group");
+    let record = audited(&world, HELPDESK_TOKEN, "user.upserted", |r| {
+        r.user_id == "dave"
+    })
+    .await;
+    assert_eq!(record.actor, "alice-ops");
+    for field in [
+        "\"created\":true",
+        "\"password_set\":false",
+        "\"is_admin\":true",
+        "\"enabled\":false",
+        "\"group_ids\":[\"ops-team\"]",
+    ] {
+        assert!(
+            record.summary_json.contains(field),
+            "{field} in {}",
+            record.summary_json
+        );
+    }
+    let record = audited(&world, HELPDESK_TOKEN, "group.upserted", |r| {
+        r.summary_json.contains("\"group_id\":\"ops-team\"")
+    })
+    .await;
+    assert_eq!(record.actor, "alice-ops");
+    assert!(
+        record
+            .summary_json
+            .contains("\"member_group_ids\":[\"oncall\"]"),
+        "{}",
+        record.summary_json
+    );
+    let record = audited(&world, HELPDESK_TOKEN, "group.deleted", |r| {
+        r.summary_json.contains("\"group_id\":\"ops-team\"")
+    })
+    .await;
+    assert_eq!(record.actor, "alice-ops");
+    assert_eq!(record.user_id, "");
 
     // The helpdesk may not change the policy; nothing changes.
     let status = client

@@ -39,6 +39,9 @@ pub mod events {
     pub const USER_DELETED: &str = "sspr.events.v1.user.deleted";
     pub const ACCOUNT_LOCKED: &str = "sspr.events.v1.account.locked";
     pub const ACCOUNT_UNLOCKED: &str = "sspr.events.v1.account.unlocked";
+    pub const USER_UPSERTED: &str = "sspr.events.v1.user.upserted";
+    pub const GROUP_UPSERTED: &str = "sspr.events.v1.group.upserted";
+    pub const GROUP_DELETED: &str = "sspr.events.v1.group.deleted";
 }
 
 /// Delivery subjects, one per channel.

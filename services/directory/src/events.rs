@@ -7,14 +7,16 @@
 use chrono::{DateTime, Utc};
 use sspr_bus::subjects::events;
 use sspr_proto::events::v1::{
-    AccountLocked, AccountUnlocked, EventMeta, PasswordChanged, UserDeleted,
+    AccountLocked, AccountUnlocked, EventMeta, GroupDeleted, GroupUpserted, PasswordChanged,
+    UserDeleted, UserUpserted,
 };
 use sspr_storage::outbox::OutboxMessage;
 
 use crate::SERVICE;
-use crate::domain::ids::UserId;
+use crate::domain::group::Group;
+use crate::domain::ids::{GroupId, UserId};
 use crate::domain::password::ChangeReason;
-use crate::domain::user::UnlockReason;
+use crate::domain::user::{UnlockReason, User};
 
 fn meta(user_id: &UserId, flow_id: &str, now: DateTime<Utc>) -> EventMeta {
     EventMeta {
@@ -91,4 +93,79 @@ pub fn account_unlocked(
         reason: reason.as_str().to_owned(),
     };
     OutboxMessage::new(events::ACCOUNT_UNLOCKED, id, &event)
+}
+
+/// `sspr.events.v1.user.upserted`: the account as stored after an admin's upsert by `actor`.
+/// Says only whether a password was set, never the password or its hash.
+pub fn user_upserted(
+    user: &User,
+    created: bool,
+    password_set: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let meta = EventMeta {
+        actor: actor.to_owned(),
+        ..meta(&user.profile.user_id, "", now)
+    };
+    let id = meta.event_id.clone();
+    let event = UserUpserted {
+        meta: Some(meta),
+        created,
+        group_ids: user
+            .profile
+            .group_ids
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+        is_admin: user.profile.is_admin,
+        enabled: user.enabled,
+        locked: user.locked,
+        password_set,
+    };
+    OutboxMessage::new(events::USER_UPSERTED, id, &event)
+}
+
+/// EventMeta of a group change by `actor`: about no user.
+fn group_meta(actor: &str, now: DateTime<Utc>) -> EventMeta {
+    EventMeta {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occurred_at: Some(sspr_proto::time::timestamp(now)),
+        source: SERVICE.to_owned(),
+        actor: actor.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// `sspr.events.v1.group.upserted`: the group as stored after an admin's upsert by `actor`.
+pub fn group_upserted(
+    group: &Group,
+    created: bool,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let meta = group_meta(actor, now);
+    let id = meta.event_id.clone();
+    let event = GroupUpserted {
+        meta: Some(meta),
+        group_id: group.group_id.as_str().to_owned(),
+        member_group_ids: group
+            .member_group_ids
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+        created,
+    };
+    OutboxMessage::new(events::GROUP_UPSERTED, id, &event)
+}
+
+/// `sspr.events.v1.group.deleted`, deleted by the admin `actor`.
+pub fn group_deleted(group_id: &GroupId, actor: &str, now: DateTime<Utc>) -> OutboxMessage {
+    let meta = group_meta(actor, now);
+    let id = meta.event_id.clone();
+    let event = GroupDeleted {
+        meta: Some(meta),
+        group_id: group_id.as_str().to_owned(),
+    };
+    OutboxMessage::new(events::GROUP_DELETED, id, &event)
 }

@@ -269,7 +269,14 @@ impl DirectoryHandlers {
                 events::account_unlocked(&profile.user_id, "", UnlockReason::Admin, &actor, now)
             }
         };
-        let user = self.store.upsert(write, now, events, &lock_event).await?;
+        let password_set = hash.is_some();
+        let upserted = |user: &User, created: bool| {
+            events::user_upserted(user, created, password_set, &actor, now)
+        };
+        let user = self
+            .store
+            .upsert(write, now, events, &lock_event, &upserted)
+            .await?;
         tracing::info!(
             password_set = hash.is_some(),
             is_admin = user.profile.is_admin,
@@ -329,7 +336,11 @@ impl DirectoryHandlers {
             member_group_ids: submitted.member_group_ids,
         })?;
         tracing::Span::current().record("group_id", group.group_id.as_str());
-        let stored = self.store.upsert_group(&group, self.clock.now()).await?;
+        let actor = req.actor;
+        let now = self.clock.now();
+        let upserted =
+            |stored: &Group, created: bool| events::group_upserted(stored, created, &actor, now);
+        let stored = self.store.upsert_group(&group, now, &upserted).await?;
         tracing::info!(members = stored.member_group_ids.len(), "group upserted");
         Ok(UpsertGroupResponse {
             group: Some(group_record(&stored)),
@@ -342,7 +353,9 @@ impl DirectoryHandlers {
         req: DeleteGroupRequest,
     ) -> Result<DeleteGroupResponse, Error> {
         let group_id = GroupId::parse(&req.group_id).ok_or(InvalidGroup::GroupId)?;
-        if !self.store.delete_group(&group_id).await? {
+        let now = self.clock.now();
+        let event = events::group_deleted(&group_id, &req.actor, now);
+        if !self.store.delete_group(&group_id, now, event).await? {
             return Err(Error::UnknownGroup);
         }
         tracing::info!("group deleted");

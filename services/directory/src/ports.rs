@@ -35,6 +35,12 @@ pub struct AccountWrite<'a> {
 /// `account.unlocked`.
 pub type LockEvent<'a> = &'a (dyn Fn(bool) -> OutboxMessage + Send + Sync);
 
+/// Builds `user.upserted` from the account as stored and whether the write created it.
+pub type UpsertedEvent<'a> = &'a (dyn Fn(&User, bool) -> OutboxMessage + Send + Sync);
+
+/// Builds `group.upserted` from the group as stored and whether the write created it.
+pub type GroupUpsertedEvent<'a> = &'a (dyn Fn(&Group, bool) -> OutboxMessage + Send + Sync);
+
 /// Where accounts and groups live. Every write takes the events it causes and commits them with the
 /// change in one transaction (transactional outbox); a write that changes nothing enqueues
 /// nothing.
@@ -52,13 +58,15 @@ pub trait UserStore: Send + Sync + 'static {
     /// Creates or updates the account and replaces its groups (see [`AccountWrite`]). A new
     /// `password` is written as in [`UserStore::set_password`], with the same `keep`. When the
     /// locked state changes (read in the same transaction), `lock_event(new_state)` is
-    /// committed with the change.
+    /// committed with the change. `upserted(account, created)` is always committed with it,
+    /// after the other events.
     async fn upsert(
         &self,
         write: AccountWrite<'_>,
         now: DateTime<Utc>,
         events: Vec<OutboxMessage>,
         lock_event: LockEvent<'_>,
+        upserted: UpsertedEvent<'_>,
     ) -> Result<User, Error>;
 
     /// Replaces the password hash, keeping the replaced one (and those before it) as the last
@@ -85,11 +93,23 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<Option<(User, bool)>, Error>;
 
     /// Creates or replaces the group and its member groups; answers it as stored.
-    async fn upsert_group(&self, group: &Group, now: DateTime<Utc>) -> Result<Group, Error>;
+    /// `upserted(group, created)` is committed with the change.
+    async fn upsert_group(
+        &self,
+        group: &Group,
+        now: DateTime<Utc>,
+        upserted: GroupUpsertedEvent<'_>,
+    ) -> Result<Group, Error>;
 
     /// Deletes the group, the memberships in it (users' and groups') and its own memberships
-    /// in other groups; false (and nothing written) if it does not exist.
-    async fn delete_group(&self, group_id: &GroupId) -> Result<bool, Error>;
+    /// in other groups; false (and nothing written) if it does not exist. `event`
+    /// (`group.deleted`) is committed with the change.
+    async fn delete_group(
+        &self,
+        group_id: &GroupId,
+        now: DateTime<Utc>,
+        event: OutboxMessage,
+    ) -> Result<bool, Error>;
 
     /// At most `limit` groups sorted by id, starting after `after`.
     async fn list_groups(&self, after: Option<&GroupId>, limit: u64) -> Result<Vec<Group>, Error>;

@@ -16,7 +16,10 @@ use sspr_directory::adapters::policy_client::NatsPasswordRules;
 use sspr_directory::adapters::store::SqlUserStore;
 use sspr_directory::handlers::{DirectoryHandlers, router};
 use sspr_directory::hashing::{Cost, Hasher, Work, WorkLog};
-use sspr_proto::events::v1::{AccountLocked, AccountUnlocked, PasswordChanged, UserDeleted};
+use sspr_proto::events::v1::{
+    AccountLocked, AccountUnlocked, GroupDeleted, GroupUpserted, PasswordChanged, UserDeleted,
+    UserUpserted,
+};
 use sspr_proto::internal::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, DeleteUserRequest, DeleteUserResponse,
     GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, SetPasswordRequest,
@@ -1282,6 +1285,114 @@ async fn locked_accounts_cannot_sign_in_and_unlocking_is_announced() {
             (meta.user_id.as_str(), meta.flow_id.as_str()),
             ("alice", "flow-9")
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_changes_to_users_and_groups_are_announced_with_their_actor() {
+    on_every_backend(true, async |f| {
+        let secret = "correct horse battery";
+        upsert(
+            &f.bus,
+            &UpsertUserRequest {
+                actor: "alice-helpdesk".into(),
+                ..upsert_req("alice", secret)
+            },
+        )
+        .await
+        .expect("create");
+        upsert(
+            &f.bus,
+            &UpsertUserRequest {
+                actor: "bob-admin".into(),
+                is_admin: true,
+                enabled: Some(false),
+                locked: Some(true),
+                group_ids: vec!["zeta".into(), "alpha".into()],
+                ..upsert_req("alice", "")
+            },
+        )
+        .await
+        .expect("update");
+        // A refused upsert changes nothing and announces nothing.
+        upsert(&f.bus, &upsert_req("bad id!", ""))
+            .await
+            .expect_err("invalid");
+
+        let users = events_on(&f.bus, events::USER_UPSERTED, 2, SETTLE).await;
+        let more = events_on(&f.bus, events::USER_UPSERTED, 3, Duration::from_secs(2)).await;
+        assert_eq!(more.len(), 2, "one user.upserted per upsert");
+        for msg in &users {
+            assert!(!contains(&msg.payload, secret), "no password in events");
+            assert!(!contains(&msg.payload, "argon2"), "no hash in events");
+        }
+        let created = UserUpserted::decode(users[0].payload.clone()).expect("UserUpserted");
+        let meta = created.meta.clone().expect("meta");
+        assert_eq!(
+            (
+                meta.user_id.as_str(),
+                meta.actor.as_str(),
+                meta.source.as_str()
+            ),
+            ("alice", "alice-helpdesk", "directory")
+        );
+        assert!(created.created && created.password_set && created.enabled);
+        assert!(!created.is_admin && !created.locked);
+        assert_eq!(created.group_ids, vec!["admins", "staff"]);
+        let updated = UserUpserted::decode(users[1].payload.clone()).expect("UserUpserted");
+        assert_eq!(updated.meta.expect("meta").actor, "bob-admin");
+        assert!(!updated.created && !updated.password_set && !updated.enabled);
+        assert!(updated.is_admin && updated.locked);
+        assert_eq!(updated.group_ids, vec!["alpha", "zeta"]);
+
+        let req = |members: &[&str]| UpsertGroupRequest {
+            group: Some(Group {
+                group_id: "staff".into(),
+                display_name: "Staff".into(),
+                member_group_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+            }),
+            actor: "carol-admin".into(),
+        };
+        for members in [&["b", "a"][..], &["c"][..]] {
+            f.bus
+                .request::<_, UpsertGroupResponse>(rpc::UPSERT_GROUP, &req(members))
+                .await
+                .expect("upsert group");
+        }
+        f.bus
+            .request::<_, DeleteGroupResponse>(
+                rpc::DELETE_GROUP,
+                &DeleteGroupRequest {
+                    group_id: "staff".into(),
+                    actor: "dave-admin".into(),
+                },
+            )
+            .await
+            .expect("delete group");
+        // Deleting a missing group deletes and announces nothing.
+        delete_group(&f.bus, "staff").await.expect_err("gone");
+
+        let upserts = events_on(&f.bus, events::GROUP_UPSERTED, 2, SETTLE).await;
+        assert_eq!(upserts.len(), 2);
+        let first = GroupUpserted::decode(upserts[0].payload.clone()).expect("GroupUpserted");
+        let meta = first.meta.expect("meta");
+        assert_eq!(
+            (meta.actor.as_str(), meta.user_id.as_str()),
+            ("carol-admin", "")
+        );
+        assert_eq!(first.group_id, "staff");
+        assert!(first.created);
+        assert_eq!(first.member_group_ids, vec!["a", "b"]);
+        let second = GroupUpserted::decode(upserts[1].payload.clone()).expect("GroupUpserted");
+        assert!(!second.created);
+        assert_eq!(second.member_group_ids, vec!["c"]);
+
+        let deletes = events_on(&f.bus, events::GROUP_DELETED, 2, Duration::from_secs(5)).await;
+        assert_eq!(deletes.len(), 1, "one group.deleted per real deletion");
+        let deleted = GroupDeleted::decode(deletes[0].payload.clone()).expect("GroupDeleted");
+        assert_eq!(deleted.group_id, "staff");
+        assert_eq!(deleted.meta.expect("meta").actor, "dave-admin");
     })
     .await;
 }

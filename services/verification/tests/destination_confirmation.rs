@@ -68,12 +68,26 @@ async fn required_confirmation_gates_the_send() {
         .expect_err("wrong code");
     assert_eq!(err.message, "wrong code");
 
-    let events = h.events(1).await;
-    let rejected: Vec<ev::CodeRejected> = events
-        .iter()
-        .filter(|e| e.subject == events::CODE_REJECTED)
-        .map(|e| ev::CodeRejected::decode(e.payload.as_slice()).expect("decode"))
-        .collect();
+    // The outbox relay publishes asynchronously: wait for all three rejections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let rejected = loop {
+        let rejected: Vec<ev::CodeRejected> = h
+            .events(1)
+            .await
+            .iter()
+            .filter(|e| e.subject == events::CODE_REJECTED)
+            .map(|e| ev::CodeRejected::decode(e.payload.as_slice()).expect("decode"))
+            .collect();
+        let mismatches = rejected
+            .iter()
+            .filter(|r| r.reason == "destination_mismatch")
+            .count();
+        let wrong = rejected.iter().any(|r| r.reason == "wrong_code");
+        if (mismatches >= 2 && wrong) || std::time::Instant::now() > deadline {
+            break rejected;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let mismatches: Vec<_> = rejected
         .iter()
         .filter(|r| r.reason == "destination_mismatch")

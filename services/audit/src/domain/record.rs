@@ -236,6 +236,40 @@ fn details(kind: &str, payload: &[u8]) -> Result<Details, Unrecordable> {
                 ..Details::ok(e.meta, json!({ "reason": e.reason }))
             }
         }
+        "user.upserted" => {
+            let e: ev::UserUpserted = decode(payload, "UserUpserted")?;
+            let summary = json!({
+                "created": e.created,
+                "group_ids": e.group_ids,
+                "is_admin": e.is_admin,
+                "enabled": e.enabled,
+                "locked": e.locked,
+                "password_set": e.password_set,
+            });
+            Details {
+                admin: true,
+                ..Details::ok(e.meta, summary)
+            }
+        }
+        "group.upserted" => {
+            let e: ev::GroupUpserted = decode(payload, "GroupUpserted")?;
+            let summary = json!({
+                "group_id": e.group_id,
+                "member_group_ids": e.member_group_ids,
+                "created": e.created,
+            });
+            Details {
+                admin: true,
+                ..Details::ok(e.meta, summary)
+            }
+        }
+        "group.deleted" => {
+            let e: ev::GroupDeleted = decode(payload, "GroupDeleted")?;
+            Details {
+                admin: true,
+                ..Details::ok(e.meta, json!({ "group_id": e.group_id }))
+            }
+        }
         // A kind this build does not know yet: every event carries its meta as field 1.
         _ => {
             let e: ev::UserDeleted = decode(payload, "an event")?;
@@ -438,6 +472,91 @@ mod tests {
         let r = from_event("sspr.events.v1.account.unlocked", &e.encode_to_vec(), None).unwrap();
         assert_eq!(r.actor, ADMIN_ACTOR);
         assert!(from_event("sspr.events.v1.account.locked", b"\xff\xff", None).is_err());
+    }
+
+    #[test]
+    fn user_and_group_changes_are_recorded_with_their_admin_and_safe_fields() {
+        let e = ev::UserUpserted {
+            meta: meta("bob").map(|m| ev::EventMeta {
+                actor: "alice-ops".into(),
+                ..m
+            }),
+            created: true,
+            group_ids: vec!["staff".into()],
+            is_admin: false,
+            enabled: true,
+            locked: false,
+            password_set: true,
+        };
+        let r = from_event("sspr.events.v1.user.upserted", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.kind, "user.upserted");
+        assert_eq!((r.actor.as_str(), r.user_id.as_str()), ("alice-ops", "bob"));
+        assert_eq!(r.outcome, OK);
+        assert_eq!(
+            r.summary,
+            json!({
+                "created": true,
+                "group_ids": ["staff"],
+                "is_admin": false,
+                "enabled": true,
+                "locked": false,
+                "password_set": true,
+            })
+        );
+        // An upsert that names no admin is still an admin change.
+        let e = ev::UserUpserted {
+            meta: meta("bob"),
+            ..Default::default()
+        };
+        let r = from_event("sspr.events.v1.user.upserted", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.actor, ADMIN_ACTOR);
+
+        let group_meta = || {
+            meta("").map(|m| ev::EventMeta {
+                source: "directory".into(),
+                ..m
+            })
+        };
+        let e = ev::GroupUpserted {
+            meta: group_meta(),
+            group_id: "staff".into(),
+            member_group_ids: vec!["backend".into(), "frontend".into()],
+            created: false,
+        };
+        let r = from_event("sspr.events.v1.group.upserted", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(r.kind, "group.upserted");
+        assert_eq!((r.actor.as_str(), r.user_id.as_str()), (ADMIN_ACTOR, ""));
+        assert_eq!(
+            r.summary,
+            json!({
+                "group_id": "staff",
+                "member_group_ids": ["backend", "frontend"],
+                "created": false,
+            })
+        );
+        let e = ev::GroupDeleted {
+            meta: group_meta().map(|m| ev::EventMeta {
+                actor: "carol-ops".into(),
+                ..m
+            }),
+            group_id: "staff".into(),
+        };
+        let r = from_event("sspr.events.v1.group.deleted", &e.encode_to_vec(), None).unwrap();
+        assert_eq!(
+            (r.kind.as_str(), r.actor.as_str()),
+            ("group.deleted", "carol-ops")
+        );
+        assert_eq!(r.summary, json!({ "group_id": "staff" }));
+        for subject in [
+            "sspr.events.v1.user.upserted",
+            "sspr.events.v1.group.upserted",
+            "sspr.events.v1.group.deleted",
+        ] {
+            assert!(matches!(
+                from_event(subject, &[0xff, 0xff, 0xff], None),
+                Err(Unrecordable::Malformed(_))
+            ));
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   ([`GroupClosure`]): a change to a group takes effect at once, for every member.
 //! - A lock change is decided on the row read inside the write transaction, so its event is
 //!   committed with it (and only when the state really changes).
+//! - Every user or group upsert and group delete commits its `user.upserted`,
+//!   `group.upserted` or `group.deleted` event with the change; "created" is decided on the row
+//!   read inside the write transaction.
 //! - A password write moves the replaced hash into `password_history` (when history is on)
 //!   and trims it to the newest `keep - 1` rows, in the same transaction.
 
@@ -28,7 +31,7 @@ use crate::domain::ids::{GroupId, UserId};
 use crate::domain::password::PasswordHash;
 use crate::domain::user::{Profile, ProfileDraft, User};
 use crate::error::Error;
-use crate::ports::{AccountWrite, LockEvent, UserStore};
+use crate::ports::{AccountWrite, GroupUpsertedEvent, LockEvent, UpsertedEvent, UserStore};
 
 pub struct SqlUserStore {
     db: DatabaseConnection,
@@ -280,6 +283,7 @@ impl UserStore for SqlUserStore {
         now: DateTime<Utc>,
         mut events: Vec<OutboxMessage>,
         lock_event: LockEvent<'_>,
+        upserted: UpsertedEvent<'_>,
     ) -> Result<User, Error> {
         let AccountWrite {
             profile,
@@ -329,6 +333,7 @@ impl UserStore for SqlUserStore {
             .into_tuple()
             .one(&txn)
             .await?;
+        let created = was_locked.is_none();
         let was_locked = was_locked.unwrap_or(false);
         if let Some(locked) = locked
             && locked != was_locked
@@ -360,10 +365,11 @@ impl UserStore for SqlUserStore {
             .exec_without_returning(&txn)
             .await?;
         }
-        let notify = enqueue_all(&txn, events, now).await?;
         let user = load(&txn, &profile.user_id).await?.ok_or_else(|| {
             Error::Corrupt("the account vanished while it was written".to_owned())
         })?;
+        events.push(upserted(&user, created));
+        let notify = enqueue_all(&txn, events, now).await?;
         txn.commit().await?;
         if notify {
             self.signal.notify();
@@ -431,9 +437,21 @@ impl UserStore for SqlUserStore {
         Ok(Some((user, was_locked)))
     }
 
-    async fn upsert_group(&self, group: &Group, now: DateTime<Utc>) -> Result<Group, Error> {
+    async fn upsert_group(
+        &self,
+        group: &Group,
+        now: DateTime<Utc>,
+        upserted: GroupUpsertedEvent<'_>,
+    ) -> Result<Group, Error> {
         let group_id = group.group_id.as_str();
         let txn = sspr_storage::begin_write(&self.db).await?;
+        let existing: Option<String> = groups::Entity::find_by_id(group_id.to_owned())
+            .select_only()
+            .column(groups::Column::GroupId)
+            .lock_exclusive()
+            .into_tuple()
+            .one(&txn)
+            .await?;
         groups::Entity::insert(groups::ActiveModel {
             group_id: Set(group_id.to_owned()),
             display_name: Set(group.display_name.as_str().to_owned()),
@@ -464,11 +482,18 @@ impl UserStore for SqlUserStore {
         let stored = load_group(&txn, &group.group_id)
             .await?
             .ok_or_else(|| Error::Corrupt("the group vanished while it was written".to_owned()))?;
+        outbox::enqueue(&txn, upserted(&stored, existing.is_none()), now).await?;
         txn.commit().await?;
+        self.signal.notify();
         Ok(stored)
     }
 
-    async fn delete_group(&self, group_id: &GroupId) -> Result<bool, Error> {
+    async fn delete_group(
+        &self,
+        group_id: &GroupId,
+        now: DateTime<Utc>,
+        event: OutboxMessage,
+    ) -> Result<bool, Error> {
         let id = group_id.as_str();
         let txn = sspr_storage::begin_write(&self.db).await?;
         let deleted = groups::Entity::delete_by_id(id.to_owned())
@@ -490,7 +515,9 @@ impl UserStore for SqlUserStore {
             .filter(user_groups::Column::GroupId.eq(id))
             .exec(&txn)
             .await?;
+        outbox::enqueue(&txn, event, now).await?;
         txn.commit().await?;
+        self.signal.notify();
         Ok(true)
     }
 
