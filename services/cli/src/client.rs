@@ -346,7 +346,7 @@ pub enum RegisterCommand {
     },
     /// Add a method; a code is sent to it.
     Add {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
         #[arg(long, value_enum)]
         kind: KindArg,
@@ -355,11 +355,11 @@ pub enum RegisterCommand {
     },
     /// Confirm a method with the code it received (again, to re-confirm it).
     Confirm {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         code: String,
     },
     /// Whether the user must register or re-confirm (checks the password, opens no session).
@@ -371,25 +371,25 @@ pub enum RegisterCommand {
     },
     /// List the session user's confirmed methods.
     List {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
     },
     /// Remove one of the session user's confirmed methods.
     Remove {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
     },
     /// List the security questions to choose from and how many to answer.
     Questions {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
     },
     /// Register (or replace) security-question answers. Without --answer, asks on the
     /// terminal: each question in turn, Enter to skip one, until enough are answered.
     Answer {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
         /// An answer as QUESTION_ID=ANSWER (repeat).
         #[arg(long = "answer", value_parser = parse_id_value)]
@@ -408,9 +408,9 @@ pub enum ResetCommand {
     },
     /// Send a code to one of the listed methods.
     Send {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
         /// The method's full destination, when the policy asks for it.
         #[arg(long = "confirm-destination", default_value = "")]
@@ -418,26 +418,26 @@ pub enum ResetCommand {
     },
     /// Verify a received code.
     Verify {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         code: String,
     },
     /// Show the security questions picked for a security-questions method.
     Questions {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
     },
     /// Answer the picked security questions. Without --answer, asks for the picked questions
     /// on the terminal.
     Answer {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         method: String,
         /// An answer as QUESTION_ID=ANSWER (repeat).
         #[arg(long = "answer", value_parser = parse_id_value)]
@@ -445,10 +445,23 @@ pub enum ResetCommand {
     },
     /// Set the new password.
     Complete {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         session: String,
         #[arg(long, env = "SSPR_NEW_PASSWORD", hide_env_values = true)]
         new_password: String,
+    },
+    /// Check a candidate password without setting it: the broken rules and a strength estimate.
+    Check {
+        #[arg(long, allow_hyphen_values = true)]
+        session: String,
+        #[arg(long, env = "SSPR_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+    /// Unlock the locked account of a verified flow instead of choosing a new password (when
+    /// the policy allows it).
+    Unlock {
+        #[arg(long, allow_hyphen_values = true)]
+        session: String,
     },
 }
 
@@ -1154,7 +1167,10 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print(json!({"methods_remaining": r.methods_remaining}));
+            print(json!({
+                "methods_remaining": r.methods_remaining,
+                "unlock_available": r.unlock_available,
+            }));
         }
         ResetCommand::Questions { session, method } => {
             let r = client
@@ -1229,6 +1245,43 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
             });
             print(json!({"completed": true, "strength": strength}));
+        }
+        ResetCommand::Check {
+            session,
+            new_password,
+        } => {
+            let body = reset::CheckPasswordRequest {
+                session_id: session,
+                password: new_password,
+            };
+            let r = client
+                .check_password(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let strength = r.strength.map(|s| {
+                json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
+            });
+            let violations: Vec<_> = r
+                .violations
+                .iter()
+                .map(|v| json!({"rule": v.rule, "description": v.description}))
+                .collect();
+            print(json!({
+                "acceptable": r.acceptable,
+                "violations": violations,
+                "strength": strength,
+            }));
+        }
+        ResetCommand::Unlock { session } => {
+            let body = reset::UnlockAccountRequest {
+                session_id: session,
+            };
+            client
+                .unlock_account(request(args, body, None)?)
+                .await
+                .map_err(status_error)?;
+            print(json!({"unlocked": true}));
         }
     }
     Ok(())
@@ -1402,6 +1455,30 @@ mod tests {
     struct ResetCli {
         #[command(subcommand)]
         command: ResetCommand,
+    }
+
+    #[test]
+    fn reset_check_and_unlock_parse() {
+        let cli = ResetCli::try_parse_from([
+            "sspr",
+            "check",
+            "--session",
+            "s",
+            "--new-password",
+            "a candidate",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            ResetCommand::Check { ref session, ref new_password }
+                if session == "s" && new_password == "a candidate"
+        ));
+        // Session ids are base64url: one may start with '-'.
+        let cli = ResetCli::try_parse_from(["sspr", "unlock", "--session", "-x1"]).unwrap();
+        assert!(matches!(cli.command, ResetCommand::Unlock { ref session } if session == "-x1"));
+        let cli =
+            ResetCli::try_parse_from(["sspr", "send", "--session", "-a", "--method", "m"]).unwrap();
+        assert!(matches!(cli.command, ResetCommand::Send { ref session, .. } if session == "-a"));
     }
 
     #[test]

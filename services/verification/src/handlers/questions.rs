@@ -10,6 +10,10 @@
 //!   right set emits `code.verified` and records the method verified, in the same transaction.
 //! - Answers go only to enrolment (which holds the hashes); they are never logged, stored or put
 //!   in an event or an error here.
+//! - A decoy's questions method answers like a real one: its pick (kept in the session the same
+//!   way) comes from the policy's questions, keyed by user id and attempt number
+//!   ([`decoy_pick`]); its answers are never right, cost an attempt and re-pick like wrong ones,
+//!   and (like a decoy's wrong codes) emit nothing. Enrolment is asked the same questions.
 
 use std::collections::BTreeSet;
 
@@ -25,6 +29,7 @@ use tracing::field::Empty;
 
 use super::{MAX_RACE_RETRIES, Verification};
 use crate::Error;
+use crate::domain::decoy::decoy_pick;
 use crate::domain::questions::{QuestionChallenge, answers_cover, pick};
 use crate::domain::{InputError, MethodKind, Rejection, ResetSession, SessionMethod};
 
@@ -44,7 +49,7 @@ impl Verification {
         let (token_hash, session) = self.usable_session(raw_token).await?;
         let method = session.method(raw_method)?.clone();
         tracing::Span::current().record("method_id", method.method_id.as_str());
-        if method.kind != MethodKind::SecurityQuestions || session.decoy {
+        if method.kind != MethodKind::SecurityQuestions {
             return Err(Error::Questions(NOT_QUESTIONS));
         }
         Ok((token_hash, session, method))
@@ -92,14 +97,35 @@ impl Verification {
             let answered = self
                 .peers
                 .list_answered_questions(session.user_id.as_str(), method.method_id.as_str())
-                .await?
-                .question_ids;
-            let available: Vec<String> = answered
-                .into_iter()
-                .filter(|id| texts.iter().any(|q| q.question_id == *id))
-                .collect();
-            let picked = pick(&available, policy.questions_required_to_reset as usize)
-                .ok_or(Error::Questions(TOO_FEW))?;
+                .await;
+            let required = policy.questions_required_to_reset as usize;
+            let picked = if session.decoy {
+                // Same round trip as a real session; a decoy "answered" as many of the policy's
+                // questions as registration requires (a keyed choice).
+                let available: Vec<String> = texts.iter().map(|q| q.question_id.clone()).collect();
+                let registered = policy.questions_required_to_register as usize;
+                let attempt = self
+                    .config
+                    .rules()
+                    .max_attempts
+                    .saturating_sub(attempts_left);
+                decoy_pick(
+                    self.key(),
+                    &session.user_id,
+                    attempt,
+                    &available,
+                    registered,
+                    required,
+                )
+            } else {
+                let available: Vec<String> = answered?
+                    .question_ids
+                    .into_iter()
+                    .filter(|id| texts.iter().any(|q| q.question_id == *id))
+                    .collect();
+                pick(&available, required)
+            }
+            .ok_or(Error::Questions(TOO_FEW))?;
             let questions = with_texts(&picked, texts).ok_or(Error::Questions(TOO_FEW))?;
             let after = QuestionChallenge {
                 method_id: method.method_id.clone(),
@@ -148,10 +174,12 @@ impl Verification {
         };
         if before.method_id == method.method_id && before.attempts_left == 0 {
             let reason = Rejection::TooManyAttempts;
-            self.store
-                .record_events(rejected(reason.reason(), 0), now)
-                .await?;
-            self.signal.notify();
+            if !session.decoy {
+                self.store
+                    .record_events(rejected(reason.reason(), 0), now)
+                    .await?;
+                self.signal.notify();
+            }
             return Err(Error::Rejected(reason));
         }
         let picked = before
@@ -182,8 +210,9 @@ impl Verification {
                 method.method_id.as_str(),
                 req.answers,
             )
-            .await?;
-        if checked.ok {
+            .await;
+        // Same round trip for a decoy, whose answers are never right.
+        if !session.decoy && checked?.ok {
             let mut after_session = session.clone();
             after_session.record_verified(&method.method_id);
             let after = QuestionChallenge {
@@ -224,21 +253,21 @@ impl Verification {
             picked: Vec::new(),
             attempts_left,
         };
+        let messages = if session.decoy {
+            Vec::new()
+        } else {
+            rejected("wrong_answers", attempts_left)
+        };
         if !self
             .store
-            .save_challenge(
-                &token_hash,
-                Some(&before),
-                &after,
-                None,
-                rejected("wrong_answers", attempts_left),
-                now,
-            )
+            .save_challenge(&token_hash, Some(&before), &after, None, messages, now)
             .await?
         {
             return Err(Error::Questions(NOT_PICKED));
         }
-        self.signal.notify();
+        if !session.decoy {
+            self.signal.notify();
+        }
         tracing::info!(attempts_left, "security answers rejected");
         Err(Error::WrongAnswers { attempts_left })
     }

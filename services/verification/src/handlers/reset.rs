@@ -137,14 +137,27 @@ impl Verification {
             (methods, required)
         } else {
             // Shaped like a real flow under the same policy: as many methods as it requires, of
-            // the kinds it allows.
-            // Security questions are not imitated: a decoy has no questions to show.
+            // the kinds it allows; where it allows security questions (never for admins), the
+            // last one is a questions method for some user ids, as a real user's may be.
             let contact_kinds: Vec<MethodKind> = allowed
                 .iter()
                 .copied()
                 .filter(|k| *k != MethodKind::SecurityQuestions)
                 .collect();
-            let decoys = decoy_methods(self.key(), &user_id, &contact_kinds, required);
+            let questions_allowed = allowed.contains(&MethodKind::SecurityQuestions)
+                && evaluation.questions_required_to_reset > 0
+                && !evaluation.security_questions.is_empty();
+            let decoys = decoy_methods(
+                self.key(),
+                &user_id,
+                &contact_kinds,
+                required,
+                if questions_allowed {
+                    evaluation.questions_required_to_register
+                } else {
+                    0
+                },
+            );
             let count = u32::try_from(decoys.len()).unwrap_or(1);
             (decoys, count)
         };

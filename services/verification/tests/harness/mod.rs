@@ -17,7 +17,7 @@ use prost::Message;
 use sspr_bus::subjects::{self, rpc};
 use sspr_bus::{Bus, BusError, Router, RpcError};
 use sspr_clock::ManualClock;
-use sspr_proto::common::v1::{ContactMethod, MethodKind};
+use sspr_proto::common::v1::{ContactMethod, MethodKind, SecurityQuestion};
 use sspr_proto::internal::directory::v1 as dir;
 use sspr_proto::internal::enrolment::v1 as enr;
 use sspr_proto::internal::notification::v1::{Delivery, SealedDelivery};
@@ -45,6 +45,12 @@ pub struct World {
     pub require_full_destination: bool,
     /// Policy: helpdesk contact.
     pub helpdesk_contact: String,
+    /// Policy: security questions (id, text), when `allowed` has them (never for admins).
+    pub questions: Vec<(String, String)>,
+    pub questions_to_register: u32,
+    pub questions_to_reset: u32,
+    /// Per user: answers (question id, answer) of their security-questions method.
+    pub answers: HashMap<String, Vec<(String, String)>>,
 }
 
 impl World {
@@ -78,6 +84,15 @@ impl World {
             "+41791234567",
         );
         world
+    }
+
+    /// Whether `method_id` is `user_id`'s security-questions method.
+    pub fn has_questions(&self, user_id: &str, method_id: &str) -> bool {
+        self.methods.get(user_id).is_some_and(|ms| {
+            ms.iter().any(|(m, _)| {
+                m.method_id == method_id && m.kind == MethodKind::SecurityQuestions as i32
+            })
+        })
     }
 
     pub fn add_user(&mut self, user_id: &str, enabled: bool) {
@@ -322,6 +337,46 @@ impl Harness {
         .await
     }
 
+    pub async fn get_security_questions(
+        &self,
+        session_id: &str,
+        method_id: &str,
+    ) -> Result<ver::GetSecurityQuestionsResponse, RpcError> {
+        self.call(
+            rpc::verification::GET_SECURITY_QUESTIONS,
+            &ver::GetSecurityQuestionsRequest {
+                session_id: session_id.into(),
+                method_id: method_id.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn answer_security_questions(
+        &self,
+        session_id: &str,
+        method_id: &str,
+        answers: Vec<(String, String)>,
+    ) -> Result<ver::AnswerSecurityQuestionsResponse, RpcError> {
+        self.call(
+            rpc::verification::ANSWER_SECURITY_QUESTIONS,
+            &ver::AnswerSecurityQuestionsRequest {
+                session_id: session_id.into(),
+                method_id: method_id.into(),
+                answers: answers
+                    .into_iter()
+                    .map(
+                        |(question_id, answer)| sspr_proto::common::v1::SecurityAnswer {
+                            question_id,
+                            answer,
+                        },
+                    )
+                    .collect(),
+            },
+        )
+        .await
+    }
+
     /// Pulls the next delivery from `SSPR_DELIVERY` (acking it) and opens it with the key.
     pub async fn next_delivery(&mut self) -> ReceivedDelivery {
         self.try_next_delivery(Duration::from_secs(10))
@@ -535,22 +590,51 @@ fn start_stand_ins(
                 async move {
                     let eligible = req.enabled && !w.out_of_scope.contains(&req.user_id);
                     let is_admin = req.is_admin;
+                    // Like the real policy: questions only where allowed, never for admins.
+                    let questions = !is_admin && w.allowed.contains(&MethodKind::SecurityQuestions);
+                    let allowed: Vec<i32> = w
+                        .allowed
+                        .iter()
+                        .filter(|k| !is_admin || **k != MethodKind::SecurityQuestions)
+                        .map(|k| *k as i32)
+                        .collect();
                     r.lock().expect("lock").evaluate.push(req);
                     Ok::<_, RpcError>(pol::EvaluateResponse {
                         eligible,
                         // Like the real policy: the requirement does not depend on eligibility.
                         methods_required: if is_admin { 2 } else { w.methods_required },
-                        allowed_methods: w.allowed.iter().map(|k| *k as i32).collect(),
+                        allowed_methods: allowed,
                         reconfirm_after_days: 0,
                         require_full_destination: w.require_full_destination,
                         helpdesk_contact: w.helpdesk_contact.clone(),
-                        ..Default::default()
+                        security_questions: if questions {
+                            w.questions
+                                .iter()
+                                .map(|(id, text)| SecurityQuestion {
+                                    question_id: id.clone(),
+                                    text: text.clone(),
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        },
+                        questions_required_to_register: if questions {
+                            w.questions_to_register
+                        } else {
+                            0
+                        },
+                        questions_required_to_reset: if questions {
+                            w.questions_to_reset
+                        } else {
+                            0
+                        },
                     })
                 }
             },
         )
     };
     let enrolment = {
+        let (w4, w5) = (Arc::clone(&world), Arc::clone(&world));
         let w3 = Arc::clone(&world);
         let (w1, w2, r1, r2) = (
             Arc::clone(&world),
@@ -614,6 +698,49 @@ fn start_stand_ins(
                                 matches: norm(destination) == norm(&req.candidate),
                             }),
                             None => Err(RpcError::not_found("unknown method")),
+                        }
+                    }
+                },
+            )
+            .route(
+                rpc::enrolment::LIST_ANSWERED_QUESTIONS,
+                move |_ctx, req: enr::ListAnsweredQuestionsRequest| {
+                    let w = Arc::clone(&w4);
+                    async move {
+                        // Like enrolment: only the user's own questions method is known.
+                        match w.answers.get(&req.user_id) {
+                            Some(answers) if w.has_questions(&req.user_id, &req.method_id) => {
+                                Ok(enr::ListAnsweredQuestionsResponse {
+                                    question_ids: answers.iter().map(|(q, _)| q.clone()).collect(),
+                                })
+                            }
+                            _ => Err(RpcError::not_found("unknown method")),
+                        }
+                    }
+                },
+            )
+            .route(
+                rpc::enrolment::CHECK_SECURITY_ANSWERS,
+                move |_ctx, req: enr::CheckSecurityAnswersRequest| {
+                    let w = Arc::clone(&w5);
+                    async move {
+                        match w.answers.get(&req.user_id) {
+                            Some(stored) if w.has_questions(&req.user_id, &req.method_id) => {
+                                let wrong = req
+                                    .answers
+                                    .iter()
+                                    .filter(|a| {
+                                        !stored
+                                            .iter()
+                                            .any(|(q, s)| *q == a.question_id && *s == a.answer)
+                                    })
+                                    .count() as u32;
+                                Ok(enr::CheckSecurityAnswersResponse {
+                                    ok: wrong == 0,
+                                    wrong,
+                                })
+                            }
+                            _ => Err(RpcError::not_found("unknown method")),
                         }
                     }
                 },
