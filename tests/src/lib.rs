@@ -32,6 +32,23 @@ pub enum Backend {
     Postgres,
 }
 
+/// Defines, for each `scenario => sqlite_test, postgres_test;`, two tests that run the async
+/// `scenario(Backend)` once on SQLite and once on PostgreSQL (which skips itself when
+/// `SSPR_TEST_POSTGRES_URL` is not set, see [`World::start_or_skip`]).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario($crate::Backend::Sqlite).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario($crate::Backend::Postgres).await;
+        }
+    )*};
+}
+
 /// One raw message seen on `sspr.events.v1.>`.
 #[derive(Debug, Clone)]
 pub struct RawEvent {
@@ -69,6 +86,27 @@ impl World {
     /// Starts everything; `Ok(None)` when PostgreSQL was asked for but is not configured.
     pub async fn start(backend: Backend) -> anyhow::Result<Option<World>> {
         Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`World::start`] for a test: `None` (after saying so on stderr) when PostgreSQL was asked
+    /// for but is not configured, and a panic when the system cannot start.
+    pub async fn start_or_skip(backend: Backend) -> Option<World> {
+        Self::start_with_or_skip(backend, |_| {}).await
+    }
+
+    /// [`World::start_with`] for a test, as [`World::start_or_skip`].
+    pub async fn start_with_or_skip(
+        backend: Backend,
+        configure: impl FnOnce(&mut StackOptions),
+    ) -> Option<World> {
+        match Self::start_with(backend, configure).await {
+            Ok(Some(w)) => Some(w),
+            Ok(None) => {
+                eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
+                None
+            }
+            Err(e) => panic!("could not start the system: {e:#}"),
+        }
     }
 
     /// As [`World::start`], letting `configure` change the stack's options (for example the

@@ -7,24 +7,11 @@ use std::time::Duration;
 
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
-use sspr_tests::{ADMIN_TOKEN, Backend, World};
+use sspr_tests::{ADMIN_TOKEN, Backend, World, on_both_backends};
 use tonic::Code;
 
 const OPS_TOKEN: &str = "e2e-alice-ops-token-0123456789";
 const HELPDESK_TOKEN: &str = "e2e-helpdesk-token-0123456789";
-
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
 
 on_both_backends! {
     admin_changes_are_audited_with_the_named_admin => named_admin_sqlite, named_admin_postgres;
@@ -32,14 +19,7 @@ on_both_backends! {
 
 async fn world(backend: Backend) -> Option<World> {
     let named = format!("alice-ops:admin:{OPS_TOKEN},hd-bob:helpdesk:{HELPDESK_TOKEN}");
-    match World::start_with(backend, |o| o.named_admin_tokens = Some(named)).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
+    World::start_with_or_skip(backend, |o| o.named_admin_tokens = Some(named)).await
 }
 
 fn with_token<T>(body: T, token: &str) -> tonic::Request<T> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const OLD_PASSWORD: &str = "correct horse battery";
@@ -23,14 +23,8 @@ const FLOW_STEPS: [&str; 5] = [
     "password.changed",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_steps_are_audited_sqlite() {
-    reset_steps_are_audited(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_steps_are_audited_postgres() {
-    reset_steps_are_audited(Backend::Postgres).await;
+on_both_backends! {
+    reset_steps_are_audited => reset_steps_are_audited_sqlite, reset_steps_are_audited_postgres;
 }
 
 fn traced<T>(body: T) -> tonic::Request<T> {
@@ -41,13 +35,8 @@ fn traced<T>(body: T) -> tonic::Request<T> {
 }
 
 async fn reset_steps_are_audited(backend: Backend) {
-    let world = match World::start(backend).await {
-        Ok(Some(w)) => w,
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            return;
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
+    let Some(world) = World::start_or_skip(backend).await else {
+        return;
     };
     world
         .set_policy(Scope::All, &[], 1)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World, other_code};
+use sspr_tests::{Backend, World, on_both_backends, other_code};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
@@ -15,33 +15,8 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 const HELPDESK: &str = "https://help.example.com/reset";
 const ADDRESS: &str = "alice@example.com";
 
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     destination_confirmation_flow => destination_confirmation_sqlite, destination_confirmation_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 async fn send(
@@ -71,7 +46,7 @@ fn assert_mismatch(result: Result<reset::SendCodeResponse, tonic::Status>) {
 }
 
 async fn destination_confirmation_flow(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world

@@ -9,25 +9,11 @@ use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World, code_in, other_code};
+use sspr_tests::{Backend, World, code_in, on_both_backends, other_code};
 use tonic::Code;
 
 const OLD_PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
 
 on_both_backends! {
     one_method_flow => one_method_reset_sqlite, one_method_reset_postgres;
@@ -35,17 +21,6 @@ on_both_backends! {
     scope_is_enforced => scope_is_enforced_sqlite, scope_is_enforced_postgres;
     bad_input_gets_the_right_status => bad_input_sqlite, bad_input_postgres;
     deliveries_are_encrypted_on_the_bus => deliveries_encrypted_sqlite, deliveries_encrypted_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 /// Secrets that must never appear in an event payload or header.
@@ -68,7 +43,7 @@ fn assert_no_secret_in_events(world: &World, secrets: &[&str]) {
 }
 
 async fn one_method_flow(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world
@@ -236,7 +211,7 @@ async fn one_method_flow(backend: Backend) {
 }
 
 async fn two_method_flow(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world
@@ -436,7 +411,7 @@ async fn start(world: &World, user: &str) -> reset::StartResetResponse {
 /// Scope NONE / SELECTED / ALL and the admin rule are enforced; users who may not reset get a
 /// decoy answer of the same shape, and nothing is ever sent to them.
 async fn scope_is_enforced(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world
@@ -558,7 +533,7 @@ async fn scope_is_enforced(backend: Backend) {
 /// Bad input of every kind gets the right status, and codes are single use, expire and are
 /// bound to their method.
 async fn bad_input_gets_the_right_status(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world.set_policy(Scope::All, &[], 1).await.expect("policy");
@@ -722,7 +697,7 @@ async fn bad_input_gets_the_right_status(backend: Backend) {
 /// the bus in clear.
 async fn deliveries_are_encrypted_on_the_bus(backend: Backend) {
     use futures::StreamExt;
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let client = world.nats.connect().await.expect("nats");

@@ -14,40 +14,16 @@ use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const OLD_PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     selected_scope_follows_nested_groups => nested_scope_sqlite, nested_scope_postgres;
     a_verified_flow_unlocks_a_locked_account => unlock_sqlite, unlock_postgres;
     helpdesk_looks_up_and_unlocks_users => helpdesk_sqlite, helpdesk_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 async fn set_policy(world: &World, scope: Scope, groups: &[&str], allow_unlock: bool) {
@@ -197,7 +173,7 @@ async fn audited(
 /// SCOPE_SELECTED on "staff", with "engineering" nested in it: a user only in "engineering"
 /// registers and resets; a user only in "sales" is out of scope and is never mailed.
 async fn selected_scope_follows_nested_groups(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let staff = upsert_group(&world, "staff", &["engineering"]).await;
@@ -282,7 +258,7 @@ async fn selected_scope_follows_nested_groups(backend: Backend) {
 /// A locked user cannot sign in; with allow_unlock a verified flow unlocks the account and the
 /// old password works again; without it UnlockAccount is refused.
 async fn a_verified_flow_unlocks_a_locked_account(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_policy(&world, Scope::All, &[], true).await;
@@ -378,7 +354,7 @@ async fn a_verified_flow_unlocks_a_locked_account(backend: Backend) {
 
 /// Admin.GetUser and Admin.UnlockUser for the helpdesk, and the group admin calls.
 async fn helpdesk_looks_up_and_unlocks_users(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     upsert_group(&world, "staff", &["engineering"]).await;

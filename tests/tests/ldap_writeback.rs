@@ -10,7 +10,7 @@ use sspr_proto::admin::v1::Scope;
 use sspr_proto::reset::v1 as reset;
 use sspr_runtime::settings::Secret;
 use sspr_testkit::Slapd;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 
 const FIRST_PASSWORD: &str = "Vq3!mXt8#Lp0-Juniper-Bridge";
 const NEW_PASSWORD: &str = "Hk6$wRz2&Nc9-Harbour-Compass";
@@ -29,14 +29,10 @@ async fn reset_through_the_gateway_is_written_to_ldap(backend: Backend) {
         Some(slapd.ca_file()),
     )
     .expect("LDAP settings");
-    let world = match World::start_with(backend, |opts| opts.directory.ldap = Some(settings)).await
-    {
-        Ok(Some(w)) => w,
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            return;
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
+    let Some(world) =
+        World::start_with_or_skip(backend, |opts| opts.directory.ldap = Some(settings)).await
+    else {
+        return;
     };
 
     world
@@ -113,12 +109,6 @@ async fn reset_through_the_gateway_is_written_to_ldap(backend: Backend) {
     world.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_is_written_back_to_ldap_sqlite() {
-    reset_through_the_gateway_is_written_to_ldap(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_is_written_back_to_ldap_postgres() {
-    reset_through_the_gateway_is_written_to_ldap(Backend::Postgres).await;
+on_both_backends! {
+    reset_through_the_gateway_is_written_to_ldap => reset_is_written_back_to_ldap_sqlite, reset_is_written_back_to_ldap_postgres;
 }

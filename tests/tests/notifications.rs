@@ -8,40 +8,15 @@ use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World, code_in};
+use sspr_tests::{Backend, World, code_in, on_both_backends};
 
 const OLD_PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
 
 on_both_backends! {
     user_is_told_after_a_reset => password_changed_mail_sqlite, password_changed_mail_postgres;
     french_user_gets_french_mail => french_mail_sqlite, french_mail_postgres;
     admin_reset_alerts_other_admins => admin_alert_sqlite, admin_alert_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 async fn upsert(world: &World, user_id: &str, locale: &str, is_admin: bool) {
@@ -215,7 +190,7 @@ async fn mail_with_subject(world: &World, to: &str, subject: &str) -> sspr_testk
 }
 
 async fn user_is_told_after_a_reset(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world
@@ -236,7 +211,7 @@ async fn user_is_told_after_a_reset(backend: Backend) {
 }
 
 async fn french_user_gets_french_mail(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world
@@ -260,7 +235,7 @@ async fn french_user_gets_french_mail(backend: Backend) {
 }
 
 async fn admin_reset_alerts_other_admins(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world

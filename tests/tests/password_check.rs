@@ -5,7 +5,7 @@
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
@@ -13,34 +13,9 @@ const STRONG: &str = "velvet quokka tambourine 37 drizzle";
 const ADDRESS: &str = "pat@example.com";
 const HELPDESK: &str = "Call <IT> & ask for \"Sam\"";
 
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     check_password_flow => check_password_sqlite, check_password_postgres;
     helpdesk_in_mails => helpdesk_in_mails_sqlite, helpdesk_in_mails_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 async fn set_policy(world: &World, helpdesk: &str) {
@@ -94,7 +69,7 @@ async fn check(world: &World, session_id: &str, password: &str) -> reset::CheckP
 }
 
 async fn check_password_flow(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_policy(&world, "").await;
@@ -213,7 +188,7 @@ async fn check_password_flow(backend: Backend) {
 }
 
 async fn helpdesk_in_mails(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_policy(&world, HELPDESK).await;

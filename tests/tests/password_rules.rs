@@ -7,7 +7,7 @@
 
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::{Code, Status};
 
 const OLD_PASSWORD: &str = "correct horse battery";
@@ -15,34 +15,9 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 const NEWER_PASSWORD: &str = "violet lanterns over quiet rivers";
 const ADDRESS: &str = "alice@example.com";
 
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     banned_passwords_are_refused_with_their_reasons => banned_passwords_sqlite, banned_passwords_postgres;
     the_password_history_is_enforced => password_history_sqlite, password_history_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 /// Sets the password policy through the Admin API and checks what was stored.
@@ -217,7 +192,7 @@ const BANNED: &[(&str, &[&str])] = &[
 ];
 
 async fn banned_passwords_are_refused_with_their_reasons(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_password_policy(&world, 0).await;
@@ -283,7 +258,7 @@ async fn banned_passwords_are_refused_with_their_reasons(backend: Backend) {
 }
 
 async fn the_password_history_is_enforced(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_password_policy(&world, 2).await;

@@ -6,37 +6,13 @@
 
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
 
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     preview_reports_who_could_not_reset => preview_sqlite, preview_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 fn proposal(scope: Scope, groups: &[&str], methods_required: u32) -> admin::Policy {
@@ -85,7 +61,7 @@ fn row(user: &str, reason: &str, usable: u32, required: u32) -> (String, String,
 }
 
 async fn preview_reports_who_could_not_reset(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     // Everyone may register under the stored policy.

@@ -7,41 +7,16 @@ use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
 const METHOD_REMOVED: &str = "sspr.events.v1.method.removed";
 
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     reconfirmation_after_the_configured_days => reconfirmation_sqlite, reconfirmation_postgres;
     status_for_a_sign_in_page => status_sqlite, status_postgres;
     list_and_remove_own_methods => list_and_remove_sqlite, list_and_remove_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 /// Scope `staff`, `required` methods, email or SMS, re-confirmation after `days`.
@@ -89,7 +64,7 @@ async fn begin(world: &World, user_id: &str) -> registration::BeginRegistrationR
 }
 
 async fn reconfirmation_after_the_configured_days(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let stored = set_policy(&world, 1, 30).await;
@@ -159,7 +134,7 @@ async fn reconfirmation_after_the_configured_days(backend: Backend) {
 }
 
 async fn status_for_a_sign_in_page(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_policy(&world, 1, 0).await;
@@ -228,7 +203,7 @@ async fn status_for_a_sign_in_page(backend: Backend) {
 }
 
 async fn list_and_remove_own_methods(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     set_policy(&world, 2, 0).await;

@@ -13,7 +13,7 @@ use sspr_proto::common::v1::{MethodKind, SecurityAnswer, SecurityQuestion};
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
@@ -31,33 +31,9 @@ const ANSWERS: [(&str, &str); 5] = [
     ("car", "Volvoepsilon240"),
 ];
 
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     register_and_reset_with_questions => questions_sqlite, questions_postgres;
     admins_never_use_questions => admins_sqlite, admins_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 fn question(id: &str) -> SecurityQuestion {
@@ -218,7 +194,7 @@ fn ids(questions: &[SecurityQuestion]) -> Vec<String> {
 }
 
 async fn register_and_reset_with_questions(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let all: Vec<&str> = ANSWERS.iter().map(|(id, _)| *id).collect();
@@ -560,7 +536,7 @@ async fn register_and_reset_with_questions(backend: Backend) {
 }
 
 async fn admins_never_use_questions(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let all: Vec<&str> = ANSWERS.iter().map(|(id, _)| *id).collect();

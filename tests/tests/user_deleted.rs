@@ -9,30 +9,13 @@ use sspr_bus::subjects;
 use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_user_cascades_sqlite() {
-    delete_user_cascades(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_user_cascades_postgres() {
-    delete_user_cascades(Backend::Postgres).await;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
+on_both_backends! {
+    delete_user_cascades => delete_user_cascades_sqlite, delete_user_cascades_postgres;
 }
 
 async fn start(world: &World, user: &str) -> reset::StartResetResponse {
@@ -74,7 +57,7 @@ async fn wait_consumed(world: &World, durable: &str) {
 }
 
 async fn delete_user_cascades(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     world

@@ -9,39 +9,14 @@ use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World};
+use sspr_tests::{Backend, World, on_both_backends};
 
 const PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "a brand new passphrase for calls";
 const PHONE: &str = "+33612345678";
 
-/// Runs a scenario once on SQLite and once on PostgreSQL (skipped when not configured).
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $postgres:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    )*};
-}
-
 on_both_backends! {
     voice_register_and_reset => voice_sqlite, voice_postgres;
-}
-
-async fn world(backend: Backend) -> Option<World> {
-    match World::start(backend).await {
-        Ok(Some(w)) => Some(w),
-        Ok(None) => {
-            eprintln!("PostgreSQL not configured (SSPR_TEST_POSTGRES_URL): skipped");
-            None
-        }
-        Err(e) => panic!("could not start the system: {e:#}"),
-    }
 }
 
 /// Waits for the provider request number `seen` (0-based) and returns the code the call reads
@@ -73,7 +48,7 @@ async fn next_call_code(world: &World, seen: usize) -> String {
 }
 
 async fn voice_register_and_reset(backend: Backend) {
-    let Some(world) = world(backend).await else {
+    let Some(world) = World::start_or_skip(backend).await else {
         return;
     };
     let policy = admin::Policy {
