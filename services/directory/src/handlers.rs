@@ -42,8 +42,8 @@ use crate::error::Error;
 use crate::events;
 use crate::hashing::Hasher;
 use crate::ports::{
-    AccountWrite, BuiltInOnly, MAX_HISTORY, PasswordRules, PasswordWriteback, RuleViolation,
-    UserStore,
+    AccountWrite, BuiltInOnly, MAX_HISTORY, PasswordRules, PasswordVerdict, PasswordWriteback,
+    RuleViolation, UserStore,
 };
 
 /// Page size of `list_users` when none is given, and the largest accepted.
@@ -416,36 +416,30 @@ impl DirectoryHandlers {
         let user = self.store.find(&user_id).await?.ok_or(Error::UnknownUser)?;
         let password = Password::new(&req.password);
         let verdict = self
-            .rules
-            .check(&password, &user_id, user.profile.display_name.as_str())
+            .judge_password(
+                &password,
+                &user_id,
+                user.profile.display_name.as_str(),
+                user.password_hash.as_ref(),
+            )
             .await?;
-        let mut accepted = verdict.accepted;
-        let mut violations: Vec<pol::PasswordViolation> = verdict
-            .violations
-            .into_iter()
-            .map(|v| pol::PasswordViolation {
-                rule: v.rule,
-                message: v.message,
-            })
-            .collect();
-        let keep = verdict.history_count.min(MAX_HISTORY);
-        if keep > 0
-            && self
-                .in_history(&password, &user_id, user.password_hash.as_ref(), keep)
-                .await?
-        {
-            accepted = false;
-            violations.push(pol::PasswordViolation {
-                rule: "password_reused".to_owned(),
-                message: format!("must not be one of your last {keep} passwords"),
-            });
-        }
-        tracing::info!(accepted, violations = violations.len(), "password checked");
+        tracing::info!(
+            accepted = verdict.accepted,
+            violations = verdict.violations.len(),
+            "password checked"
+        );
         Ok(pol::CheckPasswordResponse {
-            accepted,
-            violations,
+            accepted: verdict.accepted,
+            violations: verdict
+                .violations
+                .into_iter()
+                .map(|v| pol::PasswordViolation {
+                    rule: v.rule,
+                    message: v.message,
+                })
+                .collect(),
             strength: verdict.strength.as_ref().map_or(0, |s| s.score),
-            history_count: keep,
+            history_count: verdict.history_count,
             estimate: verdict.strength,
             ..Default::default()
         })
@@ -469,7 +463,9 @@ impl DirectoryHandlers {
         display_name: &str,
         current: Option<&PasswordHash>,
     ) -> Result<(PasswordHash, u32, Option<PasswordStrength>), Error> {
-        let verdict = self.rules.check(&password, user_id, display_name).await?;
+        let verdict = self
+            .judge_password(&password, user_id, display_name, current)
+            .await?;
         if !verdict.accepted {
             let mut violations = verdict.violations;
             if violations.is_empty() {
@@ -478,21 +474,37 @@ impl DirectoryHandlers {
                     message: "does not meet the password policy".to_owned(),
                 });
             }
-            tracing::info!(violations = violations.len(), "password refused by policy");
+            tracing::info!(violations = violations.len(), "password refused");
             return Err(Error::PasswordRejected { field, violations });
         }
-        let keep = verdict.history_count.min(MAX_HISTORY);
-        if keep > 0 && self.in_history(&password, user_id, current, keep).await? {
-            tracing::info!(history = keep, "password refused: reused");
-            return Err(Error::PasswordRejected {
-                field,
-                violations: vec![RuleViolation {
-                    rule: "password_reused".to_owned(),
-                    message: format!("must not be one of your last {keep} passwords"),
-                }],
+        let keep = verdict.history_count;
+        Ok((self.hasher.hash(password).await?, keep, verdict.strength))
+    }
+
+    /// The policy's verdict on `password`, then, only when the policy accepts it, the password
+    /// history: a reuse of one of the last `history_count` passwords (`current` and the stored
+    /// previous ones) turns the verdict into a `password_reused` refusal. `history_count` is
+    /// capped at [`MAX_HISTORY`]. Shared by `set_password`/`upsert_user` and `check_password`.
+    async fn judge_password(
+        &self,
+        password: &Password,
+        user_id: &UserId,
+        display_name: &str,
+        current: Option<&PasswordHash>,
+    ) -> Result<PasswordVerdict, Error> {
+        let mut verdict = self.rules.check(password, user_id, display_name).await?;
+        verdict.history_count = verdict.history_count.min(MAX_HISTORY);
+        let keep = verdict.history_count;
+        if verdict.accepted && keep > 0 && self.in_history(password, user_id, current, keep).await?
+        {
+            tracing::debug!(history = keep, "password is one of the last ones");
+            verdict.accepted = false;
+            verdict.violations.push(RuleViolation {
+                rule: "password_reused".to_owned(),
+                message: format!("must not be one of your last {keep} passwords"),
             });
         }
-        Ok((self.hasher.hash(password).await?, keep, verdict.strength))
+        Ok(verdict)
     }
 
     /// True if `password` verifies against `current` or one of the `keep - 1` previous hashes:
