@@ -465,6 +465,11 @@ pub enum ResetCommand {
     },
 }
 
+/// A password strength estimate as the CLI prints it.
+fn strength_json(s: sspr_proto::common::v1::PasswordStrength) -> Value {
+    json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
+}
+
 async fn channel(args: &GatewayArgs) -> anyhow::Result<Channel> {
     Channel::from_shared(args.gateway.clone())
         .with_context(|| format!("invalid gateway URL {:?}", args.gateway))?
@@ -1241,9 +1246,7 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let strength = r.strength.map(|s| {
-                json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
-            });
+            let strength = r.strength.map(strength_json);
             print(json!({"completed": true, "strength": strength}));
         }
         ResetCommand::Check {
@@ -1259,9 +1262,7 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let strength = r.strength.map(|s| {
-                json!({"score": s.score, "guesses_log10": s.guesses_log10, "suggestions": s.suggestions})
-            });
+            let strength = r.strength.map(strength_json);
             let violations: Vec<_> = r
                 .violations
                 .iter()
