@@ -57,6 +57,7 @@ async fn reset_steps_are_audited(backend: Backend) {
         .start_reset(traced(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "en".into(),
+            ..Default::default()
         }))
         .await
         .expect("start")

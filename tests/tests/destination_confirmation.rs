@@ -88,6 +88,7 @@ async fn destination_confirmation_flow(backend: Backend) {
                 .start_reset(reset::StartResetRequest {
                     user_id: user.into(),
                     locale: "en".into(),
+                    ..Default::default()
                 })
                 .await
                 .expect("start")

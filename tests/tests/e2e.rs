@@ -74,6 +74,7 @@ async fn one_method_flow(backend: Backend) {
         .start_reset(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")
@@ -292,6 +293,7 @@ async fn two_method_flow(backend: Backend) {
         .start_reset(reset::StartResetRequest {
             user_id: "bob".into(),
             locale: "fr".into(),
+            ..Default::default()
         })
         .await
         .expect("start")
@@ -402,6 +404,7 @@ async fn start(world: &World, user: &str) -> reset::StartResetResponse {
         .start_reset(reset::StartResetRequest {
             user_id: user.into(),
             locale: String::new(),
+            ..Default::default()
         })
         .await
         .expect("start reset answers for every user id")
@@ -555,7 +558,8 @@ async fn bad_input_gets_the_right_status(backend: Backend) {
             client
                 .start_reset(reset::StartResetRequest {
                     user_id: String::new(),
-                    locale: String::new()
+                    locale: String::new(),
+                    ..Default::default()
                 })
                 .await
         ),
@@ -566,7 +570,8 @@ async fn bad_input_gets_the_right_status(backend: Backend) {
             client
                 .start_reset(reset::StartResetRequest {
                     user_id: "x".repeat(10_000),
-                    locale: String::new()
+                    locale: String::new(),
+                    ..Default::default()
                 })
                 .await
         ),

@@ -85,6 +85,7 @@ async fn start(world: &World, user_id: &str) -> reset::StartResetResponse {
         .start_reset(reset::StartResetRequest {
             user_id: user_id.into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start reset answers for every user id")

@@ -68,6 +68,7 @@ async fn reset_through_the_gateway_is_written_to_ldap(backend: Backend) {
         .start_reset(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")

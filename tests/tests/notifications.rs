@@ -124,6 +124,7 @@ async fn reset_password(
         .start_reset(reset::StartResetRequest {
             user_id: user_id.into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")

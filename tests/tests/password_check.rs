@@ -49,6 +49,7 @@ async fn started(world: &World) -> (reset::StartResetResponse, String) {
         .start_reset(reset::StartResetRequest {
             user_id: "pat".into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")

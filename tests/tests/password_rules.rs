@@ -81,6 +81,7 @@ async fn verified_session(world: &World, method_id: &str) -> String {
         .start_reset(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")

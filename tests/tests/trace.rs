@@ -247,6 +247,7 @@ async fn one_trace_across_processes() {
             reset::StartResetRequest {
                 user_id: "grace".into(),
                 locale: String::new(),
+                ..Default::default()
             },
             &traceparent,
         ))

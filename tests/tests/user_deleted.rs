@@ -24,6 +24,7 @@ async fn start(world: &World, user: &str) -> reset::StartResetResponse {
         .start_reset(reset::StartResetRequest {
             user_id: user.into(),
             locale: String::new(),
+            ..Default::default()
         })
         .await
         .expect("start reset answers for every user id")

@@ -121,6 +121,7 @@ async fn voice_register_and_reset(backend: Backend) {
         .start_reset(reset::StartResetRequest {
             user_id: "vic".into(),
             locale: "en".into(),
+            ..Default::default()
         })
         .await
         .expect("start")

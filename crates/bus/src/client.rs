@@ -8,7 +8,9 @@ use bytes::Bytes;
 use prost::Message;
 use tracing::Instrument;
 
-use crate::error::{BadRequest, BusError, DETAILS_HEADER, ErrorCode, RpcError};
+use crate::error::{
+    BadRequest, BusError, DETAILS_HEADER, ErrorCode, REASON_HEADER, RETRY_AFTER_HEADER, RpcError,
+};
 use crate::trace;
 
 /// How to reach NATS.
@@ -133,6 +135,18 @@ impl Bus {
                     .and_then(|v| BadRequest::from_header_value(v.as_str()));
                 let mut error = RpcError::new(ErrorCode::from_number(code), message);
                 error.details = details;
+                error.retry_after_secs = headers
+                    .get(RETRY_AFTER_HEADER)
+                    .and_then(|v| v.as_str().trim().parse::<u64>().ok());
+                error.reason = headers
+                    .get(REASON_HEADER)
+                    .map(|v| v.as_str().trim())
+                    .filter(|r| {
+                        !r.is_empty()
+                            && r.len() <= 64
+                            && r.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    })
+                    .map(str::to_owned);
                 return Err(BusError::Rpc(error));
             }
             Resp::decode(reply.payload).map_err(|source| BusError::Decode {

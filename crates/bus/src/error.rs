@@ -47,6 +47,10 @@ impl ErrorCode {
 
 /// The reply header carrying an error's [`BadRequest`] details (hex of its protobuf encoding).
 pub const DETAILS_HEADER: &str = "Sspr-Error-Details";
+/// The reply header carrying [`RpcError::retry_after_secs`] (decimal whole seconds).
+pub const RETRY_AFTER_HEADER: &str = "Sspr-Retry-After";
+/// The reply header carrying [`RpcError::reason`] (an UPPER_SNAKE_CASE machine-readable reason).
+pub const REASON_HEADER: &str = "Sspr-Error-Reason";
 
 /// Largest details accepted from a reply header, in bytes once decoded; larger ones are dropped.
 const MAX_DETAILS_BYTES: usize = 32 * 1024;
@@ -158,6 +162,12 @@ pub struct RpcError {
     pub message: String,
     /// Structured reasons (e.g. one per broken password rule), if the refusal has any.
     pub details: Option<BadRequest>,
+    /// For a throttled call (`ResourceExhausted`): whole seconds until a retry may succeed.
+    /// Becomes the gateway's `retry-after` metadata and `google.rpc.RetryInfo`.
+    pub retry_after_secs: Option<u64>,
+    /// A stable machine-readable reason in UPPER_SNAKE_CASE (e.g. `CHALLENGE_REQUIRED`,
+    /// `STEP_UP_REQUIRED`); becomes `google.rpc.ErrorInfo.reason` at the gateway.
+    pub reason: Option<String>,
 }
 
 impl RpcError {
@@ -166,7 +176,21 @@ impl RpcError {
             code,
             message: message.into(),
             details: None,
+            retry_after_secs: None,
+            reason: None,
         }
+    }
+
+    /// The same refusal, telling the caller to retry after `secs` seconds.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The same refusal with a machine-readable reason (UPPER_SNAKE_CASE).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// The same refusal with `violations` as its [`BadRequest`] details (none: no details).

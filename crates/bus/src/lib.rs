@@ -20,5 +20,8 @@ pub mod subjects;
 pub mod trace;
 
 pub use client::{Bus, BusConfig};
-pub use error::{BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, RpcError};
+pub use error::{
+    BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, REASON_HEADER,
+    RETRY_AFTER_HEADER, RpcError,
+};
 pub use server::{RequestContext, Router, serve};

@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::client::Bus;
-use crate::error::{BusError, DETAILS_HEADER, ErrorCode, RpcError};
+use crate::error::{
+    BusError, DETAILS_HEADER, ErrorCode, REASON_HEADER, RETRY_AFTER_HEADER, RpcError,
+};
 use crate::{subjects, trace};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -167,6 +169,12 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
                 }
                 if let Some(details) = &e.details {
                     headers.insert(DETAILS_HEADER, details.to_header_value().as_str());
+                }
+                if let Some(secs) = e.retry_after_secs {
+                    headers.insert(RETRY_AFTER_HEADER, secs.to_string().as_str());
+                }
+                if let Some(reason) = &e.reason {
+                    headers.insert(REASON_HEADER, reason.as_str());
                 }
                 Err(service::error::Error {
                     status: e.message,

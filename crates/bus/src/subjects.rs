@@ -42,6 +42,14 @@ pub mod events {
     pub const USER_UPSERTED: &str = "sspr.events.v1.user.upserted";
     pub const GROUP_UPSERTED: &str = "sspr.events.v1.group.upserted";
     pub const GROUP_DELETED: &str = "sspr.events.v1.group.deleted";
+    pub const RESET_BLOCKED: &str = "sspr.events.v1.reset.blocked";
+    pub const RESET_UNBLOCKED: &str = "sspr.events.v1.reset.unblocked";
+    pub const RESET_THROTTLED: &str = "sspr.events.v1.reset.throttled";
+    pub const CODE_DELIVERY_FAILED: &str = "sspr.events.v1.code.delivery_failed";
+    pub const SMS_BREAKER_OPENED: &str = "sspr.events.v1.sms.breaker_opened";
+    pub const SMS_BREAKER_CLOSED: &str = "sspr.events.v1.sms.breaker_closed";
+    pub const METHOD_CHANGE_ANNOUNCED: &str = "sspr.events.v1.method.change_announced";
+    pub const ADMIN_AUTH_FAILED: &str = "sspr.events.v1.admin.auth_failed";
 }
 
 /// Delivery subjects, one per channel.
@@ -95,6 +103,10 @@ pub mod rpc {
         pub const LIST_ANSWERED_QUESTIONS: &str = "sspr.rpc.enrolment.list_answered_questions";
         pub const CHECK_SECURITY_ANSWERS: &str = "sspr.rpc.enrolment.check_security_answers";
         pub const LIST_METHOD_KINDS: &str = "sspr.rpc.enrolment.list_method_kinds";
+        pub const SEND_STEP_UP_CODE: &str = "sspr.rpc.enrolment.send_step_up_code";
+        pub const VERIFY_STEP_UP_CODE: &str = "sspr.rpc.enrolment.verify_step_up_code";
+        /// Full destinations of a user's methods; only notification may call it.
+        pub const LIST_DESTINATIONS: &str = "sspr.rpc.enrolment.list_destinations";
     }
     pub mod verification {
         pub const SERVICE: &str = "verification";
@@ -109,6 +121,8 @@ pub mod rpc {
         pub const CHECK_PASSWORD: &str = "sspr.rpc.verification.check_password";
         pub const ISSUE_CODE: &str = "sspr.rpc.verification.issue_code";
         pub const CHECK_CODE: &str = "sspr.rpc.verification.check_code";
+        pub const CLEAR_BLOCK: &str = "sspr.rpc.verification.clear_block";
+        pub const GET_BLOCK: &str = "sspr.rpc.verification.get_block";
     }
     pub mod notification {
         pub const SERVICE: &str = "notification";

@@ -1120,7 +1120,11 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
             let r = client
                 .start_reset(request(
                     args,
-                    reset::StartResetRequest { user_id, locale },
+                    reset::StartResetRequest {
+                        user_id,
+                        locale,
+                        challenge_token: String::new(),
+                    },
                     None,
                 )?)
                 .await

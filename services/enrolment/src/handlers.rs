@@ -128,6 +128,7 @@ impl Enrolment {
             registration_required: status.registration_required,
             expires_at: Some(sspr_proto::time::timestamp(session.expires_at)),
             reconfirm_required: status.reconfirm_required,
+            step_up_required: false,
         })
     }
 
@@ -353,7 +354,10 @@ impl Enrolment {
                 &req.security_question_ids,
             ));
         }
-        Ok(ListMethodsResponse { methods })
+        Ok(ListMethodsResponse {
+            methods,
+            usable_from: Vec::new(),
+        })
     }
 
     /// The kinds of each user's confirmed methods and when each was confirmed (for the policy

@@ -65,27 +65,50 @@ impl From<GatewayError> for Status {
 /// `google.rpc.BadRequest`.
 fn refusal(rpc: RpcError) -> Status {
     let code = Code::from_i32(rpc.code as i32);
-    match rpc.details {
-        Some(details) if !details.field_violations.is_empty() => {
-            let violations: Vec<FieldViolation> = details
-                .field_violations
-                .into_iter()
-                .map(|v| FieldViolation {
-                    field: v.field,
-                    description: v.description,
-                    reason: v.reason,
-                    localized_message: None,
-                })
-                .collect();
-            Status::with_error_details(
-                code,
-                rpc.message,
-                ErrorDetails::with_bad_request(violations),
-            )
-        }
-        _ => Status::new(code, rpc.message),
+    let mut details = ErrorDetails::new();
+    let mut any = false;
+    if let Some(bad) = rpc.details.filter(|d| !d.field_violations.is_empty()) {
+        let violations: Vec<FieldViolation> = bad
+            .field_violations
+            .into_iter()
+            .map(|v| FieldViolation {
+                field: v.field,
+                description: v.description,
+                reason: v.reason,
+                localized_message: None,
+            })
+            .collect();
+        details.set_bad_request(violations);
+        any = true;
     }
+    if let Some(secs) = rpc.retry_after_secs {
+        details.set_retry_info(Some(std::time::Duration::from_secs(secs)));
+        any = true;
+    }
+    if let Some(reason) = &rpc.reason {
+        details.set_error_info(
+            reason.clone(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        any = true;
+    }
+    let mut status = if any {
+        Status::with_error_details(code, rpc.message, details)
+    } else {
+        Status::new(code, rpc.message)
+    };
+    if let Some(secs) = rpc.retry_after_secs
+        && let Ok(value) = secs.to_string().parse()
+    {
+        // HTTP's Retry-After convention, for clients that do not read status details.
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
 }
+
+/// `google.rpc.ErrorInfo.domain` of sspr's machine-readable reasons.
+pub const ERROR_DOMAIN: &str = "sspr.dev";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

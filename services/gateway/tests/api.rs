@@ -31,6 +31,7 @@ async fn reset_calls_map_both_ways() {
         .start_reset(reset::StartResetRequest {
             user_id: "  alice  ".into(),
             locale: "fr-CA".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -52,7 +53,8 @@ async fn reset_calls_map_both_ways() {
         ver::StartResetRequest {
             user_id: "alice".into(),
             locale: "fr-CA".into(),
-            client_ip: "127.0.0.1".into()
+            client_ip: "127.0.0.1".into(),
+            ..Default::default()
         }
     );
 
@@ -155,6 +157,7 @@ async fn registration_calls_map_both_ways() {
             registration_required: true,
             expires_at: Some(ts(1_900_000_900)),
             reconfirm_required: false,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -382,6 +385,7 @@ async fn invalid_input_is_refused_at_the_edge() {
             .start_reset(reset::StartResetRequest {
                 user_id: user_id.into(),
                 locale: locale.into(),
+                ..Default::default()
             })
             .await;
         assert_invalid(r, field);
@@ -822,6 +826,7 @@ async fn no_responder_is_unavailable() {
         .start_reset(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -201,6 +201,7 @@ async fn the_callers_trace_continues_into_nats() {
             reset::StartResetRequest {
                 user_id: "alice".into(),
                 locale: "".into(),
+                ..Default::default()
             },
             &traceparent,
         ))
@@ -243,6 +244,7 @@ async fn the_callers_trace_continues_into_nats() {
         .start_reset(reset::StartResetRequest {
             user_id: "bob".into(),
             locale: "".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -293,6 +295,7 @@ async fn client_ip_is_the_peer_without_trusted_proxies() {
     let mut request = tonic::Request::new(reset::StartResetRequest {
         user_id: "alice".into(),
         locale: "".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -318,6 +321,7 @@ async fn client_ip_comes_from_x_forwarded_for_behind_one_proxy() {
     let mut request = tonic::Request::new(reset::StartResetRequest {
         user_id: "alice".into(),
         locale: "".into(),
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "x-forwarded-for",
@@ -379,6 +383,7 @@ async fn shutdown_stops_the_server() {
         .start_reset(reset::StartResetRequest {
             user_id: "alice".into(),
             locale: "".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

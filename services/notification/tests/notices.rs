@@ -161,7 +161,10 @@ fn stand_ins(h: &Harness, stop: &CancellationToken) {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    Ok::<_, RpcError>(ListMethodsResponse { methods })
+                    Ok::<_, RpcError>(ListMethodsResponse {
+                        methods,
+                        ..Default::default()
+                    })
                 }
             },
         )

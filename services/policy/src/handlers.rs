@@ -235,6 +235,8 @@ impl PolicyHandlers {
             security_questions: questions_to_proto(&evaluation.security_questions),
             questions_required_to_register: evaluation.questions_required_to_register,
             questions_required_to_reset: evaluation.questions_required_to_reset,
+            // Stored limits arrive with the limits work of issue 4; until then every default.
+            limits: None,
         })
     }
 
@@ -503,6 +505,7 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
         security_questions: questions_to_proto(p.rules.security_questions()),
         questions_required_to_register: p.rules.questions_required_to_register(),
         questions_required_to_reset: p.rules.questions_required_to_reset(),
+        limits: None,
         require_full_destination: p.rules.require_full_destination(),
         helpdesk_contact: p.rules.helpdesk_contact().to_owned(),
     }

@@ -21,6 +21,7 @@ fn issue(method_id: &str, flow_id: &str) -> ver::IssueCodeRequest {
         locale: "fr".into(),
         flow_id: flow_id.into(),
         purpose: CodePurpose::Registration as i32,
+        ..Default::default()
     }
 }
 

@@ -115,6 +115,7 @@ async fn a_deleted_user_loses_sessions_and_codes_once_on_every_backend() {
                     locale: "en".into(),
                     flow_id: "reg-flow-1".into(),
                     purpose: CodePurpose::Registration as i32,
+                    ..Default::default()
                 },
             )
             .await;

@@ -89,6 +89,7 @@ impl Peers {
             locale: session.locale.as_str().to_owned(),
             flow_id: session.flow_id.to_string(),
             purpose: CodePurpose::Registration as i32,
+            client_ip: String::new(),
         };
         self.bus
             .request(rpc::verification::ISSUE_CODE, &request)

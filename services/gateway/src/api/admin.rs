@@ -9,10 +9,11 @@
 //! did it. Neither the expected nor the presented token is ever logged or put in a status
 //! message.
 
-use sspr_bus::subjects::rpc::{audit, directory, policy};
+use sspr_bus::subjects::rpc::{audit, directory, policy, verification};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
-    AuditRecord, DeleteGroupRequest, DeleteGroupResponse, DeleteUserRequest, DeleteUserResponse,
+    AuditRecord, ClearBlockRequest, ClearBlockResponse, DeleteGroupRequest, DeleteGroupResponse,
+    DeleteUserRequest, DeleteUserResponse, GetBlockRequest, GetBlockResponse,
     GetPasswordPolicyRequest, GetPolicyRequest, GetUserRequest, Group, ListAuditEventsRequest,
     ListAuditEventsResponse, ListGroupsRequest, ListGroupsResponse, PasswordPolicy, Policy,
     PreviewPolicyRequest, PreviewPolicyResponse, SetPasswordPolicyRequest, SetPolicyRequest,
@@ -21,6 +22,7 @@ use sspr_proto::admin::v1::{
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
 use sspr_proto::internal::policy::v1 as internal_policy;
+use sspr_proto::internal::verification::v1 as internal_verification;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -536,6 +538,55 @@ impl Admin for AdminApi {
             Ok(ListGroupsResponse {
                 groups: resp.groups.into_iter().map(group_from_record).collect(),
                 next_page_token: resp.next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn clear_block(
+        &self,
+        request: Request<ClearBlockRequest>,
+    ) -> Result<Response<ClearBlockResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "ClearBlock", request.metadata());
+        call.run(async {
+            let caller = self.authorize(request.metadata(), "ClearBlock")?;
+            let req = request.into_inner();
+            let internal = internal_verification::ClearBlockRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+                actor: caller.admin_id,
+            };
+            let resp: internal_verification::ClearBlockResponse = self
+                .edge
+                .bus()
+                .request(verification::CLEAR_BLOCK, &internal)
+                .await?;
+            Ok(ClearBlockResponse {
+                was_blocked: resp.was_blocked,
+            })
+        })
+        .await
+    }
+
+    async fn get_block(
+        &self,
+        request: Request<GetBlockRequest>,
+    ) -> Result<Response<GetBlockResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetBlock", request.metadata());
+        call.run(async {
+            self.authorize(request.metadata(), "GetBlock")?;
+            let req = request.into_inner();
+            let internal = internal_verification::GetBlockRequest {
+                user_id: input::user_id(&req.user_id)?.to_owned(),
+            };
+            let resp: internal_verification::GetBlockResponse = self
+                .edge
+                .bus()
+                .request(verification::GET_BLOCK, &internal)
+                .await?;
+            Ok(GetBlockResponse {
+                blocked: resp.blocked,
+                blocked_until: resp.blocked_until,
+                failed_verifications: resp.failed_verifications,
             })
         })
         .await

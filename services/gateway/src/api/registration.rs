@@ -12,7 +12,8 @@ use sspr_proto::registration::v1::{
     ConfirmMethodRequest, ConfirmMethodResponse, GetStatusRequest, GetStatusResponse,
     ListMethodsRequest, ListMethodsResponse, ListSecurityQuestionsRequest,
     ListSecurityQuestionsResponse, RemoveMethodRequest, RemoveMethodResponse,
-    SetSecurityAnswersRequest, SetSecurityAnswersResponse,
+    SendStepUpCodeRequest, SendStepUpCodeResponse, SetSecurityAnswersRequest,
+    SetSecurityAnswersResponse, VerifyStepUpCodeRequest, VerifyStepUpCodeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -64,6 +65,7 @@ impl Registration for RegistrationApi {
                 registration_required: resp.registration_required,
                 expires_at: resp.expires_at,
                 reconfirm_required: resp.reconfirm_required,
+                step_up_required: resp.step_up_required,
             })
         })
         .await
@@ -240,6 +242,54 @@ impl Registration for RegistrationApi {
                 method_id: resp.method_id,
                 registration_complete: resp.registration_complete,
             })
+        })
+        .await
+    }
+
+    async fn send_step_up_code(
+        &self,
+        request: Request<SendStepUpCodeRequest>,
+    ) -> Result<Response<SendStepUpCodeResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "SendStepUpCode", request.metadata());
+        let client_ip = self.edge.client_ip(&request);
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::SendStepUpCodeRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+                client_ip,
+            };
+            let resp: internal::SendStepUpCodeResponse = self
+                .edge
+                .bus()
+                .request(subject::SEND_STEP_UP_CODE, &internal)
+                .await?;
+            Ok(SendStepUpCodeResponse {
+                expires_at: resp.expires_at,
+                resend_after: resp.resend_after,
+            })
+        })
+        .await
+    }
+
+    async fn verify_step_up_code(
+        &self,
+        request: Request<VerifyStepUpCodeRequest>,
+    ) -> Result<Response<VerifyStepUpCodeResponse>, Status> {
+        let call = Call::start(SERVICE_NAME, "VerifyStepUpCode", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::VerifyStepUpCodeRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+                code: input::code(&req.code)?.to_owned(),
+            };
+            let _: internal::VerifyStepUpCodeResponse = self
+                .edge
+                .bus()
+                .request(subject::VERIFY_STEP_UP_CODE, &internal)
+                .await?;
+            Ok(VerifyStepUpCodeResponse {})
         })
         .await
     }

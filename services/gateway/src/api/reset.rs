@@ -45,6 +45,8 @@ impl PasswordReset for ResetApi {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
                 locale: input::locale("locale", &req.locale)?.to_owned(),
                 client_ip,
+                // No challenge verifier is wired yet: the token is not checked.
+                challenge_passed: false,
             };
             let resp: internal::StartResetResponse = self
                 .edge

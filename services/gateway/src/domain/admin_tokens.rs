@@ -27,7 +27,13 @@ pub const MAX_ADMIN_ID_CHARS: usize = 64;
 /// The admin id of the single `SSPR_ADMIN_TOKEN`.
 pub const SINGLE_TOKEN_ADMIN_ID: &str = "admin";
 /// What a helpdesk token may call (gRPC method names of `sspr.admin.v1.Admin`).
-pub const HELPDESK_METHODS: [&str; 3] = ["GetUser", "UnlockUser", "ListAuditEvents"];
+pub const HELPDESK_METHODS: [&str; 5] = [
+    "GetUser",
+    "UnlockUser",
+    "ClearBlock",
+    "GetBlock",
+    "ListAuditEvents",
+];
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,6 +195,7 @@ fn enrolment_stand_in(recorder: &Arc<Recorder>) -> Router {
             registration_required: true,
             expires_at: Some(ts(1_900_000_900)),
             reconfirm_required: false,
+            ..Default::default()
         },
     );
     let r = stand_in(

@@ -264,6 +264,7 @@ impl Harness {
                 user_id: user_id.into(),
                 locale: String::new(),
                 client_ip: "192.0.2.7".into(),
+                ..Default::default()
             },
         )
         .await
@@ -628,6 +629,7 @@ fn start_stand_ins(
                         } else {
                             0
                         },
+                        ..Default::default()
                     })
                 }
             },
@@ -657,7 +659,10 @@ fn start_stand_ins(
                             .get(&req.user_id)
                             .map(|ms| ms.iter().map(|(m, _)| m.clone()).collect())
                             .unwrap_or_default();
-                        Ok::<_, RpcError>(enr::ListMethodsResponse { methods })
+                        Ok::<_, RpcError>(enr::ListMethodsResponse {
+                            methods,
+                            ..Default::default()
+                        })
                     }
                 },
             )

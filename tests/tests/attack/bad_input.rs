@@ -1,0 +1,1 @@
+//! Attacks on: bad_input (see main.rs).

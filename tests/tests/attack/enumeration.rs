@@ -1,0 +1,1 @@
+//! Attacks on: enumeration (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks on: sms_pumping (see main.rs).

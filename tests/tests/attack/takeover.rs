@@ -1,0 +1,1 @@
+//! Attacks on: takeover (see main.rs).

@@ -1,0 +1,1 @@
+//! Attacks on: throttles (see main.rs).
