@@ -22,6 +22,8 @@ use tonic::transport::Channel;
 
 pub use sspr_testkit::ReceivedMail;
 
+pub mod population;
+
 /// Admin token every test stack uses.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -158,21 +160,7 @@ impl World {
             }
         });
 
-        let mut opts = StackOptions {
-            nats_url: nats.url(),
-            db: db.settings(),
-            mail: sspr_cli::dev::smtp_transport(&smtp.url())?,
-            mail_from: Some("sspr <no-reply@sspr.test>".to_owned()),
-            sms_webhook_url: Some(sms.url()),
-            sms_dir: None,
-            code_key,
-            admin_token: ADMIN_TOKEN.to_owned(),
-            named_admin_tokens: None,
-            grpc_addr: "127.0.0.1:0".parse()?,
-            clock: Arc::new(clock.clone()),
-            resend_after: Duration::ZERO,
-            directory: sspr_directory::Config::default(),
-        };
+        let mut opts = Self::options(&nats, &db, &smtp, &sms, code_key, &clock)?;
         configure(&mut opts);
         let stack = Stack::start(opts).await?;
         let channel = Channel::from_shared(format!("http://{}", stack.grpc_addr()))?
@@ -189,6 +177,71 @@ impl World {
             events,
             _db: db,
         }))
+    }
+
+    /// The stack options every test starts from.
+    fn options(
+        nats: &NatsServer,
+        db: &TestDb,
+        smtp: &SmtpSink,
+        sms: &HttpSink,
+        code_key: [u8; 32],
+        clock: &ManualClock,
+    ) -> anyhow::Result<StackOptions> {
+        Ok(StackOptions {
+            nats_url: nats.url(),
+            db: db.settings(),
+            mail: sspr_cli::dev::smtp_transport(&smtp.url())?,
+            mail_from: Some("sspr <no-reply@sspr.test>".to_owned()),
+            sms_webhook_url: Some(sms.url()),
+            sms_dir: None,
+            code_key,
+            code_key_ring: None,
+            admin_token: ADMIN_TOKEN.to_owned(),
+            named_admin_tokens: None,
+            grpc_addr: "127.0.0.1:0".parse()?,
+            clock: Arc::new(clock.clone()),
+            resend_after: Duration::ZERO,
+            directory: sspr_directory::Config::default(),
+            policy: sspr_policy::Config::default(),
+            bus_config: None,
+            verification_replicas: 1,
+            trusted_proxy_hops: 0,
+            challenge_verify_url: None,
+            challenge_secret: None,
+        })
+    }
+
+    /// Stops every service and starts them again on the same NATS server, databases, sinks
+    /// and clock, with the default options changed by `configure` (e.g. a rotated code key):
+    /// what a rolling redeploy does. The events recorded so far are kept.
+    pub async fn restart_with(
+        &mut self,
+        configure: impl FnOnce(&mut StackOptions),
+    ) -> anyhow::Result<()> {
+        if let Some(stack) = self.stack.take() {
+            stack.stop().await;
+        }
+        let mut opts = Self::options(
+            &self.nats,
+            &self._db,
+            &self.smtp,
+            &self.sms,
+            self.code_key,
+            &self.clock,
+        )?;
+        configure(&mut opts);
+        let stack = Stack::start(opts).await?;
+        self.channel = Channel::from_shared(format!("http://{}", stack.grpc_addr()))?
+            .connect()
+            .await?;
+        self.stack = Some(stack);
+        Ok(())
+    }
+
+    /// The database settings the services use (to look at what they store).
+    pub fn db_settings(&self) -> sspr_storage::DbSettings {
+        self._db.settings()
     }
 
     pub fn reset(&self) -> PasswordResetClient<Channel> {
@@ -342,14 +395,24 @@ impl World {
             .await?
             .into_inner();
         let seen = self.mail_count(address);
-        let added = reg
-            .add_method(registration::AddMethodRequest {
-                session_id: begin.session_id.clone(),
-                kind: MethodKind::Email as i32,
-                destination: address.to_owned(),
-            })
-            .await?
-            .into_inner();
+        let add = registration::AddMethodRequest {
+            session_id: begin.session_id.clone(),
+            kind: MethodKind::Email as i32,
+            destination: address.to_owned(),
+        };
+        let added = match reg.add_method(add.clone()).await {
+            Ok(added) => added.into_inner(),
+            // A user who already has a method must prove one before adding another
+            // (re-confirming an existing address needs nothing).
+            Err(status) if begin.step_up_required => {
+                if status.code() != tonic::Code::FailedPrecondition {
+                    return Err(status.into());
+                }
+                self.step_up(&begin).await?;
+                reg.add_method(add).await?.into_inner()
+            }
+            Err(status) => return Err(status.into()),
+        };
         let code = self.next_code(address, seen).await?;
         reg.confirm_method(registration::ConfirmMethodRequest {
             session_id: begin.session_id,
@@ -358,6 +421,54 @@ impl World {
         })
         .await?;
         Ok(added.method_id)
+    }
+
+    /// Steps up the registration session `begin` with a code mailed to the user's first
+    /// registered email method (SendStepUpCode, then VerifyStepUpCode), so it may add methods.
+    pub async fn step_up(
+        &self,
+        begin: &registration::BeginRegistrationResponse,
+    ) -> anyhow::Result<()> {
+        let method = begin
+            .registered
+            .iter()
+            .find(|m| m.kind == MethodKind::Email as i32)
+            .context("no registered email method to step up with")?;
+        let seen = self.smtp.messages().len();
+        let mut reg = self.registration();
+        reg.send_step_up_code(registration::SendStepUpCodeRequest {
+            session_id: begin.session_id.clone(),
+            method_id: method.method_id.clone(),
+        })
+        .await?;
+        let code = self.next_code_anywhere(seen).await?;
+        reg.verify_step_up_code(registration::VerifyStepUpCodeRequest {
+            session_id: begin.session_id.clone(),
+            method_id: method.method_id.clone(),
+            code,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Waits for a mail carrying a code, to any address, beyond the first `seen` mails of all.
+    pub async fn next_code_anywhere(&self, seen: usize) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let code = self
+                .smtp
+                .messages()
+                .into_iter()
+                .skip(seen)
+                .find_map(|m| m.text_body().and_then(|t| code_in(&t)));
+            if let Some(code) = code {
+                return Ok(code);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no mail with a code within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every event recorded so far.

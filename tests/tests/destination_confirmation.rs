@@ -58,6 +58,11 @@ async fn destination_confirmation_flow(backend: Backend) {
                 allowed_methods: vec![MethodKind::Email as i32],
                 require_full_destination: true,
                 helpdesk_contact: HELPDESK.into(),
+                // Many failed attempts on one user below: keep the reset block out of the way.
+                limits: Some(admin::Limits {
+                    failed_verifications_per_day: Some(100),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         }))

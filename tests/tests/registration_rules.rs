@@ -224,7 +224,10 @@ async fn list_and_remove_own_methods(backend: Backend) {
         .await
         .expect("third");
 
-    let session = begin(&world, "alice").await.session_id;
+    let begun = begin(&world, "alice").await;
+    // Removing a method changes alice's methods: prove one first (registration takeover).
+    world.step_up(&begun).await.expect("step-up");
+    let session = begun.session_id;
     let mut reg = world.registration();
     let listed = reg
         .list_methods(registration::ListMethodsRequest {

@@ -222,6 +222,13 @@ async fn one_trace_across_processes() {
         .await
         .expect("registration mail");
     let code = code_in(&mail.text_body().expect("text")).expect("code");
+    // Notification announces the new method (its own lookups, in the registration's trace):
+    // let that finish before watching the reset's traffic.
+    let mut announced = nc
+        .subscribe("sspr.events.v1.method.change_announced")
+        .await
+        .expect("sub announced");
+    nc.flush().await.expect("flush");
     reg.confirm_method(registration::ConfirmMethodRequest {
         session_id: begin.session_id,
         method_id: added.method_id.clone(),
@@ -229,6 +236,9 @@ async fn one_trace_across_processes() {
     })
     .await
     .expect("confirm");
+    tokio::time::timeout(Duration::from_secs(15), announced.next())
+        .await
+        .expect("method change announced");
 
     // Watch the raw NATS traffic of the reset.
     let mut rpc = nc.subscribe("sspr.rpc.>").await.expect("sub rpc");

@@ -123,13 +123,12 @@ async fn delete_user_cascades(backend: Backend) {
         .await
         .expect("re-create alice");
     let again = start(&world, "alice").await;
-    assert_eq!(
-        again.methods.len(),
-        1,
+    assert!(
+        (1..=2).contains(&again.methods.len()),
         "a decoy has the shape of a real flow"
     );
-    assert_ne!(
-        again.methods[0].method_id, alice_method,
+    assert!(
+        again.methods.iter().all(|m| m.method_id != alice_method),
         "no real method is left"
     );
     let begun = world

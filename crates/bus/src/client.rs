@@ -8,6 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use tracing::Instrument;
 
+use crate::access::{NatsAuth, NatsTls};
 use crate::error::{
     BadRequest, BusError, DETAILS_HEADER, ErrorCode, REASON_HEADER, RETRY_AFTER_HEADER, RpcError,
 };
@@ -21,6 +22,13 @@ pub struct BusConfig {
     pub client_name: String,
     /// Default timeout of a request/reply call.
     pub request_timeout: Duration,
+    /// The connection's NATS identity.
+    pub auth: NatsAuth,
+    /// Client TLS settings.
+    pub tls: NatsTls,
+    /// Prefix of this connection's reply subjects (`_INBOX` when `None`). Services use
+    /// `_INBOX_<client name>` so the server can keep other identities off their replies.
+    pub inbox_prefix: Option<String>,
 }
 
 impl BusConfig {
@@ -29,6 +37,9 @@ impl BusConfig {
             url: url.into(),
             client_name: client_name.into(),
             request_timeout: Duration::from_secs(10),
+            auth: NatsAuth::default(),
+            tls: NatsTls::default(),
+            inbox_prefix: None,
         }
     }
 }
@@ -45,7 +56,13 @@ impl Bus {
     /// Connects, retrying the first connection for a short while so services can start in any
     /// order next to a nats-server that is still coming up.
     pub async fn connect(config: &BusConfig) -> Result<Self, async_nats::ConnectError> {
-        let client = async_nats::ConnectOptions::new()
+        let mut options =
+            crate::access::apply(async_nats::ConnectOptions::new(), &config.auth, &config.tls)
+                .await?;
+        if let Some(prefix) = &config.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        let client = options
             .name(&config.client_name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
@@ -102,6 +119,7 @@ impl Bus {
             messaging.destination.name = %subject,
             rpc.system = "nats",
         );
+        crate::work::record_request(subject);
         async {
             let mut headers = HeaderMap::new();
             trace::inject_current(&mut headers);

@@ -7,9 +7,11 @@
 //!   endpoints decode protobuf, run a handler inside a span continued from the caller's
 //!   `traceparent`, and reply with the result or a coded error.
 //! - [`streams`]: the JetStream streams, created or updated at start with explicit settings.
+//! - [`work`]: what each served request did (database statements, outgoing requests).
 //!
 //! Nothing here logs payloads: requests carry passwords and codes.
 
+mod access;
 mod client;
 pub mod consumer;
 mod error;
@@ -18,10 +20,12 @@ mod server;
 pub mod streams;
 pub mod subjects;
 pub mod trace;
+pub mod work;
 
+pub use access::{NatsAuth, NatsTls};
 pub use client::{Bus, BusConfig};
 pub use error::{
     BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, REASON_HEADER,
     RETRY_AFTER_HEADER, RpcError,
 };
-pub use server::{RequestContext, Router, serve};
+pub use server::{MAX_REQUEST_BYTES, RequestContext, Router, serve};

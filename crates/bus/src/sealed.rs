@@ -5,6 +5,8 @@
 //! only verification and notification hold, with a fresh random 192-bit nonce and the delivery
 //! id as associated data (so a ciphertext cannot be replayed under another delivery id).
 //! Anything else on the bus or at rest (outbox rows, stream storage) sees only ciphertext.
+//! `key_id` names the key that sealed it (empty = the bare key, id `0`), so deliveries sealed
+//! before a key rotation still open with the previous key ([`open_with`]).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -23,8 +25,18 @@ pub enum SealError {
     Decode,
 }
 
-/// Encrypts `delivery` under `key`.
+/// Encrypts `delivery` under `key` (the bare key, id `0`).
 pub fn seal(key: &[u8; 32], delivery: &Delivery) -> Result<SealedDelivery, SealError> {
+    seal_with_id("", key, delivery)
+}
+
+/// Encrypts `delivery` under `key` and names the key by `key_id`, so the opener can pick it
+/// from its key ring after a rotation.
+pub fn seal_with_id(
+    key_id: &str,
+    key: &[u8; 32],
+    delivery: &Delivery,
+) -> Result<SealedDelivery, SealError> {
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; 24];
     rand::rng().fill_bytes(&mut nonce);
@@ -42,7 +54,19 @@ pub fn seal(key: &[u8; 32], delivery: &Delivery) -> Result<SealedDelivery, SealE
         delivery_id: delivery.delivery_id.clone(),
         nonce: nonce.to_vec(),
         ciphertext,
+        key_id: key_id.to_owned(),
     })
+}
+
+/// Decrypts a sealed delivery with the key its `key_id` names in the caller's ring
+/// (`keys`), and checks that it is the delivery it claims to be. An unknown key id is
+/// [`SealError::Open`], as a wrong key is.
+pub fn open_with<'k>(
+    keys: impl Fn(&str) -> Option<&'k [u8; 32]>,
+    sealed: &SealedDelivery,
+) -> Result<Delivery, SealError> {
+    let key = keys(&sealed.key_id).ok_or(SealError::Open)?;
+    open(key, sealed)
 }
 
 /// Decrypts a sealed delivery and checks that it is the delivery it claims to be.
@@ -110,5 +134,23 @@ mod tests {
         let mut swapped = sealed;
         swapped.delivery_id = "d-2".into();
         assert_eq!(open(&[1u8; 32], &swapped), Err(SealError::Open));
+    }
+
+    #[test]
+    fn the_key_id_picks_the_key_of_the_ring() {
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        let ring = |kid: &str| match kid {
+            "a" => Some(&old),
+            "b" => Some(&new),
+            _ => None,
+        };
+        let sealed = seal_with_id("a", &old, &delivery()).expect("seal");
+        assert_eq!(sealed.key_id, "a");
+        assert_eq!(open_with(ring, &sealed), Ok(delivery()));
+        let mut relabelled = sealed.clone();
+        relabelled.key_id = "b".into();
+        assert_eq!(open_with(ring, &relabelled), Err(SealError::Open));
+        relabelled.key_id = "c".into();
+        assert_eq!(open_with(ring, &relabelled), Err(SealError::Open));
     }
 }

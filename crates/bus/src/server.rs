@@ -35,6 +35,11 @@ pub struct RequestContext {
     pub subject: String,
 }
 
+/// Largest request body a service decodes. nats-server's own `max_payload` (1 MiB by default)
+/// bounds what reaches a service at all; below it, this keeps a service from decoding (and
+/// allocating for) anything bigger than any real request (the gateway takes at most 256 KiB).
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
 /// The endpoints of one service.
 pub struct Router {
     service: String,
@@ -53,7 +58,8 @@ impl Router {
     }
 
     /// Serves `subject` with `handler`, decoding `Req` and encoding `Resp` as protobuf. A body
-    /// that does not decode is answered with `INVALID_ARGUMENT` without calling the handler.
+    /// over [`MAX_REQUEST_BYTES`] or one that does not decode is answered with
+    /// `INVALID_ARGUMENT` without decoding it or calling the handler.
     pub fn route<Req, Resp, F, Fut>(mut self, subject: &'static str, handler: F) -> Self
     where
         Req: Message + Default + 'static,
@@ -65,6 +71,9 @@ impl Router {
         let erased: Handler = Arc::new(move |ctx, body: Bytes| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
+                if body.len() > MAX_REQUEST_BYTES {
+                    return Err(RpcError::invalid_argument("request too large"));
+                }
                 let req = Req::decode(body)
                     .map_err(|_| RpcError::invalid_argument("malformed request"))?;
                 let resp = handler(ctx, req).await?;
@@ -157,7 +166,9 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
         let ctx = RequestContext {
             subject: subject.to_owned(),
         };
-        let result = handler(ctx, request.message.payload.clone()).await;
+        let (result, work) =
+            crate::work::measure(handler(ctx, request.message.payload.clone())).await;
+        crate::work::add(subject, &work);
         let mut headers = HeaderMap::new();
         let response = match result {
             Ok(body) => Ok(body),

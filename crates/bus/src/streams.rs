@@ -1,4 +1,5 @@
-//! The JetStream streams sspr relies on, created or updated at start with explicit settings.
+//! The JetStream streams sspr relies on, with explicit settings: created or updated by
+//! `sspr provision` (production) or at a service's start when they are missing (development).
 
 use std::time::Duration;
 
@@ -58,13 +59,65 @@ pub fn delivery_config(s: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Creates both streams, or updates them to these settings.
+/// Makes sure both streams exist with these settings, as a service does at start.
+///
+/// A stream that already has them is left alone, so a service whose NATS identity may not
+/// create or update streams (production: `sspr provision` owns them, see
+/// `deploy/nats/nats-server.conf`) starts fine once they were provisioned. A stream that is
+/// missing or differs is created or updated, which only works with that right (`sspr dev`,
+/// tests, a server without authorization).
 pub async fn ensure(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
     for config in [events_config(settings), delivery_config(settings)] {
-        let name = config.name.clone();
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|e| BusError::JetStream(format!("stream {name}: {e}")))?;
+        if let Ok(stream) = js.get_stream(&config.name).await
+            && same_settings(&stream.cached_info().config, &config)
+        {
+            continue;
+        }
+        create_or_update(js, config).await?;
     }
     Ok(())
+}
+
+/// Creates both streams, or updates them to these settings (`sspr provision`).
+pub async fn provision(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), BusError> {
+    for config in [events_config(settings), delivery_config(settings)] {
+        create_or_update(js, config).await?;
+    }
+    Ok(())
+}
+
+async fn create_or_update(js: &jetstream::Context, config: stream::Config) -> Result<(), BusError> {
+    let name = config.name.clone();
+    js.create_or_update_stream(config).await.map_err(|e| {
+        BusError::JetStream(format!(
+            "stream {name}: {e} (if this NATS identity may not manage streams, run `sspr provision` first)"
+        ))
+    })?;
+    Ok(())
+}
+
+/// The settings sspr chooses, compared with what the server reports (which fills in the rest).
+fn same_settings(actual: &stream::Config, wanted: &stream::Config) -> bool {
+    actual.subjects == wanted.subjects
+        && actual.retention == wanted.retention
+        && actual.storage == wanted.storage
+        && actual.max_age == wanted.max_age
+        && actual.duplicate_window == wanted.duplicate_window
+        && actual.num_replicas == wanted.num_replicas
+        && actual.discard == wanted.discard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_with_other_limits_is_not_the_same() {
+        let s = StreamSettings::default();
+        assert!(same_settings(&events_config(&s), &events_config(&s)));
+        let mut shorter = events_config(&s);
+        shorter.max_age = Duration::from_secs(60);
+        assert!(!same_settings(&shorter, &events_config(&s)));
+        assert!(!same_settings(&delivery_config(&s), &events_config(&s)));
+    }
 }

@@ -23,6 +23,12 @@ pub const VERIFICATION_USER_DELETED_CONSUMER: &str = "sspr-verification-user-del
 /// Durable pull consumer of `password.changed` on [`EVENTS_STREAM`] shared by notification
 /// replicas (password-changed mails and admin alerts).
 pub const NOTIFICATION_PASSWORD_CHANGED_CONSUMER: &str = "sspr-notification-password-changed";
+/// Durable pull consumer of `method.*` on [`EVENTS_STREAM`] shared by notification replicas
+/// (announcing every method change to the user's other methods).
+pub const NOTIFICATION_METHOD_CHANGES_CONSUMER: &str = "sspr-notification-method-changes";
+/// What [`NOTIFICATION_METHOD_CHANGES_CONSUMER`] is filtered to: `method.registered`,
+/// `method.removed` (and `method.change_announced`, which it skips).
+pub const METHOD_EVENTS_WILDCARD: &str = "sspr.events.v1.method.*";
 
 /// Public event subjects.
 pub mod events {

@@ -2,11 +2,13 @@
 //!
 //! - [`settings`]: typed settings from `SSPR_*` variables, with secrets wrapped so they never
 //!   print; a bad value is a [`settings::ConfigError`] naming the variable.
+//! - [`code_keys`]: the `SSPR_CODE_KEY` ring (current key with its id, previous keys).
 //! - [`ServiceContext`]: what a service needs to run (bus, database, clock), built by
 //!   [`connect`], which also starts `/healthz` and `/readyz`.
 //! - [`shutdown_token`]: cancelled on SIGTERM or Ctrl-C.
 //! - [`exit_with`]: turns a failed start into one line on stderr and a non-zero exit.
 
+pub mod code_keys;
 mod emitter;
 pub mod settings;
 
@@ -20,6 +22,7 @@ use sspr_clock::SharedClock;
 use sspr_storage::sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+pub use code_keys::{CodeKey, CodeKeys};
 pub use emitter::Emitter;
 pub use settings::{CommonSettings, ConfigError, Secret};
 
@@ -51,17 +54,27 @@ pub enum StartError {
     Other(String),
 }
 
-/// Connects to NATS as `sspr-<service>`.
+/// Connects to NATS as `sspr-<service>` with the configured credentials and TLS; replies come
+/// back on the service's own inbox prefix (`_INBOX_sspr-<service>`).
 pub async fn connect_bus(service: &str, common: &CommonSettings) -> Result<Bus, StartError> {
-    Bus::connect(&BusConfig::new(
-        common.nats_url.clone(),
-        format!("sspr-{service}"),
-    ))
-    .await
-    .map_err(|e| StartError::Nats {
-        url: common.nats_url.clone(),
-        message: e.to_string(),
-    })
+    Bus::connect(&bus_config(service, common))
+        .await
+        .map_err(|e| StartError::Nats {
+            url: common.nats_url.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// How `service` connects to NATS: as `sspr-<service>`, with `common`'s credentials and TLS,
+/// and `_INBOX_sspr-<service>` as its reply prefix (what `deploy/nats/nats-server.conf` lets it
+/// subscribe to).
+pub fn bus_config(service: &str, common: &CommonSettings) -> BusConfig {
+    let name = format!("sspr-{service}");
+    let mut config = BusConfig::new(common.nats_url.clone(), name.clone());
+    config.auth = common.nats_auth.clone();
+    config.tls = common.nats_tls.clone();
+    config.inbox_prefix = Some(format!("_INBOX_{name}"));
+    config
 }
 
 /// Connects to NATS and to the service's database, and serves `/healthz` and `/readyz` on

@@ -98,11 +98,111 @@ pub fn code_key() -> Result<Secret<[u8; 32]>, ConfigError> {
     parse_key("SSPR_CODE_KEY", &raw)
 }
 
+/// The NATS identity from `SSPR_NATS_USER`/`SSPR_NATS_PASSWORD`, `SSPR_NATS_CREDS` (a
+/// `.creds` file) or `SSPR_NATS_NKEY_SEED`; anonymous when none is set.
+pub fn nats_auth() -> Result<sspr_bus::NatsAuth, ConfigError> {
+    nats_auth_from(
+        var("SSPR_NATS_USER"),
+        var("SSPR_NATS_PASSWORD"),
+        var("SSPR_NATS_CREDS"),
+        var("SSPR_NATS_NKEY_SEED"),
+    )
+}
+
+fn nats_auth_from(
+    user: Option<String>,
+    password: Option<String>,
+    creds: Option<String>,
+    seed: Option<String>,
+) -> Result<sspr_bus::NatsAuth, ConfigError> {
+    use sspr_bus::NatsAuth;
+    let given = [
+        user.is_some() || password.is_some(),
+        creds.is_some(),
+        seed.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError::new(
+            "SSPR_NATS_USER",
+            "set only one of SSPR_NATS_USER/SSPR_NATS_PASSWORD, SSPR_NATS_CREDS and SSPR_NATS_NKEY_SEED",
+        ));
+    }
+    match (user, password, creds, seed) {
+        (Some(user), Some(password), _, _) => Ok(NatsAuth::UserPassword { user, password }),
+        (Some(_), None, _, _) => Err(ConfigError::new(
+            "SSPR_NATS_PASSWORD",
+            "is required when SSPR_NATS_USER is set",
+        )),
+        (None, Some(_), _, _) => Err(ConfigError::new(
+            "SSPR_NATS_USER",
+            "is required when SSPR_NATS_PASSWORD is set",
+        )),
+        (None, None, Some(path), _) => Ok(NatsAuth::CredsFile(PathBuf::from(path))),
+        (None, None, None, Some(seed)) => {
+            let seed = seed.trim().to_owned();
+            if !seed.starts_with("SU") {
+                return Err(ConfigError::new(
+                    "SSPR_NATS_NKEY_SEED",
+                    "must be an nkey user seed (starting with SU; `nk -gen user`)",
+                ));
+            }
+            Ok(NatsAuth::NkeySeed(seed))
+        }
+        (None, None, None, None) => Ok(NatsAuth::Anonymous),
+    }
+}
+
+/// Client TLS from `SSPR_NATS_TLS_CA`, `SSPR_NATS_TLS_CERT` and `SSPR_NATS_TLS_KEY` (PEM paths).
+pub fn nats_tls() -> Result<sspr_bus::NatsTls, ConfigError> {
+    let ca = var("SSPR_NATS_TLS_CA").map(PathBuf::from);
+    let client_cert = match (var("SSPR_NATS_TLS_CERT"), var("SSPR_NATS_TLS_KEY")) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "SSPR_NATS_TLS_KEY",
+                "is required when SSPR_NATS_TLS_CERT is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "SSPR_NATS_TLS_CERT",
+                "is required when SSPR_NATS_TLS_KEY is set",
+            ));
+        }
+    };
+    for (name, path) in
+        [("SSPR_NATS_TLS_CA", ca.as_ref())]
+            .into_iter()
+            .chain(client_cert.iter().flat_map(|(c, k)| {
+                [
+                    ("SSPR_NATS_TLS_CERT", Some(c)),
+                    ("SSPR_NATS_TLS_KEY", Some(k)),
+                ]
+            }))
+    {
+        if let Some(path) = path
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                name,
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+    }
+    Ok(sspr_bus::NatsTls { ca, client_cert })
+}
+
 /// Settings every service reads.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
     /// `SSPR_NATS_URL`, default `nats://127.0.0.1:4222`.
     pub nats_url: String,
+    /// The service's NATS identity: `SSPR_NATS_USER` + `SSPR_NATS_PASSWORD`, `SSPR_NATS_CREDS`
+    /// or `SSPR_NATS_NKEY_SEED` (at most one of the three).
+    pub nats_auth: sspr_bus::NatsAuth,
+    /// `SSPR_NATS_TLS_CA`, `SSPR_NATS_TLS_CERT`, `SSPR_NATS_TLS_KEY`.
+    pub nats_tls: sspr_bus::NatsTls,
     /// `SSPR_DATA_DIR` (default `./data`) and `SSPR_DATABASE_URL`.
     pub db: DbSettings,
     /// `SSPR_METRICS_ADDR`: where `/healthz` and `/readyz` are served; `None` when set to `off`.
@@ -139,6 +239,8 @@ impl CommonSettings {
         };
         Ok(Self {
             nats_url,
+            nats_auth: nats_auth()?,
+            nats_tls: nats_tls()?,
             db: DbSettings {
                 data_dir,
                 database_url,
@@ -151,6 +253,31 @@ impl CommonSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_identity_is_exactly_one_kind() {
+        let s = |v: &str| Some(v.to_owned());
+        assert!(matches!(
+            nats_auth_from(s("gateway"), s("pw"), None, None),
+            Ok(sspr_bus::NatsAuth::UserPassword { .. })
+        ));
+        assert!(matches!(
+            nats_auth_from(None, None, s("/etc/sspr/gw.creds"), None),
+            Ok(sspr_bus::NatsAuth::CredsFile(_))
+        ));
+        assert!(matches!(
+            nats_auth_from(None, None, None, s("SUAEXAMPLE")),
+            Ok(sspr_bus::NatsAuth::NkeySeed(_))
+        ));
+        assert!(matches!(
+            nats_auth_from(None, None, None, None),
+            Ok(sspr_bus::NatsAuth::Anonymous)
+        ));
+        assert!(nats_auth_from(s("gateway"), None, None, None).is_err());
+        assert!(nats_auth_from(s("gateway"), s("pw"), s("x.creds"), None).is_err());
+        let bad_seed = nats_auth_from(None, None, None, s("not-a-seed")).err();
+        assert!(bad_seed.is_some_and(|e| !e.to_string().contains("not-a-seed")));
+    }
 
     #[test]
     fn secret_never_prints() {

@@ -99,7 +99,9 @@ pub async fn connect(
                 .acquire_timeout(Duration::from_secs(10))
                 .set_schema_search_path(schema)
                 .sqlx_logging(false);
-            Database::connect(opts).await.map_err(err)
+            let mut db = Database::connect(opts).await.map_err(err)?;
+            db.set_metric_callback(|_| sspr_bus::work::record_db_statement());
+            Ok(db)
         }
         None => {
             std::fs::create_dir_all(&settings.data_dir).map_err(|source| {
@@ -121,8 +123,10 @@ pub async fn connect(
                         .busy_timeout(Duration::from_secs(10))
                         .foreign_keys(true)
                 });
-            let db = Database::connect(opts).await.map_err(err)?;
+            let mut db = Database::connect(opts).await.map_err(err)?;
             debug_assert_eq!(db.get_database_backend(), DbBackend::Sqlite);
+            // Each statement counts toward the work of the request being served, if any.
+            db.set_metric_callback(|_| sspr_bus::work::record_db_statement());
             Ok(db)
         }
     }

@@ -135,9 +135,25 @@ pub struct OutboxMessage {
     pub msg_id: String,
     pub payload: Vec<u8>,
     pub traceparent: Option<String>,
+    /// A stand-in written by a decoy flow so it does the same database work as a real one:
+    /// stored already published, so the relay never sends it. See [`OutboxMessage::decoy`].
+    pub decoy: bool,
 }
 
 impl OutboxMessage {
+    /// The stand-in of this message for a decoy flow: same size, zeroed payload, never
+    /// published. Decoy flows (unknown users, users who may not reset) must cost the same
+    /// writes as real ones so neither the answer nor its timing tells them apart, yet nothing
+    /// about them may reach the bus.
+    pub fn decoy(self) -> Self {
+        Self {
+            payload: vec![0; self.payload.len()],
+            traceparent: None,
+            decoy: true,
+            ..self
+        }
+    }
+
     /// A message for `subject` carrying `body`, tied to the current span's trace.
     pub fn new(subject: &str, msg_id: impl Into<String>, body: &impl prost::Message) -> Self {
         Self {
@@ -145,6 +161,7 @@ impl OutboxMessage {
             msg_id: msg_id.into(),
             payload: body.encode_to_vec(),
             traceparent: sspr_bus::trace::current_traceparent(),
+            decoy: false,
         }
     }
 }
@@ -161,7 +178,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         payload: Set(msg.payload),
         traceparent: Set(msg.traceparent),
         created_at: Set(now),
-        published_at: Set(None),
+        published_at: Set(msg.decoy.then_some(now)),
         ..Default::default()
     }
     .insert(conn)

@@ -10,4 +10,6 @@
 pub mod health;
 mod tracing_setup;
 
-pub use tracing_setup::{Telemetry, TelemetryError, init};
+pub use tracing_setup::{Telemetry, TelemetryError, init, init_with_exporter};
+/// The log writer type [`init_with_exporter`] takes.
+pub use tracing_subscriber::fmt::writer::BoxMakeWriter;

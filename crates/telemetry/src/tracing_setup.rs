@@ -3,6 +3,8 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -51,11 +53,7 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
         _ => EnvFilter::new("info,async_nats=warn,sqlx=warn,sea_orm=warn,h2=warn,tower=warn"),
     };
 
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service_name.clone())
-            .build(),
-    );
+    let mut builder = provider_builder(&service_name);
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .map(|v| !v.trim().is_empty())
         .unwrap_or(false);
@@ -66,13 +64,70 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         builder = builder.with_batch_exporter(exporter);
     }
-    let provider = builder.build();
-    let tracer = provider.tracer("sspr");
+    Ok(install(
+        builder.build(),
+        filter,
+        BoxMakeWriter::new(std::io::stderr),
+        true,
+    ))
+}
 
+/// For tests that must see exactly what production emits (the secret-hygiene test): installs
+/// the same subscriber as [`init`] (the same log layer and the same OpenTelemetry layer and
+/// tracer provider), but with the log filter `filter` (e.g. `trace`), log lines written
+/// without colours to `log_writer`, and every finished span handed at once to `exporter`.
+///
+/// Like [`init`], the first caller in a process wins; call it before anything else installs a
+/// subscriber (e.g. first thing in a test binary of its own).
+pub fn init_with_exporter<E>(
+    service_name: &str,
+    filter: &str,
+    exporter: E,
+    log_writer: BoxMakeWriter,
+) -> Result<Telemetry, TelemetryError>
+where
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
+    let filter = EnvFilter::try_new(filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let provider = provider_builder(service_name)
+        .with_simple_exporter(exporter)
+        .build();
+    Ok(install(provider, filter, log_writer, false))
+}
+
+/// async-nats logs every protocol operation at TRACE with its content: message payloads (the
+/// owner-only requests carry passwords and codes, replies carry session ids) and the CONNECT
+/// line (the NATS password). Those events never reach the log, whatever `RUST_LOG` asks for;
+/// its DEBUG and higher events (connection state, subjects, no payloads) still do. Proven by
+/// the secret-hygiene test (`tests/tests/attack_secrets.rs`), which logs at TRACE.
+fn no_protocol_dumps()
+-> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("async_nats"))
+    })
+}
+
+fn provider_builder(service_name: &str) -> opentelemetry_sdk::trace::TracerProviderBuilder {
+    SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    )
+}
+
+fn install(
+    provider: SdkTracerProvider,
+    filter: EnvFilter,
+    log_writer: BoxMakeWriter,
+    ansi: bool,
+) -> Telemetry {
+    let tracer = provider.tracer("sspr");
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .with_filter(filter);
+        .with_writer(log_writer)
+        .with_target(true);
+    // Production keeps the default (colours unless NO_COLOR is set); captures want plain text.
+    let fmt = if ansi { fmt } else { fmt.with_ansi(false) };
+    let fmt = fmt.with_filter(filter.and(no_protocol_dumps()));
     // Spans reach OpenTelemetry whatever the log level, so traces stay whole.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
@@ -84,11 +139,11 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
         .is_ok();
     if installed {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        Ok(Telemetry {
+        Telemetry {
             provider: Some(provider),
-        })
+        }
     } else {
         let _ = provider.shutdown();
-        Ok(Telemetry { provider: None })
+        Telemetry { provider: None }
     }
 }

@@ -47,11 +47,28 @@ kill "$watchdog" 2>/dev/null
 exit "$status"
 "#;
 
+/// A server configuration file and what the fixture needs to run it.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// The `-c` file (e.g. `deploy/nats/nats-server.conf`); `-p`, `-a` and `-sd` still come
+    /// from the fixture.
+    pub file: PathBuf,
+    /// Environment of the server process (e.g. the passwords the file references as `$NAME`).
+    pub env: Vec<(String, String)>,
+    /// A user/password allowed `$JS.API.INFO` with the default `_INBOX.>` inbox, for the
+    /// readiness probe; `None` when the file sets no authorization.
+    pub probe_user: Option<(String, String)>,
+    /// The CA the readiness probe trusts when the file enables TLS.
+    pub probe_tls_ca: Option<PathBuf>,
+}
+
 /// A running private nats-server; killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     bin: PathBuf,
     port: u16,
+    /// Set by [`NatsServer::start_with_config`].
+    config: Option<NatsConfig>,
     /// Holds the JetStream store (`js/`) and the server's log (`nats-server.log`).
     dir: TempDir,
     /// The supervisor shell (see the module docs); it exits once the server has exited.
@@ -63,6 +80,15 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a nats-server with JetStream on a free port of 127.0.0.1 and waits until it is ready.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        Self::start_inner(None).await
+    }
+
+    /// As [`NatsServer::start`], with a configuration file (authorization, permissions).
+    pub async fn start_with_config(config: NatsConfig) -> anyhow::Result<NatsServer> {
+        Self::start_inner(Some(config)).await
+    }
+
+    async fn start_inner(config: Option<NatsConfig>) -> anyhow::Result<NatsServer> {
         let bin = find_binary().await?;
         let dir = tempfile::Builder::new()
             .prefix("sspr-nats-")
@@ -71,6 +97,7 @@ impl NatsServer {
         let mut server = NatsServer {
             bin,
             port: 0,
+            config,
             dir,
             child: None,
             lifeline: None,
@@ -166,6 +193,11 @@ impl NatsServer {
         }
     }
 
+    /// Everything the server logged so far (e.g. its permission-violation reports).
+    pub fn log_text(&self) -> String {
+        read_log_from(&self.log_path(), 0)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("nats-server.log")
     }
@@ -179,11 +211,17 @@ impl NatsServer {
             .with_context(|| format!("opening {}", log_path.display()))?;
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let store = self.store_dir();
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(SUPERVISOR)
             .arg("sspr-testkit-nats")
-            .arg(&self.bin)
+            .arg(&self.bin);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(&config.file);
+            command.envs(config.env.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = command
             .arg("-js")
             .arg("-sd")
             .arg(&store)
@@ -217,13 +255,15 @@ impl NatsServer {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let url = self.url();
+        let probe_user = self.config.as_ref().and_then(|c| c.probe_user.clone());
+        let probe_ca = self.config.as_ref().and_then(|c| c.probe_tls_ca.clone());
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait().context("polling nats-server")?
             {
                 bail!("nats-server exited during start-up with {status}");
             }
-            match probe_jetstream(&url).await {
+            match probe_jetstream(&url, probe_user.clone(), probe_ca.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(e.context(format!("timed out after {READY_TIMEOUT:?}")));
@@ -261,8 +301,19 @@ impl From<anyhow::Error> for SpawnError {
 }
 
 /// Ready means: a client connects and the JetStream API answers an account-info request.
-async fn probe_jetstream(url: &str) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
+async fn probe_jetstream(
+    url: &str,
+    user: Option<(String, String)>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = user {
+        options = options.user_and_password(user, password);
+    }
+    if let Some(ca) = ca {
+        options = options.add_root_certificates(ca).require_tls(true);
+    }
+    let client = options
         .connection_timeout(Duration::from_secs(1))
         .connect(url)
         .await?;

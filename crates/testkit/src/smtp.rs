@@ -210,6 +210,24 @@ impl SmtpSink {
             n,
         ));
     }
+
+    /// How many of the rejections asked for by [`SmtpSink::reject_next`] are still to come.
+    pub fn pending_rejections(&self) -> usize {
+        self.state
+            .rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Drops the rejections still to come: every message is accepted again.
+    pub fn clear_rejections(&self) {
+        self.state
+            .rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 impl Drop for SmtpSink {

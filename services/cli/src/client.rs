@@ -90,6 +90,75 @@ impl QuestionArgs {
     }
 }
 
+/// The abuse-limit options of `set-policy` and `preview-policy`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// An abuse limit as NAME=VALUE (repeat), NAME a field of sspr.admin.v1.Limits, e.g.
+    /// --limit phone_sends_per_hour=3 --limit breaker_min_verified_percent=25. Unset limits
+    /// take their defaults; the policy service checks every range.
+    #[arg(long = "limit", value_parser = parse_limit)]
+    limits: Vec<(String, u32)>,
+    /// An E.164 prefix SMS and voice codes may go to (repeat), e.g. --phone-prefix +44. None:
+    /// the organisation's own (the policy service's SSPR_ORGANISATION_PHONE_PREFIXES).
+    #[arg(long = "phone-prefix")]
+    phone_prefixes: Vec<String>,
+}
+
+impl LimitArgs {
+    fn apply(self, policy: &mut admin::Policy) {
+        let mut limits = admin::Limits {
+            phone_allowed_prefixes: self.phone_prefixes,
+            ..Default::default()
+        };
+        for (name, value) in self.limits {
+            // Names were checked by the parser.
+            if let Some(slot) = sspr_policy::handlers::limit_slot(&mut limits, &name) {
+                *slot = Some(value);
+            }
+        }
+        policy.limits = Some(limits);
+    }
+}
+
+/// `NAME=VALUE` of a known limit and a whole number.
+fn parse_limit(raw: &str) -> Result<(String, u32), String> {
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())?;
+    let name = name.trim();
+    if sspr_policy::handlers::limit_slot(&mut admin::Limits::default(), name).is_none() {
+        let names: Vec<&str> = sspr_policy::domain::limits::RANGES
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect();
+        return Err(format!(
+            "unknown limit {name:?}; one of {}",
+            names.join(", ")
+        ));
+    }
+    let value = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name} must be a whole number"))?;
+    Ok((name.to_owned(), value))
+}
+
+/// The limits an admin set, by name (unset ones left out), and the phone allowlist.
+fn limits_json(limits: Option<&admin::Limits>) -> Value {
+    let mut copy = limits.cloned().unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for (name, _, _) in sspr_policy::domain::limits::RANGES {
+        if let Some(Some(value)) = sspr_policy::handlers::limit_slot(&mut copy, name).as_deref() {
+            out.insert((*name).to_owned(), json!(value));
+        }
+    }
+    out.insert(
+        "phone_allowed_prefixes".to_owned(),
+        json!(copy.phone_allowed_prefixes),
+    );
+    Value::Object(out)
+}
+
 /// `ID=VALUE` (a question and its text, or a question and an answer).
 fn parse_id_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
@@ -126,6 +195,8 @@ pub struct ProposedPolicyArgs {
     allow_unlock: bool,
     #[command(flatten)]
     questions: QuestionArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 impl ProposedPolicyArgs {
@@ -151,6 +222,7 @@ impl ProposedPolicyArgs {
             ..Default::default()
         };
         self.questions.apply(&mut policy);
+        self.limits.apply(&mut policy);
         policy
     }
 }
@@ -198,6 +270,8 @@ pub enum AdminCommand {
         allow_unlock: bool,
         #[command(flatten)]
         questions: QuestionArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Show the password rules (length, banned terms, organisation name, history).
     GetPasswordPolicy,
@@ -580,6 +654,7 @@ fn policy_json(p: &admin::Policy) -> Value {
             .collect::<Vec<_>>(),
         "questions_required_to_register": p.questions_required_to_register,
         "questions_required_to_reset": p.questions_required_to_reset,
+        "limits": limits_json(p.limits.as_ref()),
     })
 }
 
@@ -643,6 +718,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
             helpdesk_contact,
             allow_unlock,
             questions,
+            limits,
         } => {
             let scope = match scope {
                 ScopeArg::None => admin::Scope::None,
@@ -665,6 +741,7 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 ..Default::default()
             };
             questions.apply(&mut policy);
+            limits.apply(&mut policy);
             let p = client
                 .set_policy(request(
                     args,
@@ -1422,6 +1499,54 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn limit_flags_parse_into_the_policy() {
+        let cli = Cli::try_parse_from([
+            "sspr",
+            "set-policy",
+            "--scope",
+            "all",
+            "--limit",
+            "phone_sends_per_hour=3",
+            "--limit",
+            "breaker_min_verified_percent=0",
+            "--phone-prefix",
+            "+44",
+            "--phone-prefix",
+            "+353",
+        ])
+        .unwrap();
+        let AdminCommand::SetPolicy { limits, .. } = cli.command else {
+            panic!("not set-policy");
+        };
+        let mut policy = admin::Policy::default();
+        limits.apply(&mut policy);
+        let set = policy.limits.expect("limits");
+        assert_eq!(set.phone_sends_per_hour, Some(3));
+        assert_eq!(set.breaker_min_verified_percent, Some(0));
+        assert_eq!(set.code_length, None);
+        assert_eq!(set.phone_allowed_prefixes, vec!["+44", "+353"]);
+        assert_eq!(
+            limits_json(Some(&set)),
+            json!({
+                "phone_sends_per_hour": 3,
+                "breaker_min_verified_percent": 0,
+                "phone_allowed_prefixes": ["+44", "+353"],
+            })
+        );
+        for bad in [
+            "sms_per_year=3",
+            "phone_sends_per_hour",
+            "phone_sends_per_hour=x",
+        ] {
+            assert!(
+                Cli::try_parse_from(["sspr", "set-policy", "--scope", "all", "--limit", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

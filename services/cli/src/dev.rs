@@ -31,6 +31,10 @@ pub struct StackOptions {
     /// Without a webhook, SMS are written as text files here (`sspr dev` only).
     pub sms_dir: Option<PathBuf>,
     pub code_key: [u8; 32],
+    /// The whole code key ring (current key with its id, previous keys) for verification and
+    /// notification; `None` for `code_key` alone (id `0`). When set, it replaces `code_key`
+    /// for codes and deliveries; decoys stay keyed by `code_key`.
+    pub code_key_ring: Option<sspr_runtime::CodeKeys>,
     /// The single admin token (admin id `admin`, role admin).
     pub admin_token: String,
     /// Named admin tokens besides it, as in `SSPR_ADMIN_TOKENS` (`name:role:token` entries
@@ -42,6 +46,39 @@ pub struct StackOptions {
     pub resend_after: Duration,
     /// The directory's own settings (the LDAP password writeback connector).
     pub directory: sspr_directory::Config,
+    /// The policy service's own settings (the organisation's phone prefixes).
+    pub policy: sspr_policy::Config,
+    /// How each service connects to NATS (its own credentials, as in production with
+    /// `deploy/nats/nats-server.conf`); `None`: [`anonymous_bus_config`].
+    pub bus_config: Option<BusConfigFor>,
+    /// Replicas of the verification service (at least 1), sharing its database; the extra
+    /// ones start once the first has migrated it.
+    pub verification_replicas: usize,
+    /// The gateway's trusted `X-Forwarded-For` hops (0: the TCP peer is the client).
+    pub trusted_proxy_hops: usize,
+    /// The gateway's CAPTCHA verifier (`SSPR_CHALLENGE_VERIFY_URL`, an http:// URL) and its
+    /// secret (`SSPR_CHALLENGE_SECRET`); `None`: challenge tokens are never passed.
+    pub challenge_verify_url: Option<String>,
+    pub challenge_secret: Option<String>,
+}
+
+/// How the service named by the argument (`directory`, ..., `gateway`) connects to NATS.
+pub type BusConfigFor = std::sync::Arc<dyn Fn(&str) -> BusConfig + Send + Sync>;
+
+/// The default [`BusConfigFor`]: anonymous, to `nats_url`, as `sspr-<service>` with the inbox
+/// prefix `_INBOX_sspr-<service>` (as the binaries connect).
+pub fn anonymous_bus_config(nats_url: &str, service: &str) -> BusConfig {
+    let name = format!("sspr-{service}");
+    let mut config = BusConfig::new(nats_url.to_owned(), name.clone());
+    config.inbox_prefix = Some(format!("_INBOX_{name}"));
+    config
+}
+
+fn bus_config(service: &str, opts: &StackOptions) -> BusConfig {
+    match &opts.bus_config {
+        Some(config_for) => config_for(service),
+        None => anonymous_bus_config(&opts.nats_url, service),
+    }
 }
 
 /// The running services.
@@ -52,12 +89,9 @@ pub struct Stack {
 }
 
 async fn context(service: &str, opts: &StackOptions) -> anyhow::Result<ServiceContext> {
-    let bus = Bus::connect(&BusConfig::new(
-        opts.nats_url.clone(),
-        format!("sspr-{service}"),
-    ))
-    .await
-    .with_context(|| format!("{service}: cannot connect to NATS at {}", opts.nats_url))?;
+    let bus = Bus::connect(&bus_config(service, opts))
+        .await
+        .with_context(|| format!("{service}: cannot connect to NATS at {}", opts.nats_url))?;
     let db = sspr_storage::connect(service, &opts.db).await?;
     Ok(ServiceContext {
         bus,
@@ -77,7 +111,7 @@ impl Stack {
         tasks.spawn(async move { ("directory", sspr_directory::run(ctx, cfg, token).await) });
 
         let ctx = context(sspr_policy::SERVICE, &opts).await?;
-        let (cfg, token) = (sspr_policy::Config::default(), shutdown.clone());
+        let (cfg, token) = (opts.policy.clone(), shutdown.clone());
         tasks.spawn(async move { ("policy", sspr_policy::run(ctx, cfg, token).await) });
 
         let ctx = context(sspr_enrolment::SERVICE, &opts).await?;
@@ -85,10 +119,16 @@ impl Stack {
         tasks.spawn(async move { ("enrolment", sspr_enrolment::run(ctx, cfg, token).await) });
 
         let ctx = context(sspr_verification::SERVICE, &opts).await?;
-        let mut cfg = sspr_verification::Config::new(Secret::new(opts.code_key));
+        let ring = opts
+            .code_key_ring
+            .clone()
+            .unwrap_or_else(|| sspr_runtime::CodeKeys::single(Secret::new(opts.code_key)));
+        let mut cfg =
+            sspr_verification::Config::with_keys(ring.clone(), Secret::new(opts.code_key));
         cfg.resend_after =
             chrono::Duration::from_std(opts.resend_after).context("resend_after is too large")?;
         let token = shutdown.clone();
+        let verification_cfg = cfg.clone();
         tasks.spawn(async move {
             (
                 "verification",
@@ -98,6 +138,7 @@ impl Stack {
 
         let ctx = context(sspr_notification::SERVICE, &opts).await?;
         let mut cfg = sspr_notification::Config::new(opts.mail.clone(), Secret::new(opts.code_key));
+        cfg.code_keys = ring;
         if let Some(from) = &opts.mail_from {
             cfg.mail_from = from
                 .parse()
@@ -122,7 +163,7 @@ impl Stack {
         let (cfg, token) = (sspr_audit::Config::default(), shutdown.clone());
         tasks.spawn(async move { ("audit", sspr_audit::run(ctx, cfg, token).await) });
 
-        let bus = Bus::connect(&BusConfig::new(opts.nats_url.clone(), "sspr-gateway")).await?;
+        let bus = Bus::connect(&bus_config("gateway", &opts)).await?;
         let cfg = sspr_gateway::Config {
             grpc_addr: opts.grpc_addr,
             admin_tokens: sspr_gateway::admin_tokens(
@@ -130,7 +171,12 @@ impl Stack {
                 opts.named_admin_tokens.clone(),
                 None,
             )?,
-            trusted_proxy_hops: 0,
+            trusted_proxy_hops: opts.trusted_proxy_hops,
+            tls: None,
+            challenge: sspr_gateway::challenge::ChallengeConfig::parse(
+                opts.challenge_verify_url.clone(),
+                opts.challenge_secret.clone(),
+            )?,
         };
         let (grpc_addr, serve) = sspr_gateway::bind(bus.clone(), cfg, shutdown.clone()).await?;
         tasks.spawn(async move { ("gateway", serve.await) });
@@ -141,6 +187,24 @@ impl Stack {
             tasks,
         };
         if let Err(e) = stack.wait_until_serving(&bus).await {
+            stack.stop().await;
+            return Err(e);
+        }
+        let replicas = opts.verification_replicas.max(1);
+        for _ in 1..replicas {
+            let ctx = context(sspr_verification::SERVICE, &opts).await?;
+            let (cfg, token) = (verification_cfg.clone(), stack.shutdown.clone());
+            stack.tasks.spawn(async move {
+                (
+                    "verification",
+                    sspr_verification::run(ctx, cfg, token).await,
+                )
+            });
+        }
+        if let Err(e) = stack
+            .wait_for_replicas(&bus, "verification", replicas)
+            .await
+        {
             stack.stop().await;
             return Err(e);
         }
@@ -179,6 +243,55 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// Waits until `count` instances of `service` answer one `$SRV.PING`.
+    async fn wait_for_replicas(
+        &mut self,
+        bus: &Bus,
+        service: &str,
+        count: usize,
+    ) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        if count <= 1 {
+            return Ok(());
+        }
+        let client = bus.client();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok((name, result))) = self.tasks.try_join_next() {
+                anyhow::bail!("{name} stopped while starting: {:?}", result.err());
+            }
+            let inbox = client.new_inbox();
+            let mut replies = client.subscribe(inbox.clone()).await?;
+            client
+                .publish_with_reply(
+                    format!("$SRV.PING.sspr-{service}"),
+                    inbox,
+                    Default::default(),
+                )
+                .await?;
+            client.flush().await?;
+            let mut answered = 0;
+            let window = tokio::time::sleep(Duration::from_millis(300));
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    _ = &mut window => break,
+                    reply = replies.next() => match reply {
+                        Some(_) => answered += 1,
+                        None => break,
+                    },
+                }
+            }
+            if answered >= count {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "only {answered} of {count} {service} replicas started within 30 s"
+            );
+        }
     }
 
     /// Address of the public gRPC API.
@@ -270,7 +383,11 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         Some(k) => k,
         None => persistent_secret(&data_dir.join("code-key"))?,
     };
-    let code_key = *sspr_runtime::settings::parse_key("SSPR_CODE_KEY", &code_key_b64)?.expose();
+    let code_key_ring = sspr_runtime::CodeKeys::parse(
+        &code_key_b64,
+        sspr_runtime::settings::var(sspr_runtime::code_keys::PREVIOUS_KEYS_VAR).as_deref(),
+    )?;
+    let code_key = *code_key_ring.current().key.expose();
     let admin_token = match sspr_runtime::settings::var("SSPR_ADMIN_TOKEN") {
         Some(t) => t,
         None => persistent_secret(&data_dir.join("admin-token"))?,
@@ -312,12 +429,19 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         sms_webhook_url: sspr_runtime::settings::var("SSPR_SMS_WEBHOOK_URL"),
         sms_dir: Some(data_dir.join("sms")),
         code_key,
+        code_key_ring: Some(code_key_ring),
         admin_token,
         named_admin_tokens,
         grpc_addr,
         clock: sspr_clock::system(),
         resend_after: Duration::from_secs(30),
         directory: sspr_directory::Config::from_env()?,
+        policy: sspr_policy::Config::from_env()?,
+        bus_config: None,
+        verification_replicas: 1,
+        trusted_proxy_hops: 0,
+        challenge_verify_url: sspr_runtime::settings::var("SSPR_CHALLENGE_VERIFY_URL"),
+        challenge_secret: sspr_runtime::settings::var("SSPR_CHALLENGE_SECRET"),
     };
     let mut stack = Stack::start(opts).await?;
     let shutdown = sspr_runtime::shutdown_token();

@@ -4,7 +4,9 @@
 //!   end-to-end tests.
 //! - [`client`]: the `admin`, `register` and `reset` subcommands, thin gRPC clients of the
 //!   gateway that print JSON.
+//! - [`provision`]: `sspr provision`, the streams and durable consumers under their own identity.
 
 pub mod client;
 pub mod dev;
 pub mod nats_server;
+pub mod provision;

@@ -25,6 +25,14 @@ enum Command {
         #[arg(long, env = "SSPR_GRPC_ADDR", default_value = "127.0.0.1:50051")]
         grpc_addr: std::net::SocketAddr,
     },
+    /// Create or update the JetStream streams and every service's durable consumer (run once
+    /// per deployment and after upgrades, with the `provision` NATS identity from
+    /// SSPR_NATS_USER/SSPR_NATS_PASSWORD, SSPR_NATS_CREDS or SSPR_NATS_NKEY_SEED).
+    Provision {
+        /// Stream replicas (up to the number of servers in the NATS cluster).
+        #[arg(long, env = "SSPR_NATS_STREAM_REPLICAS", default_value_t = 1)]
+        replicas: usize,
+    },
     /// Administration through the gateway's Admin API.
     Admin {
         #[command(flatten)]
@@ -56,6 +64,7 @@ async fn main() -> ExitCode {
             data_dir,
             grpc_addr,
         } => sspr_cli::dev::main(data_dir, grpc_addr).await,
+        Command::Provision { replicas } => sspr_cli::provision::main(replicas).await,
         Command::Admin { gateway, command } => client::admin(&gateway, command).await,
         Command::Register { gateway, command } => client::register(&gateway, command).await,
         Command::Reset { gateway, command } => client::reset(&gateway, command).await,

@@ -48,12 +48,16 @@ pub const SERVICE: &str = "directory";
 pub struct Config {
     /// The LDAP password writeback connector (`SSPR_LDAP_*`); `None`: built-in store only.
     pub ldap: Option<adapters::ldap::LdapSettings>,
+    /// Tests only: record every Argon2 computation here (see [`hashing::WorkLog`]), to prove
+    /// that every sign-in path costs the same work. Never set from the environment.
+    pub work_log: Option<Arc<hashing::WorkLog>>,
 }
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
             ldap: adapters::ldap::LdapSettings::from_env()?,
+            work_log: None,
         })
     }
 }
@@ -68,7 +72,10 @@ pub async fn run(
     let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
     let signal = emitter.signal();
 
-    let hasher = hashing::Hasher::per_core();
+    let hasher = match config.work_log {
+        Some(log) => hashing::Hasher::per_core().with_work_log(log),
+        None => hashing::Hasher::per_core(),
+    };
     hasher.warm_up();
     let handlers = handlers::DirectoryHandlers::new(
         Arc::new(adapters::store::SqlUserStore::new(ctx.db.clone(), signal)),

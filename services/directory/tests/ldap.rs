@@ -114,6 +114,7 @@ async fn passwords_are_written_back_to_openldap_and_a_failed_writeback_changes_n
     .expect("LDAP settings");
     let config = sspr_directory::Config {
         ldap: Some(settings.clone()),
+        ..Default::default()
     };
     let directory = start(&nats, &db, sspr_directory::SERVICE, |ctx, token| {
         sspr_directory::run(ctx, config, token)

@@ -7,8 +7,11 @@
 use sspr_bus::{BusError, RpcError};
 
 use crate::domain::questions::AnswerError;
+use crate::domain::sign_in_throttle::Throttled;
+use crate::domain::takeover::STEP_UP_REQUIRED_REASON;
 use crate::domain::{
     AddRefusal, DestinationError, EntropyError, IdError, MalformedToken, MethodKind, RemoveRefusal,
+    StepUpRequired,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,12 @@ pub enum Error {
     Corrupt(String),
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// The session must prove one of the user's existing methods first.
+    #[error(transparent)]
+    StepUpRequired(#[from] StepUpRequired),
+    /// Too many sign-in password checks for this user id or client IP.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
 }
 
 impl From<DestinationError> for Error {
@@ -96,6 +105,12 @@ impl From<Error> for RpcError {
             | Error::AlreadyConfirmed
             | Error::BelowRequired { .. } => RpcError::failed_precondition(e.to_string()),
             Error::TooManyMethods => RpcError::resource_exhausted(e.to_string()),
+            Error::StepUpRequired(_) => {
+                RpcError::failed_precondition(e.to_string()).with_reason(STEP_UP_REQUIRED_REASON)
+            }
+            Error::Throttled(t) => RpcError::resource_exhausted(e.to_string())
+                .with_retry_after(t.retry_after_secs)
+                .with_reason("SIGN_IN_THROTTLED"),
             Error::UnknownMethod => RpcError::not_found(e.to_string()),
             Error::Answers(AnswerError::NotAllowed) => RpcError::failed_precondition(e.to_string()),
             Error::Answers(e) => RpcError::invalid_argument(e.to_string()),
@@ -145,6 +160,22 @@ mod tests {
             code(Error::Corrupt("methods row m_1".into())),
             ErrorCode::Internal
         );
+    }
+
+    #[test]
+    fn step_up_and_throttle_refusals_carry_their_reason_and_retry_after() {
+        let e = RpcError::from(Error::StepUpRequired(StepUpRequired));
+        assert_eq!(e.code, ErrorCode::FailedPrecondition);
+        assert_eq!(e.reason.as_deref(), Some("STEP_UP_REQUIRED"));
+        assert!(
+            e.message
+                .contains("verify one of your registered methods first")
+        );
+        let e = RpcError::from(Error::Throttled(Throttled {
+            retry_after_secs: 42,
+        }));
+        assert_eq!(e.code, ErrorCode::ResourceExhausted);
+        assert_eq!(e.retry_after_secs, Some(42));
     }
 
     #[test]

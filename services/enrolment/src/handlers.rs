@@ -9,6 +9,10 @@
 //!   logged or echoed, and the comparison is constant-time (see `domain::confirm`).
 //! - The session token, the password and the code are never logged: spans carry only
 //!   `user_id`, `flow_id` and `method_id`.
+//! - Registration takeover (see `domain::takeover` and [`crate::takeover`]): once a user has a
+//!   method, changing their methods needs a step-up, and new methods wait out a cool-down
+//!   before `list_methods` offers them for reset. BeginRegistration and GetStatus are
+//!   throttled per user id and client IP before the password is checked.
 //! - Re-confirmation: AddMethod with a confirmed destination sends that method a code, and
 //!   ConfirmMethod with it moves the method's confirmation date; the registration's last
 //!   confirmation is the newest of these dates (see `domain::status`).
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use sspr_bus::{Router, RpcError, subjects::rpc};
 use sspr_clock::SharedClock;
 use sspr_proto::common::v1::{ContactMethod, MethodKind as WireKind};
+use sspr_proto::events::v1::CodePurpose;
 use sspr_proto::internal::directory::v1::UserRecord;
 use sspr_proto::internal::enrolment::v1::{
     AddMethodRequest, AddMethodResponse, BeginRegistrationRequest, BeginRegistrationResponse,
@@ -28,15 +33,17 @@ use sspr_proto::internal::enrolment::v1::{
     RemoveMethodResponse, UserMethodKinds,
 };
 use sspr_proto::internal::policy::v1::EvaluateResponse;
+use sspr_proto::limits::Effective;
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::SERVICE;
 use crate::adapters::peers::Peers;
 use crate::domain::confirm::{MAX_CANDIDATE_CHARS, destination_matches};
+use crate::domain::takeover;
 use crate::domain::{
-    Destination, Locale, MethodId, MethodKind, RegisteredMethod, RegistrationSession,
-    RegistrationStatus, Requirements, SessionToken, UserId,
+    Destination, Locale, MethodChange, MethodId, MethodKind, RegisteredMethod, RegistrationSession,
+    RegistrationStatus, Requirements, SessionToken, StepUp, UserId,
 };
 use crate::error::Error;
 use crate::ports::EnrolmentStore;
@@ -76,7 +83,9 @@ impl Enrolment {
         } else {
             Some(Locale::parse(&req.locale)?)
         };
-        let (user_id, user, verdict) = self.authenticate(&req.user_id, &req.password).await?;
+        let (user_id, user, verdict) = self
+            .authenticate(&req.user_id, &req.password, &req.client_ip)
+            .await?;
         let requirements = requirements(&verdict).ok_or(Error::NotEligible)?;
         let locale =
             requested_locale.unwrap_or_else(|| Locale::first_valid([user.locale.as_str()]));
@@ -86,11 +95,23 @@ impl Enrolment {
         let questions = QuestionPolicy::from_evaluation(&verdict);
         session.questions_allowed = questions.is_some();
         Span::current().record("flow_id", tracing::field::display(session.flow_id));
+        let registered = self.store.confirmed_methods(&session.user_id).await?;
+        // Registration takeover: a user who already has a method must prove one before changing
+        // them, and what they add then waits out the policy's cool-down (domain::takeover).
+        let had_answers = self
+            .store
+            .security_method(&session.user_id)
+            .await?
+            .is_some();
+        session.step_up = StepUp::at_start(!registered.is_empty());
+        session.cooldown_hours = takeover::session_cooldown_hours(
+            !registered.is_empty() || had_answers,
+            Effective::of(verdict.limits.as_ref()).new_method_cooldown_hours,
+        );
         let token = SessionToken::generate()?;
         self.store
             .create_session(&token.hash(), &session, now)
             .await?;
-        let registered = self.store.confirmed_methods(&session.user_id).await?;
         let answered = self
             .counted_questions(&session.user_id, questions.as_ref())
             .await?;
@@ -104,6 +125,7 @@ impl Enrolment {
         tracing::info!(
             methods_registered = status.methods_registered,
             reconfirm_required = status.reconfirm_required,
+            step_up_required = session.step_up.is_pending(),
             "registration session started"
         );
 
@@ -128,14 +150,16 @@ impl Enrolment {
             registration_required: status.registration_required,
             expires_at: Some(sspr_proto::time::timestamp(session.expires_at)),
             reconfirm_required: status.reconfirm_required,
-            step_up_required: false,
+            step_up_required: session.step_up.is_pending(),
         })
     }
 
     /// What a sign-in page should do for this user; needs the user's password, opens nothing.
     #[tracing::instrument(skip_all, fields(user_id = Empty))]
     pub async fn get_status(&self, req: GetStatusRequest) -> Result<GetStatusResponse, Error> {
-        let (user_id, _user, verdict) = self.authenticate(&req.user_id, &req.password).await?;
+        let (user_id, _user, verdict) = self
+            .authenticate(&req.user_id, &req.password, &req.client_ip)
+            .await?;
         let Some(requirements) = requirements(&verdict) else {
             return Ok(GetStatusResponse {
                 eligible: false,
@@ -188,6 +212,7 @@ impl Enrolment {
         req: RemoveMethodRequest,
     ) -> Result<RemoveMethodResponse, Error> {
         let session = self.live_session(&req.session_id).await?;
+        session.step_up.permits(MethodChange::Remove)?;
         let method_id = parse_method_id(&req.method_id)?;
         Span::current().record("method_id", method_id.as_str());
         let required = session.requirements.methods_required();
@@ -233,10 +258,14 @@ impl Enrolment {
 
     /// Checks the password with the directory and asks policy about the user. The user id
     /// returned is the directory's spelling, which methods are kept under.
+    ///
+    /// Every well-formed attempt is first counted by the sign-in throttle (per user id and per
+    /// client IP), the same for known and unknown user ids, before the password is checked.
     async fn authenticate(
         &self,
         raw_user_id: &str,
         password: &str,
+        client_ip: &str,
     ) -> Result<(UserId, UserRecord, EvaluateResponse), Error> {
         let user_id = UserId::parse(raw_user_id)?;
         Span::current().record("user_id", user_id.as_str());
@@ -246,6 +275,7 @@ impl Enrolment {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::InvalidArgument("password is too long".into()));
         }
+        self.throttle_sign_in(&user_id, client_ip).await?;
         let user =
             self.peers
                 .authenticate(&user_id, password)
@@ -275,12 +305,28 @@ impl Enrolment {
             return Err(Error::KindNotAllowed(kind));
         }
         let destination = Destination::parse(kind, &req.destination)?;
+        // Re-confirming a confirmed destination sends the code to a method the user already
+        // had; anything else needs the session's step-up first.
+        let reconfirms = self
+            .store
+            .confirmed_methods(&session.user_id)
+            .await?
+            .iter()
+            .any(|m| m.destination == destination);
+        session.step_up.permits(if reconfirms {
+            MethodChange::Reconfirm
+        } else {
+            MethodChange::AddNew
+        })?;
         let method = self
             .store
             .prepare_pending(&session.user_id, &destination, self.clock.now())
             .await?;
         Span::current().record("method_id", method.method_id.as_str());
-        let issued = self.peers.issue_code(&session, &method).await?;
+        let issued = self
+            .peers
+            .issue_code(&session, &method, CodePurpose::Registration, &req.client_ip)
+            .await?;
         tracing::info!(kind = %kind, masked = %method.masked(), "registration code requested");
         Ok(AddMethodResponse {
             method_id: method.method_id.as_str().to_owned(),
@@ -309,11 +355,29 @@ impl Enrolment {
             .find_method(&session.user_id, &method_id)
             .await?
             .ok_or(Error::UnknownMethod)?;
-        self.peers.check_code(&session, &method, code).await?;
+        let reconfirms = method.is_confirmed();
+        session.step_up.permits(if reconfirms {
+            MethodChange::Reconfirm
+        } else {
+            MethodChange::ConfirmNew
+        })?;
+        self.peers
+            .check_code(&session, &method, code, CodePurpose::Registration)
+            .await?;
+        let now = self.clock.now();
         let confirmed = self
             .store
-            .confirm(&method, &session.flow_id, self.clock.now())
+            .confirm(
+                &method,
+                &session.flow_id,
+                now,
+                takeover::usable_from(now, session.cooldown_hours),
+            )
             .await?;
+        if reconfirms && session.step_up.is_pending() {
+            // The code reached a method the user already had: the session proved possession.
+            self.store.mark_stepped_up(&session.flow_id).await?;
+        }
         let questions = self.session_questions(&session).await?;
         let counted = self
             .counted_questions(&session.user_id, questions.as_ref())
@@ -341,8 +405,24 @@ impl Enrolment {
     ) -> Result<ListMethodsResponse, Error> {
         let user_id = UserId::parse(&req.user_id)?;
         Span::current().record("user_id", user_id.as_str());
-        let methods = self.store.confirmed_methods(&user_id).await?;
-        let mut methods: Vec<ContactMethod> = methods.iter().map(contact_method).collect();
+        // Methods still in their cool-down are not offered for reset (domain::takeover).
+        let now = self.clock.now();
+        let usable: Vec<RegisteredMethod> = self
+            .store
+            .confirmed_methods(&user_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.is_usable(now))
+            .collect();
+        let mut methods: Vec<ContactMethod> = usable.iter().map(contact_method).collect();
+        let mut usable_from: Vec<prost_types::Timestamp> = usable
+            .iter()
+            .map(|m| {
+                sspr_proto::time::timestamp(
+                    m.usable_from.or(m.confirmed_at).unwrap_or(m.created_at),
+                )
+            })
+            .collect();
         // Listed for reset only when enough answered questions are still in the policy.
         let required = req.questions_required_to_reset as usize;
         if required > 0
@@ -353,10 +433,11 @@ impl Enrolment {
                 &m,
                 &req.security_question_ids,
             ));
+            usable_from.push(sspr_proto::time::timestamp(m.registered_at));
         }
         Ok(ListMethodsResponse {
             methods,
-            usable_from: Vec::new(),
+            usable_from,
         })
     }
 
@@ -551,5 +632,17 @@ pub fn router(enrolment: Arc<Enrolment>) -> Router {
     .route(
         rpc::enrolment::LIST_METHOD_KINDS,
         endpoint!(list_method_kinds),
+    )
+    .route(
+        rpc::enrolment::SEND_STEP_UP_CODE,
+        endpoint!(send_step_up_code),
+    )
+    .route(
+        rpc::enrolment::VERIFY_STEP_UP_CODE,
+        endpoint!(verify_step_up_code),
+    )
+    .route(
+        rpc::enrolment::LIST_DESTINATIONS,
+        endpoint!(list_destinations),
     )
 }

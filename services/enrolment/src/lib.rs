@@ -20,6 +20,7 @@ mod error;
 pub mod handlers;
 pub mod ports;
 pub mod security_questions;
+pub mod takeover;
 pub mod user_deleted;
 
 use std::sync::Arc;

@@ -9,12 +9,15 @@
 //! - removing a method, checking the count left and enqueueing `method.removed` commit together,
 //!   and concurrent removals of one user's methods are serialised, so the count never drops
 //!   below what is required;
+//! - a sign-in check is counted by one atomic increment of its window's row, so concurrent
+//!   checks on any replica each see a distinct count;
 //! - forgetting a deleted user and recording the event as processed commit together, so a
 //!   redelivered `user.deleted` changes nothing.
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::questions::AnswerHash;
+use crate::domain::sign_in_throttle::Window;
 use crate::domain::{
     Destination, FlowId, MethodId, RegisteredMethod, RegistrationSession, TokenHash, UserId,
 };
@@ -84,12 +87,22 @@ pub trait EnrolmentStore: Send + Sync + 'static {
     /// and enqueues `method.registered`, in one transaction. Returns how many confirmed methods
     /// the user has now; `AlreadyConfirmed` if another request (re)confirmed it since `method`
     /// was read.
+    /// A first confirmation also stores `usable_from` (when the method may be used for reset);
+    /// a re-confirmation keeps the method's earlier date.
     async fn confirm(
         &self,
         method: &RegisteredMethod,
         flow_id: &FlowId,
         now: DateTime<Utc>,
+        usable_from: DateTime<Utc>,
     ) -> Result<u32, Error>;
+
+    /// Records that the session `flow_id` proved one of its user's existing methods.
+    async fn mark_stepped_up(&self, flow_id: &FlowId) -> Result<(), Error>;
+
+    /// Counts one sign-in password check in `window` (atomically, shared by every replica) and
+    /// returns the window's count including it. Forgets windows that ended long ago.
+    async fn count_sign_in_check(&self, window: &Window, now: DateTime<Utc>) -> Result<u64, Error>;
 
     /// Deletes one confirmed method of `user` and enqueues `method.removed`, in one
     /// transaction. `UnknownMethod` when it is not a confirmed method of the user;

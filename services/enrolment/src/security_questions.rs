@@ -26,7 +26,7 @@ use crate::domain::questions::{
     self, AnswerHash, MAX_ANSWER_CHARS, MAX_QUESTION_ID_CHARS, count_wrong, hash_answer,
     parse_answers,
 };
-use crate::domain::{MethodId, RegistrationSession, UserId};
+use crate::domain::{MethodChange, MethodId, RegistrationSession, UserId};
 use crate::error::Error;
 use crate::handlers::Enrolment;
 use crate::ports::SecurityMethod;
@@ -138,6 +138,7 @@ impl Enrolment {
         req: SetSecurityAnswersRequest,
     ) -> Result<SetSecurityAnswersResponse, Error> {
         let session = self.live_session(&req.session_id).await?;
+        session.step_up.permits(MethodChange::SetAnswers)?;
         let qp = self
             .session_questions(&session)
             .await?

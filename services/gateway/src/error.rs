@@ -22,6 +22,10 @@ pub enum GatewayError {
     /// The admin bearer token was missing or wrong.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// Too many failed admin authentications from this client IP; every Admin call from it is
+    /// refused until the window ends.
+    #[error("too many failed admin authentications from this address; try again later")]
+    AdminAuthLimited { retry_after_secs: u64 },
     /// The admin token is valid but its role may not make this call; the message names the
     /// admin, the role and the method (never the token).
     #[error("{0}")]
@@ -43,6 +47,10 @@ impl From<GatewayError> for Status {
             GatewayError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             GatewayError::Unauthenticated(message) => Status::unauthenticated(message),
             GatewayError::PermissionDenied(message) => Status::permission_denied(message),
+            e @ GatewayError::AdminAuthLimited { retry_after_secs } => refusal(RpcError {
+                retry_after_secs: Some(retry_after_secs),
+                ..RpcError::resource_exhausted(e.to_string())
+            }),
             GatewayError::NotFound(message) => Status::not_found(message),
             GatewayError::Bus(BusError::Rpc(rpc)) => refusal(rpc),
             GatewayError::Bus(e @ (BusError::NoResponders(_) | BusError::Timeout(_))) => {

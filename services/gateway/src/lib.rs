@@ -15,9 +15,12 @@
 
 pub mod api;
 mod call;
+pub mod challenge;
 pub mod domain;
 mod error;
+mod oversized;
 mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +51,12 @@ pub struct Config {
     /// `SSPR_TRUSTED_PROXY_HOPS`: how many reverse proxies in front of the gateway append to
     /// `X-Forwarded-For`; 0 (the default) ignores that header.
     pub trusted_proxy_hops: usize,
+    /// `SSPR_CHALLENGE_VERIFY_URL` and `SSPR_CHALLENGE_SECRET`: the CAPTCHA verifier that
+    /// StartReset's `challenge_token` is checked with; `None`: tokens are never passed.
+    pub challenge: Option<challenge::ChallengeConfig>,
+    /// `SSPR_GRPC_TLS_CERT` and `SSPR_GRPC_TLS_KEY`: serve gRPC over TLS; `None`: plaintext
+    /// (behind a TLS-terminating proxy, or for development).
+    pub tls: Option<tls::GrpcTls>,
 }
 
 impl Config {
@@ -60,6 +69,11 @@ impl Config {
                 settings::var("SSPR_ADMIN_TOKENS_FILE"),
             )?,
             trusted_proxy_hops: trusted_proxy_hops(settings::var("SSPR_TRUSTED_PROXY_HOPS"))?,
+            challenge: challenge::ChallengeConfig::parse(
+                settings::var("SSPR_CHALLENGE_VERIFY_URL"),
+                settings::var("SSPR_CHALLENGE_SECRET"),
+            )?,
+            tls: tls::GrpcTls::from_env()?,
         })
     }
 }

@@ -76,9 +76,24 @@ pub(crate) async fn bind(
         .build_v1alpha()
         .context("building the reflection service (v1alpha)")?;
 
-    let edge = Edge::new(bus, config.trusted_proxy_hops);
-    let router = Server::builder()
+    let mut edge = Edge::new(bus, config.trusted_proxy_hops);
+    if let Some(challenge) = config.challenge.clone() {
+        edge = edge.with_challenge(
+            crate::challenge::ChallengeVerifier::new(challenge)
+                .context("building the challenge verifier's HTTP client")?,
+        );
+    }
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.server_config()?)
+            .context("SSPR_GRPC_TLS_CERT/SSPR_GRPC_TLS_KEY: not a usable certificate and key")?;
+    }
+    let router = server
         .timeout(CALL_TIMEOUT)
+        .layer(tower::util::MapResponseLayer::new(
+            crate::oversized::map_response,
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lettre::message::Mailbox;
+use sspr_runtime::CodeKeys;
 use sspr_runtime::settings::{self, ConfigError, Secret};
 
 use crate::adapters::template_dir;
@@ -163,8 +164,9 @@ pub struct Config {
     pub sms_webhook_url: Option<SmsWebhookUrl>,
     /// Only `sspr dev` sets this: without a webhook, SMS are written as text files here.
     pub sms_files_dir: Option<PathBuf>,
-    /// `SSPR_CODE_KEY`, shared with verification, opens sealed deliveries.
-    pub code_key: Secret<[u8; 32]>,
+    /// `SSPR_CODE_KEY` and `SSPR_CODE_KEYS_PREVIOUS`, shared with verification: open sealed
+    /// deliveries (each with the key its id names).
+    pub code_keys: CodeKeys,
     /// The mail templates: built-in, with the overrides of `SSPR_TEMPLATE_DIR` when set.
     pub templates: Arc<Templates>,
 }
@@ -182,7 +184,7 @@ impl Config {
         let mail = MailTransport::Smtp {
             url: SmtpUrl::parse(&raw).map_err(|p| ConfigError::new(SMTP_URL_VAR, p))?,
         };
-        Self::with_mail_from_env(mail, settings::code_key()?)
+        Self::with_mail_from_env(mail, CodeKeys::from_env()?)
     }
 
     /// For `sspr dev`: SMTP when `SSPR_SMTP_URL` is set, otherwise mail written as `.eml` files
@@ -197,7 +199,7 @@ impl Config {
             },
             None => MailTransport::Files { dir: mail_dir },
         };
-        Self::with_mail_from_env(mail, code_key)
+        Self::with_mail_from_env(mail, CodeKeys::single(code_key))
     }
 
     /// `mail` and `code_key` as given, the defaults for the rest (no SMS webhook).
@@ -207,15 +209,12 @@ impl Config {
             mail_from: default_mail_from(),
             sms_webhook_url: None,
             sms_files_dir: None,
-            code_key,
+            code_keys: CodeKeys::single(code_key),
             templates: Arc::new(Templates::builtin()),
         }
     }
 
-    fn with_mail_from_env(
-        mail: MailTransport,
-        code_key: Secret<[u8; 32]>,
-    ) -> Result<Config, ConfigError> {
+    fn with_mail_from_env(mail: MailTransport, code_keys: CodeKeys) -> Result<Config, ConfigError> {
         let mail_from = match settings::var(MAIL_FROM_VAR) {
             Some(raw) => raw.trim().parse::<Mailbox>().map_err(|_| {
                 ConfigError::new(
@@ -241,7 +240,7 @@ impl Config {
             mail_from,
             sms_webhook_url,
             sms_files_dir: None,
-            code_key,
+            code_keys,
             templates: Arc::new(templates),
         })
     }

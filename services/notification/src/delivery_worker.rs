@@ -8,13 +8,15 @@
 //! - It is acknowledged only after the SMTP server or SMS provider accepted it and the SENT
 //!   record and its `code.delivered` event were committed together (outbox).
 //! - A code is never delivered after it expired: the expiry is checked, with the service clock,
-//!   before every attempt; an expired delivery is recorded EXPIRED and acknowledged.
+//!   before every attempt; an expired delivery is recorded EXPIRED together with a
+//!   `code.delivery_failed` event (reason `expired`, outbox) and acknowledged.
 //! - A delivery already in a final state (redelivered after a crash between commit and ack) is
 //!   acknowledged again without sending.
 //! - Transient failures are negatively acknowledged with exponential backoff and jitter, up to
 //!   `max_deliver` attempts; permanent ones and the last attempt are recorded FAILED and
 //!   terminated.
-//! - A message that does not decrypt under `SSPR_CODE_KEY` is terminated and never sent.
+//! - A message that does not decrypt under the key its `key_id` names (the current
+//!   `SSPR_CODE_KEY` or one of `SSPR_CODE_KEYS_PREVIOUS`) is terminated and never sent.
 //! - The code and the destination appear in no log line, span field, record or event.
 //! - Each message is processed in a consumer span that continues the trace found in the
 //!   message's `traceparent` header (the SendCode call), and the SMTP/SMS call is a child of it.
@@ -31,10 +33,10 @@ use prost::Message as _;
 use sspr_bus::subjects;
 use sspr_clock::SharedClock;
 use sspr_proto::common::v1::MethodKind;
-use sspr_proto::events::v1::{CodeDelivered, CodePurpose, EventMeta};
+use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed, CodePurpose, EventMeta};
 use sspr_proto::internal::notification::v1::{Delivery, SealedDelivery};
 use sspr_proto::time::{duration, from_timestamp, timestamp};
-use sspr_runtime::Secret;
+use sspr_runtime::CodeKeys;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +100,8 @@ pub enum Disposition {
 
 /// Processes deliveries.
 pub struct DeliveryWorker {
-    pub key: Secret<[u8; 32]>,
+    /// The code key ring: a delivery opens with the key its `key_id` names.
+    pub keys: CodeKeys,
     pub store: SharedStore,
     pub mailer: SharedMailer,
     pub sms: SharedSmsSender,
@@ -265,7 +268,7 @@ impl DeliveryWorker {
                 return Disposition::Term;
             }
         };
-        let delivery = match sspr_bus::sealed::open(self.key.expose(), &sealed) {
+        let delivery = match sspr_bus::sealed::open_with(|kid| self.keys.get(kid), &sealed) {
             Ok(d) => d,
             Err(e) => {
                 span.record("outcome", "undecryptable");
@@ -321,7 +324,8 @@ impl DeliveryWorker {
         let now = self.clock.now();
         if delivery.is_expired(now) {
             span.record("outcome", "expired");
-            if let Err(e) = self.store.record_expired(&header, now).await {
+            let event = code_delivery_failed(&header, now, "expired", attempt.saturating_sub(1));
+            if let Err(e) = self.store.record_expired(&header, &event, now).await {
                 return self.store_unavailable(&e, attempt);
             }
             tracing::warn!("the code expired before it could be delivered; not sending it");
@@ -505,6 +509,7 @@ fn parse_delivery(
     let purpose = match CodePurpose::try_from(d.purpose) {
         Ok(CodePurpose::Reset) => Some(Purpose::Reset),
         Ok(CodePurpose::Registration) => Some(Purpose::Registration),
+        Ok(CodePurpose::StepUp) => Some(Purpose::StepUp),
         _ => None,
     };
     CodeDelivery::parse(RawDelivery {
@@ -523,6 +528,33 @@ fn parse_delivery(
 
 /// The `code.delivered` event: ids, channel, latency and attempts; never the code or the
 /// destination.
+/// The `code.delivery_failed` event; `reason` is a fixed word (`expired`), never provider text.
+fn code_delivery_failed(
+    header: &DeliveryHeader,
+    now: DateTime<Utc>,
+    reason: &str,
+    attempts: u32,
+) -> CodeDeliveryFailed {
+    CodeDeliveryFailed {
+        meta: Some(EventMeta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: Some(timestamp(now)),
+            user_id: header.user_id.clone(),
+            flow_id: header.flow_id.clone(),
+            source: crate::SERVICE.to_owned(),
+            actor: String::new(),
+        }),
+        delivery_id: header.id.as_str().to_owned(),
+        kind: match header.channel {
+            Channel::Email => MethodKind::Email as i32,
+            Channel::Sms => MethodKind::Sms as i32,
+            Channel::Voice => MethodKind::Voice as i32,
+        },
+        reason: reason.to_owned(),
+        attempts,
+    }
+}
+
 fn code_delivered(
     header: &DeliveryHeader,
     now: DateTime<Utc>,

@@ -9,7 +9,9 @@
 //! `sspr.rpc.notification.get_delivery` ([`handlers`]). A second durable consumer
 //! ([`password_changed`]) mails "your password was changed" to the user's registered emails
 //! after every password change, and alerts the other administrators when the account is an
-//! administrator. Every mail is rendered from [`domain::templates`] (built-in en/fr, with the
+//! administrator. A third ([`method_changes`]) announces every method change (added, confirmed
+//! again, removed) to the user's other contact methods, masked, against registration takeover.
+//! Every mail is rendered from [`domain::templates`] (built-in en/fr, with the
 //! operator overrides of `SSPR_TEMPLATE_DIR`).
 //!
 //! Invariants: a code is acknowledged only once the provider accepted it, is never delivered
@@ -21,6 +23,7 @@ mod config;
 pub mod delivery_worker;
 pub mod domain;
 pub mod handlers;
+pub mod method_changes;
 pub mod password_changed;
 pub mod ports;
 
@@ -90,10 +93,10 @@ pub async fn run(
 
     let helpdesk = Arc::new(BusHelpdesk::new(ctx.bus.clone()));
     let worker = Arc::new(DeliveryWorker {
-        key: config.code_key,
+        keys: config.code_keys,
         store: store.clone(),
         mailer: mailer.clone(),
-        sms,
+        sms: sms.clone(),
         clock: ctx.clock.clone(),
         templates: config.templates.clone(),
         helpdesk: helpdesk.clone(),
@@ -102,6 +105,15 @@ pub async fn run(
         store: store.clone(),
         accounts: Arc::new(BusAccounts::new(ctx.bus.clone())),
         mailer: mailer.clone(),
+        templates: config.templates.clone(),
+        clock: ctx.clock.clone(),
+        helpdesk: helpdesk.clone(),
+    });
+    let announcer = Arc::new(method_changes::Announcer {
+        store: store.clone(),
+        accounts: Arc::new(BusAccounts::new(ctx.bus.clone())),
+        mailer: mailer.clone(),
+        sms,
         templates: config.templates.clone(),
         clock: ctx.clock.clone(),
         helpdesk,
@@ -119,6 +131,12 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let announcements = tokio::spawn(method_changes::consume(
+        ctx.bus.clone(),
+        announcer,
+        stop.clone(),
+    ));
+
     let served = sspr_bus::serve(
         &ctx.bus,
         handlers::router(store),
@@ -132,6 +150,9 @@ pub async fn run(
     }
     if let Err(e) = notices.await {
         tracing::error!(error = %e, "the password.changed consumer panicked");
+    }
+    if let Err(e) = announcements.await {
+        tracing::error!(error = %e, "the method-change consumer panicked");
     }
     emitter.finish(&ctx).await;
     if let Some(smtp) = smtp {

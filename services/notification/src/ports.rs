@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sspr_proto::events::v1::CodeDelivered;
+use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed};
 
 use crate::domain::delivery::{
     Channel, DeliveryHeader, DeliveryId, DeliveryStatus, EmailAddress, Locale, PhoneNumber, Purpose,
@@ -86,10 +86,12 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<DeliveryRecord, StoreError>;
 
-    /// The code expired before it could be sent.
+    /// The code expired before it could be sent: status EXPIRED and the `code.delivery_failed`
+    /// event (reason `expired`) in one transaction.
     async fn record_expired(
         &self,
         header: &DeliveryHeader,
+        event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
@@ -143,6 +145,17 @@ pub trait NoticeStore: DeliveryStore {
         sent: &[DeliveryHeader],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// As [`NoticeStore::finish_event`], and enqueues `announced` (the
+    /// `method.change_announced` event) in the same transaction (outbox).
+    async fn finish_announcement(
+        &self,
+        event_id: &uuid::Uuid,
+        user_id: &str,
+        sent: &[DeliveryHeader],
+        announced: &sspr_proto::events::v1::MethodChangeAnnounced,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 }
 
 /// A directory account, as notices need it.
@@ -161,6 +174,21 @@ pub struct RegisteredEmail {
     pub address: EmailAddress,
 }
 
+/// Where one confirmed contact method of an account is reached (email, SMS or voice).
+#[derive(Debug, Clone)]
+pub enum ContactAddress {
+    Email(EmailAddress),
+    Sms(PhoneNumber),
+    Voice(PhoneNumber),
+}
+
+/// A confirmed contact method of an account, with its full destination (never logged).
+#[derive(Debug, Clone)]
+pub struct ContactDestination {
+    pub method_id: String,
+    pub address: ContactAddress,
+}
+
 /// Why an account lookup failed; safe to log (never a destination).
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -176,6 +204,9 @@ pub trait Accounts: Send + Sync {
     async fn list_admins(&self) -> Result<Vec<Account>, LookupError>;
     /// The confirmed email methods of an account, with their full addresses.
     async fn emails(&self, user_id: &str) -> Result<Vec<RegisteredEmail>, LookupError>;
+    /// Every confirmed contact method (email, SMS, voice) of an account, with its full
+    /// destination (enrolment's `list_destinations`).
+    async fn destinations(&self, user_id: &str) -> Result<Vec<ContactDestination>, LookupError>;
 }
 
 /// The policy-wide helpdesk contact, put in code mails and password-changed mails.

@@ -24,6 +24,7 @@ use sspr_proto::internal::policy::v1::{
 use sspr_storage::outbox::OutboxMessage;
 
 use crate::SERVICE;
+use crate::domain::limits::{Limits, LimitsDraft, OrganisationPrefixes, RANGES};
 use crate::domain::password::{self, Account};
 use crate::domain::password_policy::{PasswordPolicy, PasswordRules, PasswordRulesDraft};
 use crate::domain::policy::{
@@ -45,6 +46,8 @@ pub struct PolicyHandlers {
     clock: SharedClock,
     /// Where `preview` finds the users; without it `preview` answers `UNAVAILABLE`.
     population: Option<Arc<dyn Population>>,
+    /// The SMS allowlist `evaluate` answers when the policy lists none.
+    organisation_prefixes: OrganisationPrefixes,
 }
 
 impl PolicyHandlers {
@@ -53,7 +56,15 @@ impl PolicyHandlers {
             store,
             clock,
             population: None,
+            organisation_prefixes: OrganisationPrefixes::default(),
         }
+    }
+
+    /// The organisation's own phone prefixes (`SSPR_ORGANISATION_PHONE_PREFIXES`): the SMS
+    /// allowlist of a policy that lists none.
+    pub fn with_organisation_prefixes(mut self, prefixes: OrganisationPrefixes) -> Self {
+        self.organisation_prefixes = prefixes;
+        self
     }
 
     /// Lets `preview` judge the users of `population`.
@@ -224,6 +235,7 @@ impl PolicyHandlers {
         Ok(EvaluateResponse {
             eligible: evaluation.eligible,
             methods_required: evaluation.methods_required,
+            policy_methods_required: policy.rules.methods_required(),
             allowed_methods: evaluation
                 .allowed_methods
                 .iter()
@@ -235,8 +247,13 @@ impl PolicyHandlers {
             security_questions: questions_to_proto(&evaluation.security_questions),
             questions_required_to_register: evaluation.questions_required_to_register,
             questions_required_to_reset: evaluation.questions_required_to_reset,
-            // Stored limits arrive with the limits work of issue 4; until then every default.
-            limits: None,
+            limits: Some(limits_to_proto(
+                policy.rules.limits(),
+                policy
+                    .rules
+                    .limits()
+                    .enforced_prefixes(&self.organisation_prefixes),
+            )),
         })
     }
 
@@ -470,7 +487,78 @@ fn draft_from_proto(p: &admin::Policy) -> PolicyDraft {
             .collect(),
         questions_required_to_register: p.questions_required_to_register,
         questions_required_to_reset: p.questions_required_to_reset,
+        limits: limits_from_proto(p.limits.as_ref()),
     }
+}
+
+/// The field of `limits` named `name` (one of [`RANGES`]); `None` for an unknown name. Public
+/// for the CLI's `--limit NAME=VALUE`.
+pub fn limit_slot<'a>(limits: &'a mut admin::Limits, name: &str) -> Option<&'a mut Option<u32>> {
+    Some(match name {
+        "phone_sends_per_hour" => &mut limits.phone_sends_per_hour,
+        "email_sends_per_10_minutes" => &mut limits.email_sends_per_10_minutes,
+        "failed_verifications_per_day" => &mut limits.failed_verifications_per_day,
+        "block_hours" => &mut limits.block_hours,
+        "destination_sends_per_hour" => &mut limits.destination_sends_per_hour,
+        "ip_start_reset_per_minute" => &mut limits.ip_start_reset_per_minute,
+        "ip_send_code_per_minute" => &mut limits.ip_send_code_per_minute,
+        "user_sign_in_checks_per_hour" => &mut limits.user_sign_in_checks_per_hour,
+        "ip_sign_in_checks_per_minute" => &mut limits.ip_sign_in_checks_per_minute,
+        "resend_after_seconds" => &mut limits.resend_after_seconds,
+        "new_method_cooldown_hours" => &mut limits.new_method_cooldown_hours,
+        "phone_budget_per_hour" => &mut limits.phone_budget_per_hour,
+        "phone_budget_per_prefix_per_hour" => &mut limits.phone_budget_per_prefix_per_hour,
+        "breaker_min_sends" => &mut limits.breaker_min_sends,
+        "breaker_min_verified_percent" => &mut limits.breaker_min_verified_percent,
+        "challenge_ip_starts_per_minute" => &mut limits.challenge_ip_starts_per_minute,
+        "challenge_ip_failures_per_hour" => &mut limits.challenge_ip_failures_per_hour,
+        "code_length" => &mut limits.code_length,
+        _ => return None,
+    })
+}
+
+/// The submitted limits as a draft: every set numeric field by name, and the allowlist.
+fn limits_from_proto(limits: Option<&admin::Limits>) -> LimitsDraft {
+    let Some(limits) = limits else {
+        return LimitsDraft::default();
+    };
+    let mut copy = limits.clone();
+    LimitsDraft {
+        values: RANGES
+            .iter()
+            .filter_map(|(name, _, _)| {
+                let value = (*limit_slot(&mut copy, name)?)?;
+                Some(((*name).to_owned(), value))
+            })
+            .collect(),
+        phone_allowed_prefixes: limits.phone_allowed_prefixes.clone(),
+    }
+}
+
+/// `limits` on the wire, with `prefixes` as the allowlist.
+fn limits_to_proto(limits: &Limits, prefixes: Vec<String>) -> admin::Limits {
+    let mut wire = admin::Limits {
+        phone_allowed_prefixes: prefixes,
+        ..Default::default()
+    };
+    for (name, value) in limits.values() {
+        if let Some(slot) = limit_slot(&mut wire, name) {
+            *slot = Some(value);
+        }
+    }
+    wire
+}
+
+/// The limits of a stored policy as the admin set them (unset fields stay unset).
+fn stored_limits_to_proto(limits: &Limits) -> admin::Limits {
+    limits_to_proto(
+        limits,
+        limits
+            .phone_allowed_prefixes()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+    )
 }
 
 fn questions_to_proto(questions: &[SecurityQuestion]) -> Vec<common::SecurityQuestion> {
@@ -505,7 +593,7 @@ fn policy_to_proto(p: &Policy) -> admin::Policy {
         security_questions: questions_to_proto(p.rules.security_questions()),
         questions_required_to_register: p.rules.questions_required_to_register(),
         questions_required_to_reset: p.rules.questions_required_to_reset(),
-        limits: None,
+        limits: Some(stored_limits_to_proto(p.rules.limits())),
         require_full_destination: p.rules.require_full_destination(),
         helpdesk_contact: p.rules.helpdesk_contact().to_owned(),
     }
@@ -553,6 +641,13 @@ mod tests {
             security_questions: Vec::new(),
             questions_required_to_register: 0,
             questions_required_to_reset: 0,
+            limits: LimitsDraft {
+                values: vec![
+                    ("phone_sends_per_hour".into(), 3),
+                    ("breaker_min_verified_percent".into(), 0),
+                ],
+                phone_allowed_prefixes: vec!["+44".into()],
+            },
         })
         .expect("valid");
         let policy = Policy {
@@ -561,7 +656,25 @@ mod tests {
         };
         let wire = policy_to_proto(&policy);
         assert_eq!(wire.version, 7);
+        let limits = wire.limits.clone().expect("limits answered");
+        assert_eq!(limits.phone_sends_per_hour, Some(3));
+        assert_eq!(limits.breaker_min_verified_percent, Some(0));
+        assert_eq!(limits.code_length, None);
+        assert_eq!(limits.phone_allowed_prefixes, vec!["+44"]);
         assert_eq!(PolicyRules::parse(draft_from_proto(&wire)), Ok(rules));
+    }
+
+    #[test]
+    fn every_limit_name_has_a_proto_field() {
+        let mut wire = admin::Limits::default();
+        for (name, _, max) in RANGES {
+            *limit_slot(&mut wire, name).expect(name) = Some(*max);
+        }
+        let draft = limits_from_proto(Some(&wire));
+        assert_eq!(draft.values.len(), RANGES.len());
+        let limits = Limits::parse(draft).expect("every maximum is valid");
+        assert_eq!(stored_limits_to_proto(&limits), wire);
+        assert!(limit_slot(&mut wire, "no_such_limit").is_none());
     }
 
     #[test]

@@ -823,3 +823,193 @@ async fn destination_and_helpdesk_are_validated_stored_and_evaluated() {
     })
     .await;
 }
+
+/// The service with an explicit config, for the organisation's phone prefixes.
+async fn fixture_with(db: TestDb, config: sspr_policy::Config) -> Fixture {
+    sspr_testkit::init_test_tracing();
+    let nats = NatsServer::start().await.expect("nats-server");
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "sspr-policy"))
+        .await
+        .expect("service bus");
+    let conn = sspr_storage::connect(sspr_policy::SERVICE, &db.settings())
+        .await
+        .expect("database");
+    let ctx = sspr_runtime::ServiceContext {
+        bus,
+        db: conn,
+        clock: sspr_clock::system(),
+    };
+    let token = CancellationToken::new();
+    let task = tokio::spawn(sspr_policy::run(ctx, config, token.clone()));
+    let service = Running { token, task };
+    let bus = client(&nats).await;
+    wait_ready(&bus).await;
+    Fixture {
+        nats,
+        db,
+        bus,
+        service,
+    }
+}
+
+fn with_limits(limits: sspr_proto::admin::v1::Limits) -> Policy {
+    Policy {
+        limits: Some(limits),
+        ..policy(Scope::All, &[], 1, &[EMAIL, SMS])
+    }
+}
+
+#[tokio::test]
+async fn limits_out_of_range_are_refused_with_the_field_named() {
+    use sspr_proto::admin::v1::Limits;
+    use sspr_proto::internal::policy::v1::PreviewRequest;
+    on_every_backend(async |f| {
+        let cases: Vec<(Limits, &str)> = vec![
+            (
+                Limits {
+                    phone_sends_per_hour: Some(0),
+                    ..Default::default()
+                },
+                "limits.phone_sends_per_hour must be 1 to 100",
+            ),
+            (
+                Limits {
+                    code_length: Some(12),
+                    ..Default::default()
+                },
+                "limits.code_length must be 6 to 10",
+            ),
+            (
+                Limits {
+                    breaker_min_verified_percent: Some(101),
+                    ..Default::default()
+                },
+                "limits.breaker_min_verified_percent must be 0 to 100",
+            ),
+            (
+                Limits {
+                    phone_allowed_prefixes: vec!["+44".into(), "44".into()],
+                    ..Default::default()
+                },
+                "limits.phone_allowed_prefixes[1]",
+            ),
+            (
+                Limits {
+                    phone_allowed_prefixes: (1000..1101).map(|n| format!("+{n}")).collect(),
+                    ..Default::default()
+                },
+                "limits.phone_allowed_prefixes has 101 entries",
+            ),
+        ];
+        for (limits, expected) in cases {
+            let (code, message) = rpc_error(set(&f.bus, with_limits(limits.clone())).await);
+            assert_eq!(code, ErrorCode::InvalidArgument, "{expected}");
+            assert!(message.contains(expected), "{message:?} names {expected:?}");
+            // Preview validates exactly as set_policy does.
+            let previewed = f
+                .bus
+                .request::<_, sspr_proto::internal::policy::v1::PreviewResponse>(
+                    rpc::PREVIEW,
+                    &PreviewRequest {
+                        policy: Some(with_limits(limits)),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            let (code, message) = rpc_error(previewed);
+            assert_eq!(code, ErrorCode::InvalidArgument, "preview: {expected}");
+            assert!(message.contains(expected), "preview: {message:?}");
+        }
+        assert_eq!(get(&f.bus).await.version, 0, "nothing was stored");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn limits_are_stored_announced_and_answered_to_evaluate() {
+    use sspr_proto::admin::v1::Limits;
+    on_every_backend(async |f| {
+        let before = get(&f.bus).await;
+        assert_eq!(
+            before.limits,
+            Some(Limits::default()),
+            "no limit set: every default"
+        );
+        let limits = Limits {
+            phone_sends_per_hour: Some(3),
+            resend_after_seconds: Some(0),
+            breaker_min_verified_percent: Some(0),
+            phone_budget_per_hour: Some(1_000_000),
+            phone_allowed_prefixes: vec!["+44".into(), "+1264".into()],
+            ..Default::default()
+        };
+        let stored = set(&f.bus, with_limits(limits.clone()))
+            .await
+            .expect("valid limits");
+        assert_eq!(stored.limits.as_ref(), Some(&limits));
+        assert_eq!(get(&f.bus).await.limits.as_ref(), Some(&limits));
+        let e = evaluate(&f.bus, "alice", &[], false, true).await;
+        assert_eq!(e.limits.as_ref(), Some(&limits));
+
+        let messages = events_on(&f.bus, events::POLICY_CHANGED, 1, SETTLE).await;
+        let event = PolicyChanged::decode(messages[0].payload.clone()).expect("PolicyChanged");
+        assert_eq!(
+            event.policy.and_then(|p| p.limits).as_ref(),
+            Some(&limits),
+            "policy.changed carries the limits"
+        );
+
+        // Unset again: back to every default.
+        let cleared = set(&f.bus, with_limits(Limits::default()))
+            .await
+            .expect("set");
+        assert_eq!(cleared.limits, Some(Limits::default()));
+        let e = evaluate(&f.bus, "alice", &[], false, true).await;
+        assert!(
+            e.limits.expect("limits").phone_allowed_prefixes.is_empty(),
+            "no organisation prefixes configured: any country"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn evaluate_answers_the_organisation_prefixes_when_the_policy_lists_none() {
+    use sspr_proto::admin::v1::Limits;
+    for db in backends().await {
+        let config = sspr_policy::Config {
+            organisation_phone_prefixes: sspr_policy::domain::limits::OrganisationPrefixes::parse(
+                "+44, +353",
+            )
+            .expect("prefixes"),
+        };
+        let f = fixture_with(db, config).await;
+        let e = evaluate(&f.bus, "alice", &[], false, true).await;
+        assert_eq!(
+            e.limits.expect("limits").phone_allowed_prefixes,
+            vec!["+44", "+353"]
+        );
+        // The stored policy keeps its own (empty) list.
+        assert!(
+            get(&f.bus)
+                .await
+                .limits
+                .expect("limits")
+                .phone_allowed_prefixes
+                .is_empty()
+        );
+        // A policy's own list wins.
+        set(
+            &f.bus,
+            with_limits(Limits {
+                phone_allowed_prefixes: vec!["+1".into()],
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("set");
+        let e = evaluate(&f.bus, "alice", &[], false, true).await;
+        assert_eq!(e.limits.expect("limits").phone_allowed_prefixes, vec!["+1"]);
+        f.stop().await;
+    }
+}

@@ -36,3 +36,12 @@ async fn serves_health_and_nats_then_stops_cleanly_on_sigterm() -> anyhow::Resul
     exited.assert_clean_exit();
     Ok(())
 }
+
+/// A malformed `SSPR_ORGANISATION_PHONE_PREFIXES` is a configuration error naming it.
+#[tokio::test]
+async fn a_bad_organisation_phone_prefix_is_refused() {
+    policy()
+        .run_with(&[("SSPR_ORGANISATION_PHONE_PREFIXES", "+44,0033")])
+        .await
+        .assert_config_error("SSPR_ORGANISATION_PHONE_PREFIXES");
+}

@@ -1,9 +1,14 @@
 //! The verification service's own settings.
 //!
-//! `SSPR_CODE_KEY` is required (the binary exits with a clear line without it). The key never
-//! prints: it is held in a [`Secret`].
+//! `SSPR_CODE_KEY` is required (the binary exits with a clear line without it); with
+//! `SSPR_CODE_KEYS_PREVIOUS` it forms the key ring ([`CodeKeys`]): the current key hashes new
+//! codes and seals new deliveries, previous keys still check the codes issued under them.
+//! `SSPR_DECOY_KEY` (optional, base64 of 32 bytes) keys the decoy methods; without it the
+//! current code key does, so decoys change when that key rotates. Keys never print: they are
+//! held in [`Secret`]s.
 
 use chrono::Duration;
+use sspr_runtime::CodeKeys;
 use sspr_runtime::settings::{self, ConfigError, Secret};
 
 use crate::domain::code::{CodeLength, CodeRules, DEFAULT_CODE_TTL, DEFAULT_MAX_ATTEMPTS};
@@ -16,8 +21,10 @@ const MAX_RESEND_AFTER_SECS: i64 = 3600;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Keys the code hashes, the decoys and the sealed deliveries (shared with notification).
-    pub code_key: Secret<[u8; 32]>,
+    /// Keys the code hashes and the sealed deliveries (shared with notification).
+    pub code_keys: CodeKeys,
+    /// Keys the decoy methods of unknown users (stable across code-key rotations when set).
+    pub decoy_key: Secret<[u8; 32]>,
     /// `SSPR_RESEND_AFTER_SECS` (default 30; 0 turns the wait off, for tests).
     pub resend_after: Duration,
     pub code_ttl: Duration,
@@ -27,10 +34,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, with `code_key`.
+    /// The defaults, with `code_key` as the only code key (id `0`) and the decoy key.
     pub fn new(code_key: Secret<[u8; 32]>) -> Self {
+        Self::with_keys(CodeKeys::single(code_key.clone()), code_key)
+    }
+
+    /// The defaults, with a key ring and a decoy key.
+    pub fn with_keys(code_keys: CodeKeys, decoy_key: Secret<[u8; 32]>) -> Self {
         Self {
-            code_key,
+            code_keys,
+            decoy_key,
             resend_after: DEFAULT_RESEND_AFTER,
             code_ttl: DEFAULT_CODE_TTL,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -39,9 +52,15 @@ impl Config {
         }
     }
 
-    /// Reads `SSPR_CODE_KEY` (required) and `SSPR_RESEND_AFTER_SECS` (optional).
+    /// Reads `SSPR_CODE_KEY` (required), `SSPR_CODE_KEYS_PREVIOUS`, `SSPR_DECOY_KEY` and
+    /// `SSPR_RESEND_AFTER_SECS` (optional).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut config = Self::new(settings::code_key()?);
+        let code_keys = CodeKeys::from_env()?;
+        let decoy_key = match settings::var("SSPR_DECOY_KEY") {
+            Some(raw) => settings::parse_key("SSPR_DECOY_KEY", &raw)?,
+            None => code_keys.current().key.clone(),
+        };
+        let mut config = Self::with_keys(code_keys, decoy_key);
         if let Some(raw) = settings::var("SSPR_RESEND_AFTER_SECS") {
             config.resend_after = parse_resend_after(&raw)?;
         }

@@ -22,6 +22,22 @@ pub enum Error {
     UnknownMethod,
     #[error("wait before requesting another code")]
     TooSoon,
+    /// The resend wait, with the whole seconds left until a new code may be requested.
+    #[error("wait before requesting another code")]
+    ResendIn(u64),
+    /// A throttle (per user, destination or client IP) is full; same text for every limit,
+    /// real and decoy sessions alike.
+    #[error("too many requests: try again later")]
+    Throttled { retry_after_secs: u64 },
+    /// The user id is blocked from self-service reset after too many failed verifications
+    /// (never sign-in); the same for real and decoy user ids.
+    #[error(
+        "self-service reset is blocked for now after too many failed attempts: try again later or contact the helpdesk"
+    )]
+    Blocked { retry_after_secs: u64 },
+    /// The client's recent activity crossed the policy's challenge thresholds.
+    #[error("complete the challenge (CAPTCHA) and try again")]
+    ChallengeRequired,
     #[error("{}", .0.message())]
     Rejected(Rejection),
     /// The policy requires the typed destination and none was given.
@@ -41,9 +57,18 @@ pub enum Error {
     WrongAnswers { attempts_left: u32 },
     #[error("verify {0} more method(s) first")]
     NotVerified(u32),
+    /// CompleteReset more than 10 minutes after the verification that completed the session.
+    #[error("the verification is too old: start the reset again")]
+    VerificationTooOld,
+    /// A second method that reaches a destination already verified in this session.
+    #[error("this method reaches a destination already verified: verify a different one")]
+    SameDestination,
     /// Unlocking the account is not possible in this flow (not locked, or not allowed).
     #[error("{0}")]
     Unavailable(&'static str),
+    /// An SMS-pumping defence refused a phone code (see `handlers::phone_guard`).
+    #[error("{0}")]
+    PhoneRefused(crate::domain::phone_guard::PhoneRefusal),
     /// Another service refused or could not be reached.
     #[error(transparent)]
     Peer(#[from] BusError),
@@ -62,6 +87,7 @@ impl From<SessionError> for Error {
             SessionError::Unusable => Error::UnknownSession,
             SessionError::UnknownMethod => Error::UnknownMethod,
             SessionError::NotVerified { remaining } => Error::NotVerified(remaining),
+            SessionError::VerificationTooOld => Error::VerificationTooOld,
         }
     }
 }
@@ -82,6 +108,15 @@ impl From<Error> for RpcError {
             Error::UnknownSession => RpcError::unauthenticated(Error::UnknownSession.to_string()),
             Error::UnknownMethod => RpcError::invalid_argument(Error::UnknownMethod.to_string()),
             Error::TooSoon => RpcError::resource_exhausted(Error::TooSoon.to_string()),
+            e @ Error::ResendIn(secs) => {
+                RpcError::resource_exhausted(e.to_string()).with_retry_after(secs)
+            }
+            e @ (Error::Throttled { retry_after_secs } | Error::Blocked { retry_after_secs }) => {
+                RpcError::resource_exhausted(e.to_string()).with_retry_after(retry_after_secs)
+            }
+            e @ Error::ChallengeRequired => {
+                RpcError::failed_precondition(e.to_string()).with_reason("CHALLENGE_REQUIRED")
+            }
             e @ (Error::DestinationRequired | Error::DestinationMismatch) => {
                 RpcError::invalid_argument(e.to_string())
             }
@@ -91,9 +126,11 @@ impl From<Error> for RpcError {
                 RpcError::failed_precondition(e.to_string())
             }
             e @ Error::WrongAnswers { .. } => RpcError::invalid_argument(e.to_string()),
-            e @ (Error::NotVerified(_) | Error::Unavailable(_)) => {
-                RpcError::failed_precondition(e.to_string())
-            }
+            e @ (Error::NotVerified(_)
+            | Error::Unavailable(_)
+            | Error::VerificationTooOld
+            | Error::SameDestination) => RpcError::failed_precondition(e.to_string()),
+            Error::PhoneRefused(r) => crate::handlers::phone_guard::refusal_status(r),
             Error::Peer(e) => e.into_rpc(),
             e @ (Error::Store(_) | Error::Seal(_) | Error::Internal(_)) => {
                 tracing::error!(error = %e, "verification failed internally");
@@ -108,6 +145,26 @@ mod tests {
     use sspr_bus::ErrorCode;
 
     use super::*;
+
+    #[test]
+    fn throttled_answers_carry_retry_after_and_the_challenge_a_reason() {
+        for e in [
+            Error::ResendIn(30),
+            Error::Throttled {
+                retry_after_secs: 30,
+            },
+            Error::Blocked {
+                retry_after_secs: 30,
+            },
+        ] {
+            let rpc = RpcError::from(e);
+            assert_eq!(rpc.code, ErrorCode::ResourceExhausted);
+            assert_eq!(rpc.retry_after_secs, Some(30));
+        }
+        let rpc = RpcError::from(Error::ChallengeRequired);
+        assert_eq!(rpc.code, ErrorCode::FailedPrecondition);
+        assert_eq!(rpc.reason.as_deref(), Some("CHALLENGE_REQUIRED"));
+    }
 
     #[test]
     fn statuses_and_messages() {
@@ -161,6 +218,16 @@ mod tests {
                 Error::NotVerified(1),
                 ErrorCode::FailedPrecondition,
                 "verify 1 more method(s) first",
+            ),
+            (
+                Error::VerificationTooOld,
+                ErrorCode::FailedPrecondition,
+                "the verification is too old: start the reset again",
+            ),
+            (
+                Error::SameDestination,
+                ErrorCode::FailedPrecondition,
+                "this method reaches a destination already verified: verify a different one",
             ),
             (Error::Internal("x"), ErrorCode::Internal, "internal error"),
             (

@@ -50,8 +50,10 @@ pub async fn run(
     let signal = emitter.signal();
 
     let store = adapters::store::Store::new(ctx.db.clone());
+    let throttles = adapters::throttle::ThrottleStore::new(ctx.db.clone());
     let purge = tokio::spawn(purge_loop(
         store.clone(),
+        throttles.clone(),
         ctx.clock.clone(),
         shutdown.clone(),
     ));
@@ -71,6 +73,8 @@ pub async fn run(
         ctx.clock.clone(),
         config,
         signal,
+        throttles,
+        adapters::phone_ledger::PhoneLedger::new(ctx.db.clone()),
     ));
     let served = sspr_bus::serve(
         &ctx.bus,
@@ -92,6 +96,7 @@ pub async fn run(
 
 async fn purge_loop(
     store: adapters::store::Store,
+    throttles: adapters::throttle::ThrottleStore,
     clock: sspr_clock::SharedClock,
     shutdown: CancellationToken,
 ) {
@@ -104,6 +109,11 @@ async fn purge_loop(
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "purged expired sessions and codes"),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions and codes failed"),
+        }
+        // Counts older than the longest window are never read again.
+        let before = clock.now() - domain::throttle::Limit::longest_window() - KEEP_EXPIRED_FOR;
+        if let Err(e) = throttles.purge(before).await {
+            tracing::warn!(error = %e, "purging old throttle counts failed");
         }
     }
 }

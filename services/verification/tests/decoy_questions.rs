@@ -28,6 +28,12 @@ fn world(questions_allowed: bool) -> World {
             .collect(),
         questions_to_register: 3,
         questions_to_reset: 2,
+        // Many probes from one address: keep the per-IP limit out of the way.
+        limits: Some(sspr_proto::admin::v1::Limits {
+            ip_start_reset_per_minute: Some(10_000),
+            failed_verifications_per_day: Some(100),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     world.add_user("bob", true);
@@ -81,11 +87,12 @@ async fn decoy_questions_answer_like_real_ones_on_every_backend() {
         for i in 0..16 {
             let user = format!("ghost{i}");
             let started = h.start_reset(&user).await.expect("start_reset");
-            assert_eq!(started.methods.len(), 1, "{backend}");
+            // One or two methods (as real users register one or more), the same every time.
+            assert!((1..=2).contains(&started.methods.len()), "{backend}");
             assert_eq!(started.methods_required, 1);
             let again = h.start_reset(&user).await.expect("start_reset");
             assert_eq!(started.methods, again.methods);
-            let m = &started.methods[0];
+            let m = started.methods.last().expect("a method");
             if m.kind == MethodKind::SecurityQuestions as i32 {
                 // Masked as enrolment masks bob's, with an id shaped like enrolment's.
                 assert_eq!(m.masked_destination, "3 questions");
@@ -119,7 +126,7 @@ async fn decoy_questions_answer_like_real_ones_on_every_backend() {
 
         // A decoy: the same pick twice, two of the policy's questions with their texts.
         let (user, decoy) = &with[0];
-        let method = &decoy.methods[0].method_id;
+        let method = &decoy.methods.last().expect("a method").method_id;
         let first = h
             .get_security_questions(&decoy.session_id, method)
             .await

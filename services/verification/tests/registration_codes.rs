@@ -195,7 +195,7 @@ async fn registration_and_reset_codes_do_not_mix() {
         (e.code, e.message.as_str()),
         (
             ErrorCode::InvalidArgument,
-            "purpose must be CODE_PURPOSE_REGISTRATION"
+            "purpose must be CODE_PURPOSE_REGISTRATION or CODE_PURPOSE_STEP_UP"
         )
     );
     let mut req = check("m-email", &started.flow_id, &reset_code.code);

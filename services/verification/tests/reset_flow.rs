@@ -389,10 +389,12 @@ async fn bad_input_gets_invalid_argument() {
         assert!(e.message.starts_with("user_id "), "{}", e.message);
     }
     let (started, d) = session_with_code(&mut h, "alice", "m-email").await;
+    // Any 6 to 10 digits may be a code (a code keeps the length it was issued with), so
+    // only other lengths and non-digits are malformed.
     for code in [
         "",
-        "1234567",
-        "123456789",
+        "12345",
+        "12345678901",
         "1234567a",
         " 1234567",
         "12 34 5678",
@@ -643,7 +645,8 @@ async fn decoys_look_like_real_flows_and_deliver_nothing() {
     for user in ["nobody", "disabled", "outsider", "unregistered"] {
         let started = h.start_reset(user).await.expect("decoy start");
         assert_eq!(started.methods_required, 1, "{user}");
-        assert_eq!(started.methods.len(), 1);
+        // One or two methods (a keyed choice per user id, as real users register one or more).
+        assert!((1..=2).contains(&started.methods.len()), "{user}");
         let m = &started.methods[0];
         assert_eq!(m.kind, MethodKind::Email as i32);
         let (local, domain) = m.masked_destination.split_once('@').expect("masked email");
@@ -729,13 +732,17 @@ async fn decoys_look_like_real_flows_and_deliver_nothing() {
     // Policy and enrolment were consulted for every user id, known or not.
     {
         let received = h.received.lock().expect("lock");
-        // 8 StartReset calls, and 4 SendCode calls reading the policy-wide settings.
-        assert_eq!(received.evaluate.len(), 8 + 4);
-        assert_eq!(received.list_methods.len(), 8);
+        // 8 StartReset calls, and every later call reading the policy-wide settings and limits
+        // (counted per call kind by attack_enumeration, which checks real and decoy alike).
         assert!(
-            received.get_destination.is_empty(),
-            "no destination looked up for a decoy"
+            received.evaluate.len() >= 8 + 4,
+            "{}",
+            received.evaluate.len()
         );
+        assert_eq!(received.list_methods.len(), 8);
+        // Enrolment is asked for the destination of each decoy send, as for a real one (it
+        // finds nothing), so both take the same path.
+        assert_eq!(received.get_destination.len(), 4);
         assert!(received.set_password.is_empty());
     }
     assert!(

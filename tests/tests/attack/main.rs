@@ -4,6 +4,7 @@
 //! lists each with its default and the test that proves it.
 
 mod bad_input;
+mod bus_permissions;
 mod codes;
 mod enumeration;
 mod secrets;

@@ -175,6 +175,34 @@ fn details(kind: &str, payload: &[u8]) -> Result<Details, Unrecordable> {
             });
             Details::ok(e.meta, summary)
         }
+        "code.delivery_failed" => {
+            let e: ev::CodeDeliveryFailed = decode(payload, "CodeDeliveryFailed")?;
+            let summary = json!({
+                "delivery_id": e.delivery_id,
+                "kind": kind_name(e.kind),
+                "reason": e.reason,
+                "attempts": e.attempts,
+            });
+            Details {
+                outcome: format!("failed:{}", e.reason),
+                ..Details::ok(e.meta, summary)
+            }
+        }
+        "admin.auth_failed" => {
+            // Never the token: the event carries none.
+            let e: ev::AdminAuthFailed = decode(payload, "AdminAuthFailed")?;
+            let summary = json!({
+                "client_ip": e.client_ip,
+                "method": e.method,
+                "reason": e.reason,
+                "failures": e.failures,
+            });
+            // Not an admin's act: the caller is unknown (actor `system`).
+            Details {
+                outcome: format!("failed:{}", e.reason),
+                ..Details::ok(e.meta, summary)
+            }
+        }
         "code.verified" => {
             let e: ev::CodeVerified = decode(payload, "CodeVerified")?;
             let summary = json!({
@@ -342,6 +370,47 @@ mod tests {
             source: "verification".into(),
             actor: String::new(),
         })
+    }
+
+    #[test]
+    fn failed_admin_auth_and_failed_deliveries_are_recorded() {
+        let event = ev::AdminAuthFailed {
+            meta: Some(ev::EventMeta {
+                user_id: String::new(),
+                ..meta("x").unwrap_or_default()
+            }),
+            client_ip: "10.0.0.9".into(),
+            method: "SetPolicy".into(),
+            reason: "unknown_token".into(),
+            failures: 3,
+        };
+        let r = from_event(
+            "sspr.events.v1.admin.auth_failed",
+            &event.encode_to_vec(),
+            None,
+        )
+        .expect("recorded");
+        assert_eq!(r.kind, "admin.auth_failed");
+        assert_eq!(r.outcome, "failed:unknown_token");
+        assert_eq!(r.actor, SYSTEM_ACTOR);
+        assert_eq!(r.summary["client_ip"], "10.0.0.9");
+        assert_eq!(r.summary["failures"], 3);
+
+        let failed = ev::CodeDeliveryFailed {
+            meta: meta("alice"),
+            delivery_id: "d-1".into(),
+            kind: MethodKind::Email as i32,
+            reason: "expired".into(),
+            attempts: 1,
+        };
+        let r = from_event(
+            "sspr.events.v1.code.delivery_failed",
+            &failed.encode_to_vec(),
+            None,
+        )
+        .expect("recorded");
+        assert_eq!(r.outcome, "failed:expired");
+        assert_eq!(r.summary["reason"], "expired");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Enrolment's schema: the outbox, `registration_sessions`, `methods` and `processed_events`
-//! (the `user.deleted` events already applied). Migrations are append-only: never edit one that
+//! Enrolment's schema: the outbox, `registration_sessions`, `methods`, `processed_events`
+//! (the `user.deleted` events already applied) and `sign_in_checks` (the password-oracle
+//! throttle's counters). Migrations are append-only: never edit one that
 //! has shipped, add a new one.
 
 use sea_orm_migration::prelude::*;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateProcessedEvents),
             Box::new(CreateSecurityQuestionTables),
             Box::new(AddReconfirmRequested),
+            Box::new(AddTakeoverDefences),
         ]
     }
 }
@@ -397,5 +399,141 @@ impl MigrationTrait for AddReconfirmRequested {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Registration-takeover defences: `registration_sessions.step_up_required`, `.stepped_up` and
+/// `.cooldown_hours`, `methods.usable_from` (null: usable, as every method confirmed before this
+/// migration), and `sign_in_checks`, one counter per (key, fixed window) of the sign-in
+/// password-check throttle.
+struct AddTakeoverDefences;
+
+impl MigrationName for AddTakeoverDefences {
+    fn name(&self) -> &str {
+        "m0005_add_takeover_defences"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SessionStepUp {
+    StepUpRequired,
+    SteppedUp,
+    CooldownHours,
+}
+
+#[derive(DeriveIden)]
+enum MethodUsable {
+    UsableFrom,
+}
+
+#[derive(DeriveIden)]
+enum SignInChecks {
+    Table,
+    Key,
+    WindowStart,
+    Count,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddTakeoverDefences {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per ALTER TABLE.
+        for column in [
+            ColumnDef::new(SessionStepUp::StepUpRequired)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(SessionStepUp::SteppedUp)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned(),
+            ColumnDef::new(SessionStepUp::CooldownHours)
+                .integer()
+                .not_null()
+                .default(0)
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(RegistrationSessions::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Methods::Table)
+                    .add_column(
+                        ColumnDef::new(MethodUsable::UsableFrom)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(SignInChecks::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(SignInChecks::Key).string_len(200).not_null())
+                    .col(
+                        ColumnDef::new(SignInChecks::WindowStart)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(SignInChecks::Count).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(SignInChecks::Key)
+                            .col(SignInChecks::WindowStart),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_sign_in_checks_window_start")
+                    .table(SignInChecks::Table)
+                    .col(SignInChecks::WindowStart)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(SignInChecks::Table).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Methods::Table)
+                    .drop_column(MethodUsable::UsableFrom)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [
+            SessionStepUp::CooldownHours,
+            SessionStepUp::SteppedUp,
+            SessionStepUp::StepUpRequired,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(RegistrationSessions::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -74,12 +74,16 @@ impl Peers {
         Ok(response.policy.unwrap_or_default())
     }
 
-    /// Asks verification to issue a registration code for `method` and queue its delivery.
-    #[tracing::instrument(skip_all, fields(user_id = %method.user_id, flow_id = %session.flow_id, method_id = %method.method_id))]
+    /// Asks verification to issue a code for `method` (a registration code, or a step-up code
+    /// to an existing method) and queue its delivery; verification applies its send limits,
+    /// per client IP too.
+    #[tracing::instrument(skip_all, fields(user_id = %method.user_id, flow_id = %session.flow_id, method_id = %method.method_id, purpose = ?purpose))]
     pub async fn issue_code(
         &self,
         session: &RegistrationSession,
         method: &RegisteredMethod,
+        purpose: CodePurpose,
+        client_ip: &str,
     ) -> Result<IssueCodeResponse, BusError> {
         let request = IssueCodeRequest {
             user_id: method.user_id.as_str().to_owned(),
@@ -88,28 +92,29 @@ impl Peers {
             destination: method.destination.as_str().to_owned(),
             locale: session.locale.as_str().to_owned(),
             flow_id: session.flow_id.to_string(),
-            purpose: CodePurpose::Registration as i32,
-            client_ip: String::new(),
+            purpose: purpose as i32,
+            client_ip: client_ip.to_owned(),
         };
         self.bus
             .request(rpc::verification::ISSUE_CODE, &request)
             .await
     }
 
-    /// Asks verification whether `code` is the live registration code of `method`.
-    #[tracing::instrument(skip_all, fields(user_id = %method.user_id, flow_id = %session.flow_id, method_id = %method.method_id))]
+    /// Asks verification whether `code` is the live code of `method` for `purpose`.
+    #[tracing::instrument(skip_all, fields(user_id = %method.user_id, flow_id = %session.flow_id, method_id = %method.method_id, purpose = ?purpose))]
     pub async fn check_code(
         &self,
         session: &RegistrationSession,
         method: &RegisteredMethod,
         code: &str,
+        purpose: CodePurpose,
     ) -> Result<(), BusError> {
         let request = CheckCodeRequest {
             user_id: method.user_id.as_str().to_owned(),
             method_id: method.method_id.as_str().to_owned(),
             code: code.to_owned(),
             flow_id: session.flow_id.to_string(),
-            purpose: CodePurpose::Registration as i32,
+            purpose: purpose as i32,
         };
         let _: CheckCodeResponse = self
             .bus

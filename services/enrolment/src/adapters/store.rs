@@ -15,7 +15,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, SqlErr,
@@ -24,12 +24,14 @@ use sspr_storage::outbox::{self, OutboxSignal};
 
 use super::entities::{
     method, processed_event, registration_session, security_answer, security_question_method,
+    sign_in_check,
 };
 use super::events;
 use crate::domain::questions::AnswerHash;
+use crate::domain::sign_in_throttle::Window;
 use crate::domain::{
     AddPlan, Destination, FlowId, Locale, MethodId, MethodKind, MethodStatus, RegisteredMethod,
-    RegistrationSession, Requirements, TokenHash, UserId, abandoned_cutoff, check_removal,
+    RegistrationSession, Requirements, StepUp, TokenHash, UserId, abandoned_cutoff, check_removal,
     plan_add,
 };
 use crate::error::Error;
@@ -110,6 +112,7 @@ impl SeaOrmStore {
                     created_at: Set(new.created_at),
                     confirmed_at: Set(None),
                     reconfirm_requested: Set(false),
+                    usable_from: Set(None),
                 })
                 .exec_without_returning(&txn)
                 .await?;
@@ -146,6 +149,9 @@ impl EnrolmentStore for SeaOrmStore {
             created_at: Set(session.created_at),
             expires_at: Set(session.expires_at),
             questions_allowed: Set(session.questions_allowed),
+            step_up_required: Set(session.step_up.flags().0),
+            stepped_up: Set(session.step_up.flags().1),
+            cooldown_hours: Set(i32::try_from(session.cooldown_hours).unwrap_or(i32::MAX)),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -210,6 +216,7 @@ impl EnrolmentStore for SeaOrmStore {
         m: &RegisteredMethod,
         flow_id: &FlowId,
         now: DateTime<Utc>,
+        usable_from: DateTime<Utc>,
     ) -> Result<u32, Error> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         // Only from the state the caller read: a concurrent (re)confirmation wins once. A
@@ -223,13 +230,18 @@ impl EnrolmentStore for SeaOrmStore {
             _ => sea_orm::Condition::all()
                 .add(method::Column::Status.eq(MethodStatus::Pending.as_str())),
         };
-        let updated = method::Entity::update_many()
+        let mut update = method::Entity::update_many()
             .col_expr(
                 method::Column::Status,
                 Expr::value(MethodStatus::Confirmed.as_str()),
             )
             .col_expr(method::Column::ConfirmedAt, Expr::value(Some(now)))
-            .col_expr(method::Column::ReconfirmRequested, Expr::value(false))
+            .col_expr(method::Column::ReconfirmRequested, Expr::value(false));
+        if !m.is_confirmed() {
+            // A re-confirmation keeps the usability date of the first confirmation.
+            update = update.col_expr(method::Column::UsableFrom, Expr::value(Some(usable_from)));
+        }
+        let updated = update
             .filter(method::Column::MethodId.eq(m.method_id.as_str()))
             .filter(method::Column::UserId.eq(m.user_id.as_str()))
             .filter(from_state)
@@ -262,6 +274,49 @@ impl EnrolmentStore for SeaOrmStore {
         txn.commit().await?;
         self.outbox.notify();
         Ok(confirmed)
+    }
+
+    async fn mark_stepped_up(&self, flow_id: &FlowId) -> Result<(), Error> {
+        registration_session::Entity::update_many()
+            .col_expr(registration_session::Column::SteppedUp, Expr::value(true))
+            .filter(registration_session::Column::FlowId.eq(flow_id.to_string()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_sign_in_check(&self, window: &Window, now: DateTime<Utc>) -> Result<u64, Error> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        // Write first (see the module header): the increment is the lock.
+        sign_in_check::Entity::insert(sign_in_check::ActiveModel {
+            key: Set(window.key.clone()),
+            window_start: Set(window.start),
+            count: Set(1),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                sign_in_check::Column::Key,
+                sign_in_check::Column::WindowStart,
+            ])
+            .value(
+                sign_in_check::Column::Count,
+                Expr::col((sign_in_check::Entity, sign_in_check::Column::Count)).add(1),
+            )
+            .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let count = sign_in_check::Entity::find_by_id((window.key.clone(), window.start))
+            .one(&txn)
+            .await?
+            .map_or(1, |row| row.count);
+        // Windows are at most an hour long: older rows count for nothing.
+        sign_in_check::Entity::delete_many()
+            .filter(sign_in_check::Column::WindowStart.lt(now - chrono::Duration::hours(2)))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn remove_confirmed(
@@ -558,6 +613,8 @@ fn session_from_row(row: registration_session::Model) -> Result<RegistrationSess
         created_at: row.created_at,
         expires_at: row.expires_at,
         questions_allowed: row.questions_allowed,
+        step_up: StepUp::from_flags(row.step_up_required, row.stepped_up),
+        cooldown_hours: u32::try_from(row.cooldown_hours).map_err(|_| corrupt("cooldown_hours"))?,
     })
 }
 
@@ -572,6 +629,7 @@ fn method_from_row(row: method::Model) -> Result<RegisteredMethod, Error> {
         status: MethodStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?,
         created_at: row.created_at,
         confirmed_at: row.confirmed_at,
+        usable_from: row.usable_from,
     })
 }
 

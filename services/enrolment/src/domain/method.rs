@@ -61,6 +61,10 @@ pub struct RegisteredMethod {
     /// When the method was added, or for a pending one, when its last code was requested.
     pub created_at: DateTime<Utc>,
     pub confirmed_at: Option<DateTime<Utc>>,
+    /// When the method may be used for reset (its first confirmation plus the session's
+    /// cool-down, see `domain::takeover`); `None` while pending, or for a method confirmed
+    /// before cool-downs existed (usable).
+    pub usable_from: Option<DateTime<Utc>>,
 }
 
 impl RegisteredMethod {
@@ -73,6 +77,7 @@ impl RegisteredMethod {
             status: MethodStatus::Pending,
             created_at: now,
             confirmed_at: None,
+            usable_from: None,
         }
     }
 
@@ -86,6 +91,11 @@ impl RegisteredMethod {
 
     pub fn is_confirmed(&self) -> bool {
         self.status == MethodStatus::Confirmed
+    }
+
+    /// Confirmed and past its cool-down at `now`: may be offered for reset.
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.is_confirmed() && super::takeover::is_usable(self.usable_from, now)
     }
 
     /// A pending method nobody can still confirm.

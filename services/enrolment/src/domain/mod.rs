@@ -5,9 +5,13 @@ pub mod confirm;
 pub mod contact;
 pub mod ids;
 pub mod method;
+#[cfg(test)]
+mod properties;
 pub mod questions;
 pub mod session;
+pub mod sign_in_throttle;
 pub mod status;
+pub mod takeover;
 
 pub use contact::{Destination, DestinationError, Email, MethodKind, PhoneNumber};
 pub use ids::{FlowId, IdError, Locale, MethodId, UserId};
@@ -20,3 +24,4 @@ pub use session::{
     TokenHash,
 };
 pub use status::RegistrationStatus;
+pub use takeover::{MethodChange, StepUp, StepUpRequired};

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::contact::MethodKind;
 use super::ids::{FlowId, Locale, UserId};
+use super::takeover::StepUp;
 
 /// How long a registration session stays usable.
 pub const SESSION_TTL: Duration = Duration::minutes(30);
@@ -162,6 +163,11 @@ pub struct RegistrationSession {
     /// Policy allowed security questions for this user when the session began (never for an
     /// admin account); the questions themselves are read from the policy in force.
     pub questions_allowed: bool,
+    /// Whether the session must prove an existing method before changing the user's methods.
+    pub step_up: StepUp,
+    /// Hours before a method confirmed in this session may be used for reset (0 for a user's
+    /// first methods).
+    pub cooldown_hours: u32,
 }
 
 impl RegistrationSession {
@@ -180,6 +186,8 @@ impl RegistrationSession {
             created_at: now,
             expires_at: now + SESSION_TTL,
             questions_allowed: false,
+            step_up: StepUp::NotNeeded,
+            cooldown_hours: 0,
         }
     }
 

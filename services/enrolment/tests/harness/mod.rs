@@ -99,6 +99,8 @@ pub struct Recorded {
     pub reusable_codes: bool,
     /// What the policy stand-in answers as `reconfirm_after_days`.
     pub reconfirm_after_days: u32,
+    /// What the policy stand-in answers as the abuse limits (get_policy and evaluate).
+    pub limits: Option<sspr_proto::admin::v1::Limits>,
 }
 
 pub struct Harness {
@@ -289,6 +291,28 @@ impl Harness {
             .await
     }
 
+    /// Proves the existing method `method_id` in the session (SendStepUpCode, then
+    /// VerifyStepUpCode with the code the stand-in "sent"), so it may change the user's methods.
+    pub async fn step_up(&self, session_id: &str, method_id: &str) -> Result<(), RpcError> {
+        let send = sspr_proto::internal::enrolment::v1::SendStepUpCodeRequest {
+            session_id: session_id.into(),
+            method_id: method_id.into(),
+            client_ip: String::new(),
+        };
+        let _: sspr_proto::internal::enrolment::v1::SendStepUpCodeResponse = self
+            .call(subjects::rpc::enrolment::SEND_STEP_UP_CODE, &send)
+            .await?;
+        let verify = sspr_proto::internal::enrolment::v1::VerifyStepUpCodeRequest {
+            session_id: session_id.into(),
+            method_id: method_id.into(),
+            code: self.code_for(method_id),
+        };
+        let _: sspr_proto::internal::enrolment::v1::VerifyStepUpCodeResponse = self
+            .call(subjects::rpc::enrolment::VERIFY_STEP_UP_CODE, &verify)
+            .await?;
+        Ok(())
+    }
+
     /// Adds a destination and confirms it with the code the stand-in "sent".
     pub async fn register(
         &self,
@@ -453,33 +477,50 @@ fn directory(recorded: &Arc<Mutex<Recorded>>) -> Router {
 }
 
 fn policy(recorded: &Arc<Mutex<Recorded>>) -> Router {
+    let policy_recorded = Arc::clone(recorded);
     let recorded = Arc::clone(recorded);
-    Router::new("policy", "stand-in policy").route(
-        subjects::rpc::policy::EVALUATE,
-        move |_ctx, req: EvaluateRequest| {
-            let recorded = Arc::clone(&recorded);
-            async move {
-                let reconfirm_after_days = {
-                    let mut r = lock(&recorded);
-                    r.evaluate.push(req.clone());
-                    r.reconfirm_after_days
-                };
-                let in_scope = req.enabled && req.group_ids.iter().any(|g| g == "staff");
-                let email_only = req.group_ids.iter().any(|g| g == "email-only");
-                Ok(EvaluateResponse {
-                    eligible: in_scope,
-                    methods_required: if email_only { 1 } else { 2 },
-                    allowed_methods: if email_only {
-                        vec![MethodKind::Email as i32]
-                    } else {
-                        vec![MethodKind::Email as i32, MethodKind::Sms as i32]
-                    },
-                    reconfirm_after_days,
-                    ..Default::default()
-                })
-            }
-        },
-    )
+    Router::new("policy", "stand-in policy")
+        .route(
+            subjects::rpc::policy::GET_POLICY,
+            move |_ctx, _req: sspr_proto::internal::policy::v1::GetPolicyRequest| {
+                let limits = lock(&policy_recorded).limits.clone();
+                async move {
+                    Ok(sspr_proto::internal::policy::v1::GetPolicyResponse {
+                        policy: Some(sspr_proto::admin::v1::Policy {
+                            limits,
+                            ..Default::default()
+                        }),
+                    })
+                }
+            },
+        )
+        .route(
+            subjects::rpc::policy::EVALUATE,
+            move |_ctx, req: EvaluateRequest| {
+                let recorded = Arc::clone(&recorded);
+                async move {
+                    let (reconfirm_after_days, limits) = {
+                        let mut r = lock(&recorded);
+                        r.evaluate.push(req.clone());
+                        (r.reconfirm_after_days, r.limits.clone())
+                    };
+                    let in_scope = req.enabled && req.group_ids.iter().any(|g| g == "staff");
+                    let email_only = req.group_ids.iter().any(|g| g == "email-only");
+                    Ok(EvaluateResponse {
+                        eligible: in_scope,
+                        methods_required: if email_only { 1 } else { 2 },
+                        allowed_methods: if email_only {
+                            vec![MethodKind::Email as i32]
+                        } else {
+                            vec![MethodKind::Email as i32, MethodKind::Sms as i32]
+                        },
+                        reconfirm_after_days,
+                        limits,
+                        ..Default::default()
+                    })
+                }
+            },
+        )
 }
 
 fn verification(recorded: &Arc<Mutex<Recorded>>, clock: &ManualClock) -> Router {

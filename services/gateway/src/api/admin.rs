@@ -8,8 +8,20 @@
 //! admin id travels to the owning service as the `actor` of the change, so the audit names who
 //! did it. Neither the expected nor the presented token is ever logged or put in a status
 //! message.
+//!
+//! Failed authentication (no token, or an unknown one) is limited per client IP
+//! ([`AdminAuthLimiter`], in memory per gateway replica): after more than 10 failures in a
+//! minute every Admin call from that IP is `RESOURCE_EXHAUSTED` with a retry-after until the minute ends,
+//! even with a valid token. Failures are reported as `sspr.events.v1.admin.auth_failed`
+//! (best effort, at most one event per IP a minute, with the count), which the audit records.
 
-use sspr_bus::subjects::rpc::{audit, directory, policy, verification};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sspr_bus::subjects::{
+    self,
+    rpc::{audit, directory, policy, verification},
+};
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
     AuditRecord, ClearBlockRequest, ClearBlockResponse, DeleteGroupRequest, DeleteGroupResponse,
@@ -19,6 +31,7 @@ use sspr_proto::admin::v1::{
     PreviewPolicyRequest, PreviewPolicyResponse, SetPasswordPolicyRequest, SetPolicyRequest,
     UnlockUserRequest, UpsertGroupRequest, UpsertUserRequest, User,
 };
+use sspr_proto::events::v1::{AdminAuthFailed, EventMeta};
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
 use sspr_proto::internal::policy::v1 as internal_policy;
@@ -28,6 +41,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::call::Call;
+use crate::domain::admin_auth_limit::AdminAuthLimiter;
 use crate::domain::admin_tokens::{AdminTokens, HELPDESK_METHODS, Role};
 use crate::domain::input;
 use crate::error::GatewayError;
@@ -37,6 +51,7 @@ use crate::error::GatewayError;
 pub struct AdminApi {
     edge: Edge,
     tokens: AdminTokens,
+    failures: Arc<Mutex<AdminAuthLimiter>>,
 }
 
 /// Who is making an Admin API call: the admin id and role of the token presented.
@@ -49,19 +64,85 @@ pub(crate) struct AdminCaller {
 
 impl AdminApi {
     pub fn new(edge: Edge, tokens: AdminTokens) -> Self {
-        Self { edge, tokens }
+        Self {
+            edge,
+            tokens,
+            failures: Arc::default(),
+        }
     }
 
     /// Authenticates the caller and checks that their role may call `method` (the gRPC method
     /// name, as given to [`Call::start`], e.g. `"SetPolicy"`). Call it first in every method.
-    fn authorize(
+    /// A client IP over its failure limit is refused before the token is looked at.
+    fn authorize<T>(
         &self,
-        metadata: &MetadataMap,
+        request: &Request<T>,
         method: &'static str,
     ) -> Result<AdminCaller, GatewayError> {
-        authorize(metadata, &self.tokens, method)
+        let ip = self.edge.client_ip(request);
+        let now = Instant::now();
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&ip, now)
+            .map_err(|l| GatewayError::AdminAuthLimited {
+                retry_after_secs: l.retry_after.as_secs().max(1),
+            })?;
+        let result = authorize(request.metadata(), &self.tokens, method);
+        if let Err(GatewayError::Unauthenticated(message)) = &result {
+            let report = self
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_failure(&ip, now);
+            tracing::info!(client_ip = %ip, method, "admin authentication failed");
+            if let Some(report) = report {
+                let reason = if *message == MISSING_TOKEN {
+                    "missing_token"
+                } else {
+                    "unknown_token"
+                };
+                self.report_failure(ip, method, reason, report.failures);
+            }
+        }
+        result
+    }
+
+    /// Publishes `admin.auth_failed` in the background; losing it loses only a summary.
+    fn report_failure(&self, client_ip: String, method: &'static str, reason: &str, failures: u32) {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let event = AdminAuthFailed {
+            meta: Some(EventMeta {
+                event_id: event_id.clone(),
+                occurred_at: Some(sspr_proto::time::timestamp(chrono::Utc::now())),
+                source: "gateway".to_owned(),
+                ..Default::default()
+            }),
+            client_ip,
+            method: method.to_owned(),
+            reason: reason.to_owned(),
+            failures,
+        };
+        let bus = self.edge.bus().clone();
+        tokio::spawn(async move {
+            let payload = prost::Message::encode_to_vec(&event).into();
+            if let Err(e) = bus
+                .publish_durable(
+                    subjects::events::ADMIN_AUTH_FAILED,
+                    &event_id,
+                    Default::default(),
+                    payload,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not publish admin.auth_failed");
+            }
+        });
     }
 }
+
+/// The refusal of a call without a bearer token.
+const MISSING_TOKEN: &str = "admin calls need the metadata `authorization: Bearer <admin token>`";
 
 /// Accepts `authorization: Bearer <token>` (scheme case-insensitive) with one of the admin
 /// tokens whose role may call `method`.
@@ -77,9 +158,7 @@ fn authorize(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(presented) = presented else {
-        return Err(GatewayError::Unauthenticated(
-            "admin calls need the metadata `authorization: Bearer <admin token>`",
-        ));
+        return Err(GatewayError::Unauthenticated(MISSING_TOKEN));
     };
     let Some(token) = tokens.identify(presented) else {
         return Err(GatewayError::Unauthenticated("invalid admin token"));
@@ -118,6 +197,9 @@ fn proposed_policy(policy: Option<Policy>) -> Result<Policy, GatewayError> {
     policy.group_ids = input::group_ids("policy.group_ids", &policy.group_ids)?;
     policy.reconfirm_after_days = input::reconfirm_after_days(policy.reconfirm_after_days)?;
     policy.helpdesk_contact = input::helpdesk_contact(&policy.helpdesk_contact)?.to_owned();
+    if let Some(limits) = &policy.limits {
+        input::phone_prefixes(&limits.phone_allowed_prefixes)?;
+    }
     Ok(policy)
 }
 
@@ -192,7 +274,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<Policy>, Status> {
         let call = Call::start(SERVICE_NAME, "GetPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "GetPolicy")?;
+            self.authorize(&request, "GetPolicy")?;
             let resp: internal_policy::GetPolicyResponse = self
                 .edge
                 .bus()
@@ -211,7 +293,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<Policy>, Status> {
         let call = Call::start(SERVICE_NAME, "SetPolicy", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "SetPolicy")?;
+            let caller = self.authorize(&request, "SetPolicy")?;
             let policy = proposed_policy(request.into_inner().policy)?;
             let resp: internal_policy::SetPolicyResponse = self
                 .edge
@@ -237,7 +319,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<PasswordPolicy>, Status> {
         let call = Call::start(SERVICE_NAME, "GetPasswordPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "GetPasswordPolicy")?;
+            self.authorize(&request, "GetPasswordPolicy")?;
             let resp: internal_policy::GetPasswordPolicyResponse = self
                 .edge
                 .bus()
@@ -261,7 +343,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<PasswordPolicy>, Status> {
         let call = Call::start(SERVICE_NAME, "SetPasswordPolicy", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "SetPasswordPolicy")?;
+            let caller = self.authorize(&request, "SetPasswordPolicy")?;
             let Some(submitted) = request.into_inner().policy else {
                 return Err(input::InvalidField {
                     field: "policy",
@@ -296,7 +378,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<User>, Status> {
         let call = Call::start(SERVICE_NAME, "UpsertUser", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "UpsertUser")?;
+            let caller = self.authorize(&request, "UpsertUser")?;
             let req = request.into_inner();
             let user_id = input::user_id(&req.user_id)?.to_owned();
             let display_name = input::display_name(&req.display_name)?.to_owned();
@@ -334,7 +416,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "DeleteUser", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "DeleteUser")?;
+            let caller = self.authorize(&request, "DeleteUser")?;
             let req = request.into_inner();
             let internal = internal_directory::DeleteUserRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
@@ -356,7 +438,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "ListAuditEvents", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "ListAuditEvents")?;
+            self.authorize(&request, "ListAuditEvents")?;
             let req = request.into_inner();
             input::time_range(req.from.as_ref(), req.to.as_ref())?;
             let internal = internal_audit::ListEventsRequest {
@@ -385,7 +467,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<PreviewPolicyResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "PreviewPolicy", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "PreviewPolicy")?;
+            self.authorize(&request, "PreviewPolicy")?;
             let req = request.into_inner();
             let internal = internal_policy::PreviewRequest {
                 policy: Some(proposed_policy(req.policy)?),
@@ -408,7 +490,7 @@ impl Admin for AdminApi {
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let call = Call::start(SERVICE_NAME, "GetUser", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "GetUser")?;
+            self.authorize(&request, "GetUser")?;
             let req = request.into_inner();
             let internal = internal_directory::GetUserRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
@@ -435,7 +517,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<User>, Status> {
         let call = Call::start(SERVICE_NAME, "UnlockUser", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "UnlockUser")?;
+            let caller = self.authorize(&request, "UnlockUser")?;
             let req = request.into_inner();
             let internal = internal_directory::UnlockRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
@@ -463,7 +545,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<Group>, Status> {
         let call = Call::start(SERVICE_NAME, "UpsertGroup", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "UpsertGroup")?;
+            let caller = self.authorize(&request, "UpsertGroup")?;
             let Some(group) = request.into_inner().group else {
                 return Err(input::InvalidField {
                     field: "group",
@@ -502,7 +584,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<DeleteGroupResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "DeleteGroup", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "DeleteGroup")?;
+            let caller = self.authorize(&request, "DeleteGroup")?;
             let req = request.into_inner();
             let internal = internal_directory::DeleteGroupRequest {
                 group_id: input::identifier("group_id", &req.group_id)?.to_owned(),
@@ -524,7 +606,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<ListGroupsResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "ListGroups", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "ListGroups")?;
+            self.authorize(&request, "ListGroups")?;
             let req = request.into_inner();
             let internal = internal_directory::ListGroupsRequest {
                 page_size: input::page_size(req.page_size)?,
@@ -549,7 +631,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<ClearBlockResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "ClearBlock", request.metadata());
         call.run(async {
-            let caller = self.authorize(request.metadata(), "ClearBlock")?;
+            let caller = self.authorize(&request, "ClearBlock")?;
             let req = request.into_inner();
             let internal = internal_verification::ClearBlockRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),
@@ -573,7 +655,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<GetBlockResponse>, Status> {
         let call = Call::start(SERVICE_NAME, "GetBlock", request.metadata());
         call.run(async {
-            self.authorize(request.metadata(), "GetBlock")?;
+            self.authorize(&request, "GetBlock")?;
             let req = request.into_inner();
             let internal = internal_verification::GetBlockRequest {
                 user_id: input::user_id(&req.user_id)?.to_owned(),

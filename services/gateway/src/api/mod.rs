@@ -11,6 +11,7 @@ pub mod reset;
 use sspr_bus::Bus;
 use tonic::Request;
 
+use crate::challenge::ChallengeVerifier;
 use crate::domain::client_ip;
 
 /// What every public service needs: the bus, and how to tell who the client is.
@@ -18,6 +19,7 @@ use crate::domain::client_ip;
 pub struct Edge {
     bus: Bus,
     trusted_proxy_hops: usize,
+    challenge: Option<ChallengeVerifier>,
 }
 
 impl Edge {
@@ -25,6 +27,22 @@ impl Edge {
         Self {
             bus,
             trusted_proxy_hops,
+            challenge: None,
+        }
+    }
+
+    /// The same edge, checking challenge tokens with `verifier`.
+    pub fn with_challenge(mut self, verifier: ChallengeVerifier) -> Self {
+        self.challenge = Some(verifier);
+        self
+    }
+
+    /// Whether `token` (non-empty) passes the configured challenge verifier; false without
+    /// one, without a token, or when the verifier fails.
+    pub(crate) async fn challenge_passed(&self, token: &str, client_ip: &str) -> bool {
+        match &self.challenge {
+            Some(verifier) if !token.is_empty() => verifier.verify(token, client_ip).await,
+            _ => false,
         }
     }
 

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::call::Call;
-use crate::domain::{input, security_answers};
+use crate::domain::{challenge, input, security_answers};
 
 /// The password-reset API.
 #[derive(Clone)]
@@ -41,12 +41,15 @@ impl PasswordReset for ResetApi {
         let client_ip = self.edge.client_ip(&request);
         let req = request.into_inner();
         call.run(async {
+            let user_id = input::user_id(&req.user_id)?.to_owned();
+            let locale = input::locale("locale", &req.locale)?.to_owned();
+            let token = challenge::token(&req.challenge_token)?;
+            let challenge_passed = self.edge.challenge_passed(token, &client_ip).await;
             let internal = internal::StartResetRequest {
-                user_id: input::user_id(&req.user_id)?.to_owned(),
-                locale: input::locale("locale", &req.locale)?.to_owned(),
+                user_id,
+                locale,
                 client_ip,
-                // No challenge verifier is wired yet: the token is not checked.
-                challenge_passed: false,
+                challenge_passed,
             };
             let resp: internal::StartResetResponse = self
                 .edge

@@ -407,6 +407,29 @@ pub fn reconfirm_after_days(raw: u32) -> Result<u32, InvalidField> {
     Ok(raw)
 }
 
+/// Most prefixes in `policy.limits.phone_allowed_prefixes`.
+pub const MAX_PHONE_PREFIXES: usize = 100;
+
+/// `policy.limits.phone_allowed_prefixes`, cheaply: at most 100 entries of at most 5
+/// characters each (`+` and up to 4 digits), so no oversized list travels on. The policy
+/// service checks the form of each prefix and every other limit's range.
+pub fn phone_prefixes(raw: &[String]) -> Result<(), InvalidField> {
+    const FIELD: &str = "policy.limits.phone_allowed_prefixes";
+    if raw.len() > MAX_PHONE_PREFIXES {
+        return Err(InvalidField::new(
+            FIELD,
+            format!("must hold at most {MAX_PHONE_PREFIXES} prefixes"),
+        ));
+    }
+    if raw.iter().any(|p| p.len() > 5) {
+        return Err(InvalidField::new(
+            FIELD,
+            "must hold prefixes of '+' and 1 to 4 digits (e.g. +44)",
+        ));
+    }
+    Ok(())
+}
+
 /// `destination_confirmation`: optional (empty is forwarded, verification decides whether the
 /// policy needs it), at most 320 characters, no control characters. Never echoed.
 pub fn destination_confirmation(raw: &str) -> Result<&str, InvalidField> {
@@ -455,6 +478,15 @@ mod tests {
         assert_eq!(reconfirm_after_days(730).unwrap(), 730);
         let err = reconfirm_after_days(731).unwrap_err();
         assert_eq!(err.field, "policy.reconfirm_after_days");
+    }
+
+    #[test]
+    fn phone_prefix_lists_are_bounded_at_the_edge() {
+        assert!(phone_prefixes(&["+44".into(), "+1264".into()]).is_ok());
+        let long = phone_prefixes(&["+441234".into()]).unwrap_err();
+        assert_eq!(long.field, "policy.limits.phone_allowed_prefixes");
+        let many: Vec<String> = (0..101).map(|_| "+1".to_owned()).collect();
+        assert!(phone_prefixes(&many).is_err());
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! malformed or oversized input away from the internal services, which validate again with
 //! their own typed domain values.
 
+pub mod admin_auth_limit;
 pub mod admin_tokens;
+pub mod challenge;
 pub mod client_ip;
 pub mod input;
+#[cfg(test)]
+mod properties;
 pub mod security_answers;

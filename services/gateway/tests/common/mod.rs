@@ -474,6 +474,8 @@ impl Gateway {
             )
             .expect("valid admin tokens"),
             trusted_proxy_hops: options.trusted_proxy_hops,
+            challenge: None,
+            tls: None,
         };
         let gateway_bus = connect_bus(&nats, "sspr-gateway").await;
         let (addr, serve) = sspr_gateway::bind(gateway_bus, config, shutdown.clone())

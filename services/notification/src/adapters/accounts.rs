@@ -1,5 +1,5 @@
 //! [`Accounts`] over NATS: the directory (`get_user`, `list_admins`) and enrolment
-//! (`list_methods`, `get_destination`).
+//! (`list_methods`, `get_destination`, `list_destinations`).
 //!
 //! Invariants: full addresses are read only for confirmed email methods and never logged; a
 //! method removed between the listing and the lookup (`NOT_FOUND`) is skipped; every other
@@ -13,11 +13,14 @@ use sspr_proto::internal::directory::v1::{
     GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, UserRecord,
 };
 use sspr_proto::internal::enrolment::v1::{
-    GetDestinationRequest, GetDestinationResponse, ListMethodsRequest, ListMethodsResponse,
+    GetDestinationRequest, GetDestinationResponse, ListDestinationsRequest,
+    ListDestinationsResponse, ListMethodsRequest, ListMethodsResponse,
 };
 
-use crate::domain::delivery::{EmailAddress, Locale};
-use crate::ports::{Account, Accounts, LookupError, RegisteredEmail};
+use crate::domain::delivery::{EmailAddress, Locale, PhoneNumber};
+use crate::ports::{
+    Account, Accounts, ContactAddress, ContactDestination, LookupError, RegisteredEmail,
+};
 
 /// [`Accounts`] on the bus.
 #[derive(Clone)]
@@ -65,6 +68,43 @@ impl Accounts for BusAccounts {
             .await
             .map_err(|e| unavailable("directory list_admins", e))?;
         Ok(resp.users.into_iter().map(account).collect())
+    }
+
+    async fn destinations(&self, user_id: &str) -> Result<Vec<ContactDestination>, LookupError> {
+        let req = ListDestinationsRequest {
+            user_id: user_id.to_owned(),
+        };
+        let resp: ListDestinationsResponse =
+            match self.bus.request(enrolment::LIST_DESTINATIONS, &req).await {
+                Ok(r) => r,
+                Err(BusError::Rpc(e)) if e.code == ErrorCode::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(unavailable("enrolment list_destinations", e)),
+            };
+        let mut out = Vec::with_capacity(resp.destinations.len());
+        for d in resp.destinations {
+            let address = match MethodKind::try_from(d.kind) {
+                Ok(MethodKind::Email) => EmailAddress::parse(&d.destination)
+                    .ok()
+                    .map(ContactAddress::Email),
+                Ok(MethodKind::Sms) => PhoneNumber::parse(&d.destination)
+                    .ok()
+                    .map(ContactAddress::Sms),
+                Ok(MethodKind::Voice) => PhoneNumber::parse(&d.destination)
+                    .ok()
+                    .map(ContactAddress::Voice),
+                _ => None,
+            };
+            match address {
+                Some(address) => out.push(ContactDestination {
+                    method_id: d.method_id,
+                    address,
+                }),
+                None => {
+                    tracing::warn!(method_id = %d.method_id, "a registered method has no valid destination; skipped");
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn emails(&self, user_id: &str) -> Result<Vec<RegisteredEmail>, LookupError> {

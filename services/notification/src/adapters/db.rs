@@ -10,7 +10,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
 };
 use sspr_bus::subjects;
-use sspr_proto::events::v1::CodeDelivered;
+use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed};
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
 use crate::domain::delivery::{Channel, DeliveryHeader, DeliveryId, DeliveryStatus, Purpose};
@@ -176,15 +176,29 @@ impl DeliveryStore for DbDeliveryStore {
     async fn record_expired(
         &self,
         header: &DeliveryHeader,
+        event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.set_status(
-            header,
-            DeliveryStatus::Expired,
-            Some("the code expired before it could be sent"),
+        let event_id = event
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.clone())
+            .unwrap_or_default();
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        Self::upsert(&txn, header, now, |row, _| {
+            row.status = Set(DeliveryStatus::Expired.as_str().to_owned());
+            row.last_error = Set(Some("the code expired before it could be sent".to_owned()));
+        })
+        .await?;
+        outbox::enqueue(
+            &txn,
+            OutboxMessage::new(subjects::events::CODE_DELIVERY_FAILED, event_id, event),
             now,
         )
-        .await
+        .await?;
+        txn.commit().await?;
+        self.signal.notify();
+        Ok(())
     }
 
     async fn record_retry(
@@ -287,6 +301,49 @@ impl NoticeStore for DbDeliveryStore {
         .insert(&txn)
         .await?;
         txn.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_announcement(
+        &self,
+        event_id: &uuid::Uuid,
+        user_id: &str,
+        sent: &[DeliveryHeader],
+        announced: &sspr_proto::events::v1::MethodChangeAnnounced,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        for header in sent {
+            Self::upsert(&txn, header, now, |row, _| {
+                row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
+            })
+            .await?;
+        }
+        processed::ActiveModel {
+            event_id: Set(event_id.to_string()),
+            user_id: Set(user_id.to_owned()),
+            mails: Set(i32::try_from(sent.len()).unwrap_or(i32::MAX)),
+            processed_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        let announced_id = announced
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.clone())
+            .unwrap_or_default();
+        outbox::enqueue(
+            &txn,
+            OutboxMessage::new(
+                subjects::events::METHOD_CHANGE_ANNOUNCED,
+                announced_id,
+                announced,
+            ),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.signal.notify();
         Ok(())
     }
 }

@@ -96,6 +96,10 @@ pub enum Purpose {
     PasswordChanged,
     /// An "administrator password reset" alert to the admins (no code).
     AdminAlert,
+    /// A code to a registered method proving the user before their methods change.
+    StepUp,
+    /// A "your contact methods changed" notice to the user's other methods (no code).
+    MethodChanged,
 }
 
 impl Purpose {
@@ -105,6 +109,8 @@ impl Purpose {
             Purpose::Registration => "registration",
             Purpose::PasswordChanged => "password_changed",
             Purpose::AdminAlert => "admin_alert",
+            Purpose::StepUp => "step_up",
+            Purpose::MethodChanged => "method_changed",
         }
     }
 
@@ -114,6 +120,8 @@ impl Purpose {
             "registration" => Some(Purpose::Registration),
             "password_changed" => Some(Purpose::PasswordChanged),
             "admin_alert" => Some(Purpose::AdminAlert),
+            "step_up" => Some(Purpose::StepUp),
+            "method_changed" => Some(Purpose::MethodChanged),
             _ => None,
         }
     }

@@ -3,5 +3,7 @@
 //! tried again ([`retry`]).
 
 pub mod delivery;
+#[cfg(test)]
+mod properties;
 pub mod retry;
 pub mod templates;

@@ -46,16 +46,22 @@ pub enum MessageKind {
     ResetVoice,
     /// The words of a voice call carrying a registration code (text part only).
     RegistrationVoice,
+    /// A code to a registered method, to prove the user before their methods change.
+    StepUpCode,
+    /// "A contact method of your account was added/removed", to the user's other methods.
+    MethodChanged,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 6] = [
+    pub const ALL: [MessageKind; 8] = [
         MessageKind::RegistrationCode,
         MessageKind::ResetCode,
         MessageKind::PasswordChanged,
         MessageKind::AdminAlert,
         MessageKind::ResetVoice,
         MessageKind::RegistrationVoice,
+        MessageKind::StepUpCode,
+        MessageKind::MethodChanged,
     ];
 
     /// The file name stem of an override, e.g. `password_changed`.
@@ -67,6 +73,8 @@ impl MessageKind {
             MessageKind::AdminAlert => "admin_alert",
             MessageKind::ResetVoice => "reset_voice",
             MessageKind::RegistrationVoice => "registration_voice",
+            MessageKind::StepUpCode => "step_up_code",
+            MessageKind::MethodChanged => "method_changed",
         }
     }
 
@@ -81,7 +89,7 @@ impl MessageKind {
     /// The placeholders this message may use.
     pub fn placeholders(self) -> &'static [Placeholder] {
         match self {
-            MessageKind::RegistrationCode | MessageKind::ResetCode => &[
+            MessageKind::RegistrationCode | MessageKind::ResetCode | MessageKind::StepUpCode => &[
                 Placeholder::Code,
                 Placeholder::ValidMinutes,
                 Placeholder::Validity,
@@ -101,25 +109,35 @@ impl MessageKind {
                 Placeholder::DisplayName,
                 Placeholder::Time,
             ],
+            MessageKind::MethodChanged => &[
+                Placeholder::DisplayName,
+                Placeholder::Time,
+                Placeholder::Change,
+                Placeholder::Helpdesk,
+            ],
         }
     }
 
     fn of_code(purpose: Purpose) -> Self {
         match purpose {
             Purpose::Registration => MessageKind::RegistrationCode,
-            // Password-changed and admin-alert deliveries carry no code.
-            Purpose::Reset | Purpose::PasswordChanged | Purpose::AdminAlert => {
-                MessageKind::ResetCode
-            }
+            Purpose::StepUp => MessageKind::StepUpCode,
+            // Password-changed, admin-alert and method-changed deliveries carry no code.
+            Purpose::Reset
+            | Purpose::PasswordChanged
+            | Purpose::AdminAlert
+            | Purpose::MethodChanged => MessageKind::ResetCode,
         }
     }
 
     fn of_voice(purpose: Purpose) -> Self {
         match purpose {
-            Purpose::Registration => MessageKind::RegistrationVoice,
-            Purpose::Reset | Purpose::PasswordChanged | Purpose::AdminAlert => {
-                MessageKind::ResetVoice
-            }
+            // "Your verification code is ...": right for a step-up too.
+            Purpose::Registration | Purpose::StepUp => MessageKind::RegistrationVoice,
+            Purpose::Reset
+            | Purpose::PasswordChanged
+            | Purpose::AdminAlert
+            | Purpose::MethodChanged => MessageKind::ResetVoice,
         }
     }
 }
@@ -158,7 +176,8 @@ pub enum Placeholder {
     DisplayName,
     /// When the password was changed, e.g. `2026-11-24 20:15 UTC`.
     Time,
-    /// How the password was changed (self-service or by an administrator), a sentence.
+    /// What changed, a sentence: how the password was changed (self-service or by an
+    /// administrator), or which contact method was added or removed (masked only).
     Change,
     /// The id of the account whose password was changed (admin alerts).
     UserId,
@@ -442,6 +461,24 @@ impl Templates {
         self.render(MessageKind::PasswordChanged, locale, &values)
     }
 
+    /// The "a contact method of your account changed" notice; `change` is the sentence built by
+    /// [`method_change_sentence`] (a masked destination only).
+    pub fn method_changed(
+        &self,
+        locale: Locale,
+        display_name: &str,
+        at: DateTime<Utc>,
+        change: &str,
+        helpdesk_contact: &str,
+    ) -> EmailContent {
+        let values = Values::default()
+            .with(Placeholder::DisplayName, display_name)
+            .with(Placeholder::Time, format_time(at))
+            .with(Placeholder::Change, change)
+            .with(Placeholder::Helpdesk, helpdesk(locale, helpdesk_contact));
+        self.render(MessageKind::MethodChanged, locale, &values)
+    }
+
     /// The "an administrator's password was reset" alert.
     pub fn admin_alert(
         &self,
@@ -455,6 +492,92 @@ impl Templates {
             .with(Placeholder::DisplayName, display_name)
             .with(Placeholder::Time, format_time(at));
         self.render(MessageKind::AdminAlert, locale, &values)
+    }
+}
+
+/// What happened to a contact method, as a method-change notice says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodChange {
+    /// Added (or confirmed again).
+    Registered,
+    Removed,
+}
+
+/// Which kind of method changed, for the notice's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodLabel {
+    Email,
+    Sms,
+    Voice,
+    SecurityQuestions,
+}
+
+/// The sentence of a method-change notice, e.g. `The email address a•••@c•••.com was added to
+/// your account for password reset.` `masked` is the MASKED destination from the event; control
+/// characters are dropped and it is cut to 80 characters.
+pub fn method_change_sentence(
+    locale: Locale,
+    change: MethodChange,
+    label: MethodLabel,
+    masked: &str,
+) -> String {
+    let masked: String = masked
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect();
+    let what = match (locale, label) {
+        (Locale::En, MethodLabel::Email) => format!("The email address {masked}"),
+        (Locale::En, MethodLabel::Sms) => format!("The mobile phone {masked} (text messages)"),
+        (Locale::En, MethodLabel::Voice) => format!("The phone {masked} (voice calls)"),
+        (Locale::En, MethodLabel::SecurityQuestions) => {
+            format!("Security questions ({masked})")
+        }
+        (Locale::Fr, MethodLabel::Email) => format!("L'adresse e-mail {masked}"),
+        (Locale::Fr, MethodLabel::Sms) => format!("Le téléphone mobile {masked} (SMS)"),
+        (Locale::Fr, MethodLabel::Voice) => format!("Le téléphone {masked} (appels vocaux)"),
+        (Locale::Fr, MethodLabel::SecurityQuestions) => {
+            format!("Des questions de sécurité ({masked})")
+        }
+    };
+    let verb = match (locale, change, label) {
+        (Locale::En, MethodChange::Registered, MethodLabel::SecurityQuestions) => {
+            "were set for your account for password reset."
+        }
+        (Locale::En, MethodChange::Registered, _) => {
+            "was added to (or confirmed again for) your account for password reset."
+        }
+        (Locale::En, MethodChange::Removed, MethodLabel::SecurityQuestions) => {
+            "were removed from your account."
+        }
+        (Locale::En, MethodChange::Removed, _) => "was removed from your account.",
+        (Locale::Fr, MethodChange::Registered, MethodLabel::SecurityQuestions) => {
+            "ont été définies pour la réinitialisation du mot de passe de votre compte."
+        }
+        (Locale::Fr, MethodChange::Registered, MethodLabel::Email) => {
+            "a été ajoutée à votre compte (ou confirmée à nouveau) pour la réinitialisation du mot de passe."
+        }
+        (Locale::Fr, MethodChange::Registered, _) => {
+            "a été ajouté à votre compte (ou confirmé à nouveau) pour la réinitialisation du mot de passe."
+        }
+        (Locale::Fr, MethodChange::Removed, MethodLabel::SecurityQuestions) => {
+            "ont été supprimées de votre compte."
+        }
+        (Locale::Fr, MethodChange::Removed, MethodLabel::Email) => {
+            "a été supprimée de votre compte."
+        }
+        (Locale::Fr, MethodChange::Removed, _) => "a été supprimé de votre compte.",
+    };
+    format!("{what} {verb}")
+}
+
+/// The SMS (or the words of a voice call) announcing a method change: short, no link.
+pub fn method_changed_sms(locale: Locale, change: &str) -> String {
+    match locale {
+        Locale::En => format!("sspr: {change} If this was not you, contact your helpdesk now."),
+        Locale::Fr => format!(
+            "sspr : {change} Si vous n'êtes pas à l'origine de ce changement, contactez votre support informatique."
+        ),
     }
 }
 
@@ -684,6 +807,68 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
                 (P, "{{helpdesk}}"),
             ],
         },
+        (MessageKind::StepUpCode, Locale::En) => Builtin {
+            subject: "Your verification code",
+            paragraphs: vec![
+                (P, "Hello,"),
+                (
+                    P,
+                    "Use this code to confirm it is you before the contact methods of your account for password reset are changed:",
+                ),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    S,
+                    "If you did not ask for this code, someone may know your password: change it and contact your helpdesk.",
+                ),
+                (S, NEVER_SHARE_EN),
+                (P, "{{helpdesk}}"),
+            ],
+        },
+        (MessageKind::StepUpCode, Locale::Fr) => Builtin {
+            subject: "Votre code de vérification",
+            paragraphs: vec![
+                (P, "Bonjour,"),
+                (
+                    P,
+                    "Utilisez ce code pour confirmer votre identité avant toute modification des moyens de contact de votre compte pour la réinitialisation du mot de passe :",
+                ),
+                (C, "{{code}}"),
+                (P, "{{validity}}"),
+                (
+                    S,
+                    "Si vous n'avez pas demandé ce code, quelqu'un connaît peut-être votre mot de passe : changez-le et contactez votre support informatique.",
+                ),
+                (S, NEVER_SHARE_FR),
+                (P, "{{helpdesk}}"),
+            ],
+        },
+        (MessageKind::MethodChanged, Locale::En) => Builtin {
+            subject: "A contact method of your account changed",
+            paragraphs: vec![
+                (P, "Hello {{display_name}},"),
+                (P, "{{change}}"),
+                (P, "This happened on {{time}}."),
+                (
+                    S,
+                    "If this was not you, someone may know your password: change it and contact your helpdesk immediately.",
+                ),
+                (P, "{{helpdesk}}"),
+            ],
+        },
+        (MessageKind::MethodChanged, Locale::Fr) => Builtin {
+            subject: "Un moyen de contact de votre compte a changé",
+            paragraphs: vec![
+                (P, "Bonjour {{display_name}},"),
+                (P, "{{change}}"),
+                (P, "Date du changement : {{time}}."),
+                (
+                    S,
+                    "Si vous n'êtes pas à l'origine de ce changement, quelqu'un connaît peut-être votre mot de passe : changez-le et contactez immédiatement votre support informatique.",
+                ),
+                (P, "{{helpdesk}}"),
+            ],
+        },
         (MessageKind::AdminAlert, Locale::En) => Builtin {
             subject: "Administrator password reset: {{user_id}}",
             paragraphs: vec![
@@ -724,13 +909,13 @@ fn builtin(message: MessageKind, locale: Locale) -> Builtin {
 pub fn sms(purpose: Purpose, locale: Locale, code: &Code, valid_minutes: u32) -> String {
     let code = code.expose();
     match (locale, MessageKind::of_code(purpose)) {
-        (Locale::En, MessageKind::RegistrationCode) => {
+        (Locale::En, MessageKind::RegistrationCode | MessageKind::StepUpCode) => {
             format!("sspr verification code: {code} (valid {valid_minutes} min). Never share it.")
         }
         (Locale::En, _) => {
             format!("sspr password reset code: {code} (valid {valid_minutes} min). Never share it.")
         }
-        (Locale::Fr, MessageKind::RegistrationCode) => format!(
+        (Locale::Fr, MessageKind::RegistrationCode | MessageKind::StepUpCode) => format!(
             "Code de vérification sspr : {code} (valable {valid_minutes} min). Ne le communiquez à personne."
         ),
         (Locale::Fr, _) => format!(

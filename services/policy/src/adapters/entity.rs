@@ -36,6 +36,11 @@ pub struct Model {
     pub security_questions: String,
     pub questions_required_to_register: i32,
     pub questions_required_to_reset: i32,
+    /// The numeric abuse limits the admin set, one `name=value` per line (names are the
+    /// fields of `sspr.admin.v1.Limits`); unset limits are absent.
+    pub limits: String,
+    /// Comma-separated E.164 prefixes (`+` and digits, validated before they are stored).
+    pub phone_allowed_prefixes: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

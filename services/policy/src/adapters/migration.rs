@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddDestinationAndHelpdesk),
             Box::new(AddSecurityQuestions),
             Box::new(AddAllowUnlock),
+            Box::new(AddLimits),
         ]
     }
 }
@@ -363,5 +364,53 @@ impl MigrationTrait for AddAllowUnlock {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum LimitsColumns {
+    Limits,
+    PhoneAllowedPrefixes,
+}
+
+/// `policy.limits` (the numeric abuse limits the admin set, one `name=value` per line) and
+/// `policy.phone_allowed_prefixes` (comma-separated), both empty (every default) for the row
+/// written before they existed. One column per statement: SQLite adds one at a time.
+struct AddLimits;
+
+impl MigrationName for AddLimits {
+    fn name(&self) -> &str {
+        "m0007_add_limits"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddLimits {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [LimitsColumns::Limits, LimitsColumns::PhoneAllowedPrefixes] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Policy::Table)
+                        .add_column(ColumnDef::new(column).text().not_null().default(""))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [LimitsColumns::PhoneAllowedPrefixes, LimitsColumns::Limits] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Policy::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

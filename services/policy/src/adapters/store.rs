@@ -13,6 +13,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 use sspr_storage::outbox::{self, OutboxSignal};
 
 use crate::adapters::entity::{self, Column, Entity, POLICY_ROW_ID, password};
+use crate::domain::limits::LimitsDraft;
 use crate::domain::password_policy::{
     DEFAULT_MIN_LENGTH, PasswordPolicy, PasswordRules, PasswordRulesDraft,
 };
@@ -72,6 +73,19 @@ fn from_row(row: entity::Model) -> Result<Policy, Error> {
             .map_err(|_| corrupt("negative questions_required_to_register"))?,
         questions_required_to_reset: u32::try_from(row.questions_required_to_reset)
             .map_err(|_| corrupt("negative questions_required_to_reset"))?,
+        limits: LimitsDraft {
+            values: row
+                .limits
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (name, value) = l.split_once('=').ok_or_else(|| corrupt("limits"))?;
+                    let value = value.parse().map_err(|_| corrupt("limits"))?;
+                    Ok((name.to_owned(), value))
+                })
+                .collect::<Result<_, Error>>()?,
+            phone_allowed_prefixes: split(&row.phone_allowed_prefixes),
+        },
     };
     let rules = PolicyRules::parse(draft).map_err(|e| Error::CorruptPolicy(e.to_string()))?;
     let version = u64::try_from(row.version).map_err(|_| corrupt("negative version"))?;
@@ -203,6 +217,20 @@ impl PolicyStore for SqlPolicyStore {
         let to_reset = i32::try_from(rules.questions_required_to_reset())
             .map_err(|_| Error::CorruptPolicy("questions_required_to_reset out of range".into()))?;
 
+        let limits = rules
+            .limits()
+            .values()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let prefixes = join(
+            rules
+                .limits()
+                .phone_allowed_prefixes()
+                .iter()
+                .map(|p| p.as_str()),
+        );
+
         let txn = sspr_storage::begin_write(&self.db).await?;
         let default = PolicyRules::default();
         Entity::insert(entity::ActiveModel {
@@ -220,6 +248,8 @@ impl PolicyStore for SqlPolicyStore {
             security_questions: Set(String::new()),
             questions_required_to_register: Set(0),
             questions_required_to_reset: Set(0),
+            limits: Set(String::new()),
+            phone_allowed_prefixes: Set(String::new()),
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&txn)
@@ -245,6 +275,8 @@ impl PolicyStore for SqlPolicyStore {
                 Expr::value(to_register),
             )
             .col_expr(Column::QuestionsRequiredToReset, Expr::value(to_reset))
+            .col_expr(Column::Limits, Expr::value(limits))
+            .col_expr(Column::PhoneAllowedPrefixes, Expr::value(prefixes))
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(POLICY_ROW_ID))

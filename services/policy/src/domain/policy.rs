@@ -26,6 +26,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::limits::{Limits, LimitsDraft, LimitsError};
+
 /// Longest group id, in characters.
 pub const MAX_GROUP_ID_CHARS: usize = 128;
 /// Most groups a `SELECTED` policy may name.
@@ -174,6 +176,8 @@ pub struct PolicyDraft {
     pub security_questions: Vec<(String, String)>,
     pub questions_required_to_register: u32,
     pub questions_required_to_reset: u32,
+    /// The abuse limits (see [`super::limits`]).
+    pub limits: LimitsDraft,
 }
 
 /// Why a submitted policy was refused. The message names the field and is shown to the admin.
@@ -239,6 +243,8 @@ pub enum PolicyError {
         "policy.security_questions must have at least questions_required_to_register ({required}) questions when METHOD_KIND_SECURITY_QUESTIONS is allowed, got {got}"
     )]
     TooFewQuestions { required: u32, got: usize },
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 /// A valid policy, without its version.
@@ -255,6 +261,7 @@ pub struct PolicyRules {
     security_questions: Vec<SecurityQuestion>,
     questions_required_to_register: u32,
     questions_required_to_reset: u32,
+    limits: Limits,
 }
 
 impl Default for PolicyRules {
@@ -272,6 +279,7 @@ impl Default for PolicyRules {
             security_questions: Vec::new(),
             questions_required_to_register: 0,
             questions_required_to_reset: 0,
+            limits: Limits::default(),
         }
     }
 }
@@ -349,6 +357,8 @@ impl PolicyRules {
             });
         }
 
+        let limits = Limits::parse(draft.limits)?;
+
         Ok(Self {
             scope,
             group_ids,
@@ -361,7 +371,13 @@ impl PolicyRules {
             security_questions,
             questions_required_to_register: register,
             questions_required_to_reset: reset,
+            limits,
         })
+    }
+
+    /// The abuse limits, as the admin set them.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The admin-defined security questions, in the admin's order (kept whether or not the

@@ -23,12 +23,14 @@ pub mod reset_session {
         pub methods_required: i32,
         /// JSON: `["method id", ...]`.
         pub verified_method_ids: String,
-        /// `active` or `completed`.
+        /// `active`, `completing` (claimed by one CompleteReset) or `completed`.
         pub status: String,
         pub created_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
         /// JSON `QuestionChallenge` (question ids and attempts, never answers); empty = none.
         pub question_challenge: String,
+        /// When the last required method was verified (starts the 10 minutes to complete).
+        pub verified_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -61,6 +63,8 @@ pub mod code {
         pub voided: bool,
         /// The delivery that carries the code; for a decoy, an id that was never published.
         pub delivery_id: String,
+        /// Id of the code key that hashed the code (`0`: the bare key).
+        pub key_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

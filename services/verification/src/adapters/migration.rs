@@ -16,6 +16,9 @@ impl MigratorTrait for Migrator {
             Box::new(CreateVerificationTables),
             Box::new(CreateProcessedEvents),
             Box::new(AddQuestionChallenge),
+            Box::new(CreateThrottleTables),
+            Box::new(AddKeyIdAndVerifiedAt),
+            Box::new(super::phone_ledger::CreatePhoneLedger),
         ]
     }
 }
@@ -317,6 +320,261 @@ impl MigrationTrait for AddQuestionChallenge {
                 Table::alter()
                     .table(ResetSessions::Table)
                     .drop_column(ChallengeColumn::QuestionChallenge)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The abuse throttles (see `adapters::throttle`): `throttle_hits` (one row per counted call,
+/// by keyed bucket), `throttle_buckets` (one row per bucket: the row locked while a call is
+/// counted, and until when its `reset.throttled` event was already sent), `reset_blocks` (users
+/// blocked from self-service reset) and `flow_origins` (the keyed client IP that started a
+/// reset flow, for the CAPTCHA threshold on failures).
+struct CreateThrottleTables;
+
+impl MigrationName for CreateThrottleTables {
+    fn name(&self) -> &str {
+        "m0004_create_throttle_tables"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ThrottleHits {
+    Table,
+    Id,
+    Bucket,
+    At,
+}
+
+#[derive(DeriveIden)]
+enum ThrottleBuckets {
+    Table,
+    Bucket,
+    TouchedAt,
+    NotifiedUntil,
+}
+
+#[derive(DeriveIden)]
+enum ResetBlocks {
+    Table,
+    UserId,
+    BlockedAt,
+    BlockedUntil,
+    FailedVerifications,
+}
+
+#[derive(DeriveIden)]
+enum FlowOrigins {
+    Table,
+    FlowId,
+    IpBucket,
+    CreatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateThrottleTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ThrottleHits::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ThrottleHits::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ThrottleHits::Bucket)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ThrottleHits::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_throttle_hits_bucket_at")
+                    .table(ThrottleHits::Table)
+                    .col(ThrottleHits::Bucket)
+                    .col(ThrottleHits::At)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_throttle_hits_at")
+                    .table(ThrottleHits::Table)
+                    .col(ThrottleHits::At)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ThrottleBuckets::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ThrottleBuckets::Bucket)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ThrottleBuckets::TouchedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ThrottleBuckets::NotifiedUntil)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ResetBlocks::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ResetBlocks::UserId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ResetBlocks::BlockedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ResetBlocks::BlockedUntil)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ResetBlocks::FailedVerifications)
+                            .integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FlowOrigins::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(FlowOrigins::FlowId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(FlowOrigins::IpBucket)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(FlowOrigins::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            FlowOrigins::Table.into_iden(),
+            ResetBlocks::Table.into_iden(),
+            ThrottleBuckets::Table.into_iden(),
+            ThrottleHits::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `codes.key_id`: the id of the code key that hashed the code (`0` for codes from before key
+/// ids), so codes issued before a key rotation still verify; `reset_sessions.verified_at`: when
+/// the session became fully verified, which starts its 10 minutes to set a password.
+struct AddKeyIdAndVerifiedAt;
+
+impl MigrationName for AddKeyIdAndVerifiedAt {
+    fn name(&self) -> &str {
+        "m0005_add_code_key_id_and_verified_at"
+    }
+}
+
+#[derive(DeriveIden)]
+enum KeyIdColumns {
+    KeyId,
+    VerifiedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddKeyIdAndVerifiedAt {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(KeyIdColumns::KeyId)
+                            .string_len(32)
+                            .not_null()
+                            .default("0"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .add_column(
+                        ColumnDef::new(KeyIdColumns::VerifiedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .drop_column(KeyIdColumns::VerifiedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(KeyIdColumns::KeyId)
                     .to_owned(),
             )
             .await

@@ -4,4 +4,6 @@
 pub mod entities;
 pub mod migration;
 pub mod peers;
+pub mod phone_ledger;
 pub mod store;
+pub mod throttle;

@@ -63,6 +63,8 @@ pub struct NewCode {
     pub state: CodeState,
     pub created_at: DateTime<Utc>,
     pub delivery_id: String,
+    /// Id of the code key that hashed it.
+    pub key_id: String,
 }
 
 /// The latest active code of a binding.
@@ -71,6 +73,8 @@ pub struct StoredCode {
     pub id: String,
     pub hash: CodeHash,
     pub state: CodeState,
+    /// Id of the code key that hashed it (`0`: the bare key).
+    pub key_id: String,
 }
 
 /// How the resend throttle is scoped.
@@ -114,6 +118,7 @@ impl Store {
             created_at: Set(session.created_at),
             expires_at: Set(session.expires_at),
             question_challenge: Set(String::new()),
+            verified_at: Set(session.verified_at),
         }
         .insert(&txn)
         .await?;
@@ -181,6 +186,7 @@ impl Store {
             used_at: Set(None),
             voided: Set(false),
             delivery_id: Set(new.delivery_id),
+            key_id: Set(new.key_id),
         }
         .insert(&txn)
         .await?;
@@ -219,6 +225,7 @@ impl Store {
             id: row.id,
             hash,
             state,
+            key_id: row.key_id,
         }))
     }
 
@@ -277,6 +284,10 @@ impl Store {
                 .col_expr(
                     reset_session::Column::VerifiedMethodIds,
                     Expr::value(verified_json(&after.verified)?),
+                )
+                .col_expr(
+                    reset_session::Column::VerifiedAt,
+                    Expr::value(after.verified_at),
                 )
                 .filter(reset_session::Column::TokenHash.eq(token_hash))
                 .filter(
@@ -337,6 +348,10 @@ impl Store {
                     reset_session::Column::VerifiedMethodIds,
                     Expr::value(verified_json(&after.verified)?),
                 )
+                .col_expr(
+                    reset_session::Column::VerifiedAt,
+                    Expr::value(after.verified_at),
+                )
                 .filter(
                     reset_session::Column::VerifiedMethodIds.eq(verified_json(&before.verified)?),
                 );
@@ -360,6 +375,63 @@ impl Store {
         enqueue_all(&txn, messages, now).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Claims an active session for one CompleteReset call (`active` → `completing`); `false`
+    /// when it was not active (completed, or claimed by a concurrent call). Only the claimer
+    /// sets the password, so it is set at most once per session.
+    pub async fn claim_completion(&self, token_hash: &str) -> Result<bool, StoreError> {
+        self.move_status(token_hash, SessionStatus::Active, SessionStatus::Completing)
+            .await
+    }
+
+    /// Gives a claimed session back (`completing` → `active`), e.g. when the directory refused
+    /// the password, so the user can try another.
+    pub async fn release_completion(&self, token_hash: &str) -> Result<bool, StoreError> {
+        self.move_status(token_hash, SessionStatus::Completing, SessionStatus::Active)
+            .await
+    }
+
+    /// Marks a claimed session completed (`completing` → `completed`) and enqueues `messages`;
+    /// `false` when it was not claimed.
+    pub async fn finish_completion(
+        &self,
+        token_hash: &str,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        let updated = reset_session::Entity::update_many()
+            .col_expr(
+                reset_session::Column::Status,
+                Expr::value(SessionStatus::Completed.as_str()),
+            )
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(reset_session::Column::Status.eq(SessionStatus::Completing.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        enqueue_all(&txn, messages, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn move_status(
+        &self,
+        token_hash: &str,
+        from: SessionStatus,
+        to: SessionStatus,
+    ) -> Result<bool, StoreError> {
+        let updated = reset_session::Entity::update_many()
+            .col_expr(reset_session::Column::Status, Expr::value(to.as_str()))
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(reset_session::Column::Status.eq(from.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected == 1)
     }
 
     /// Marks an active session completed and enqueues `messages`; `false` when it was not active.
@@ -516,6 +588,7 @@ fn session_from_row(row: reset_session::Model) -> Result<ResetSession, StoreErro
         methods: serde_json::from_str(&row.methods).map_err(|_| corrupt())?,
         methods_required: u32::try_from(row.methods_required).map_err(|_| corrupt())?,
         verified: serde_json::from_str(&row.verified_method_ids).map_err(|_| corrupt())?,
+        verified_at: row.verified_at,
         status: SessionStatus::from_db(&row.status).ok_or_else(corrupt)?,
         created_at: row.created_at,
         expires_at: row.expires_at,

@@ -46,6 +46,15 @@ impl CodeLength {
     pub fn get(self) -> usize {
         self.0
     }
+
+    /// The length the policy's `limits.code_length` asks for; the default when it is out of
+    /// range (policy validates it, so that only happens with a corrupt answer).
+    pub fn from_policy(digits: u32) -> Self {
+        usize::try_from(digits)
+            .ok()
+            .and_then(Self::new)
+            .unwrap_or_default()
+    }
 }
 
 impl Default for CodeLength {
@@ -59,6 +68,9 @@ impl Default for CodeLength {
 pub enum Purpose {
     Reset,
     Registration,
+    /// A code to a registered method proving the user before their methods change
+    /// (enrolment's step-up against registration takeover).
+    StepUp,
 }
 
 impl Purpose {
@@ -66,6 +78,7 @@ impl Purpose {
         match self {
             Purpose::Reset => "reset",
             Purpose::Registration => "registration",
+            Purpose::StepUp => "step_up",
         }
     }
 
@@ -73,6 +86,7 @@ impl Purpose {
         match raw {
             "reset" => Some(Purpose::Reset),
             "registration" => Some(Purpose::Registration),
+            "step_up" => Some(Purpose::StepUp),
             _ => None,
         }
     }
@@ -107,6 +121,22 @@ impl Code {
     /// Parses what a user typed: exactly `length` ASCII digits, nothing else (no spaces).
     pub fn parse(raw: &str, length: CodeLength) -> Result<Self, InputError> {
         if raw.len() == length.get() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InputError::new(
+                "code",
+                "must be the digits from the message, nothing else",
+            ))
+        }
+    }
+
+    /// Parses what a user typed against a code whose length is not known up front: 6 to 10
+    /// ASCII digits. A code keeps the length it was issued with, even if the policy changed
+    /// since; a candidate of another length simply never matches the stored hash.
+    pub fn parse_any_length(raw: &str) -> Result<Self, InputError> {
+        if (CodeLength::MIN..=CodeLength::MAX).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_digit())
+        {
             Ok(Self(raw.to_owned()))
         } else {
             Err(InputError::new(
@@ -414,6 +444,28 @@ mod tests {
     }
 
     #[test]
+    fn any_length_parse_takes_six_to_ten_digits_and_policy_lengths_are_clamped() {
+        for ok in ["123456", "1234567", "12345678", "1234567890"] {
+            assert!(Code::parse_any_length(ok).is_ok(), "{ok:?} refused");
+        }
+        for bad in [
+            "12345",
+            "12345678901",
+            "1234 678",
+            "１２３４５６",
+            "",
+            "12345a",
+        ] {
+            assert!(Code::parse_any_length(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(CodeLength::from_policy(6).get(), 6);
+        assert_eq!(CodeLength::from_policy(10).get(), 10);
+        assert_eq!(CodeLength::from_policy(0).get(), 8);
+        assert_eq!(CodeLength::from_policy(11).get(), 8);
+        assert_eq!(CodeLength::from_policy(u32::MAX).get(), 8);
+    }
+
+    #[test]
     fn debug_never_shows_the_digits() {
         let code = Code::parse("12345678", CodeLength::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{code:?}").contains("1234"));
@@ -622,7 +674,7 @@ mod tests {
 
     #[test]
     fn purposes_round_trip() {
-        for p in [Purpose::Reset, Purpose::Registration] {
+        for p in [Purpose::Reset, Purpose::Registration, Purpose::StepUp] {
             assert_eq!(Purpose::from_db(p.as_str()), Some(p));
         }
         assert_eq!(Purpose::from_db("other"), None);

@@ -66,6 +66,27 @@ pub fn decoy_methods(
         .collect()
 }
 
+/// How many methods a decoy shows when the policy requires `required` and `available` kinds
+/// could be shown: at least `required`; when one is required and two kinds are available, a
+/// keyed choice per user id shows two for about half of the ids, as real users often register
+/// more than the minimum (a decoy that always showed the minimum would stand out).
+pub fn decoy_method_count(
+    key: &[u8; 32],
+    user_id: &UserId,
+    required: u32,
+    available: usize,
+) -> u32 {
+    let required = required.clamp(1, MAX_DECOY_METHODS);
+    if required >= MAX_DECOY_METHODS || available < 2 {
+        return required;
+    }
+    let mut mac = keyed(key);
+    mac.update(b"decoy-count");
+    mac.update(user_id.as_str().as_bytes());
+    let h: [u8; 32] = mac.finalize().into_bytes().into();
+    if h[0] & 1 == 1 { 2 } else { 1 }
+}
+
 /// One keyed bit per user id: does the decoy show a security-questions method?
 fn shows_questions(key: &[u8; 32], user_id: &UserId) -> bool {
     let mut mac = keyed(key);
@@ -373,5 +394,21 @@ mod tests {
             assert!(t.timestamp_millis() < (ID_EPOCH_MS + ID_SPREAD_MS) as i64);
         }
         assert!(tlds.len() > 5, "tlds vary: {tlds:?}");
+    }
+
+    #[test]
+    fn decoy_counts_are_stable_at_least_required_and_vary_across_ids() {
+        let key = [7u8; 32];
+        let mut twos = 0;
+        for i in 0..200 {
+            let id = UserId::parse(&format!("user{i}")).expect("id");
+            let n = decoy_method_count(&key, &id, 1, 2);
+            assert_eq!(n, decoy_method_count(&key, &id, 1, 2), "stable");
+            assert!((1..=2).contains(&n));
+            twos += usize::from(n == 2);
+            assert_eq!(decoy_method_count(&key, &id, 2, 2), 2);
+            assert_eq!(decoy_method_count(&key, &id, 1, 1), 1);
+        }
+        assert!((60..=140).contains(&twos), "about half show two: {twos}");
     }
 }

@@ -6,8 +6,13 @@ pub mod code;
 pub mod decoy;
 pub mod destination;
 pub mod ids;
+pub mod phone_guard;
+#[cfg(test)]
+mod properties;
 pub mod questions;
+pub mod second_method;
 pub mod session;
+pub mod throttle;
 
 pub use code::{
     Code, CodeBinding, CodeHash, CodeLength, CodeRules, CodeState, Purpose, Rejection, Verdict,

@@ -4,8 +4,12 @@
 //! - A [`SessionToken`] is 32 bytes from the OS CSPRNG, given to the caller as base64url without
 //!   padding and stored only as its SHA-256 (hex). It never prints through `Debug`, and it is
 //!   never logged or put in an event; the public [`FlowId`] names the flow instead.
-//! - A session is usable while it is active and not expired; a completed session never is.
+//! - A session is usable while it is active and not expired; a completing or completed session
+//!   never is.
 //! - `methods_remaining` counts distinct verified methods that belong to the session.
+//! - A fully verified session can set a password once, within [`COMPLETE_WITHIN`] of the
+//!   verification that completed it (`verified_at`); CompleteReset first claims it (`active` →
+//!   `completing`, a conditional update) so concurrent calls set the password at most once.
 
 use std::fmt;
 
@@ -19,6 +23,8 @@ use super::ids::{FlowId, Locale, MethodId, UserId};
 
 /// A reset session lives this long after StartReset.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::minutes(15);
+/// A verified session must set its password this long after its last required verification.
+pub const COMPLETE_WITHIN: Duration = Duration::minutes(10);
 
 /// The caller's secret bearer for one reset flow.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,6 +90,8 @@ pub struct SessionMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
     Active,
+    /// Claimed by one CompleteReset call that is setting the password.
+    Completing,
     Completed,
 }
 
@@ -91,6 +99,7 @@ impl SessionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             SessionStatus::Active => "active",
+            SessionStatus::Completing => "completing",
             SessionStatus::Completed => "completed",
         }
     }
@@ -98,6 +107,7 @@ impl SessionStatus {
     pub fn from_db(raw: &str) -> Option<Self> {
         match raw {
             "active" => Some(SessionStatus::Active),
+            "completing" => Some(SessionStatus::Completing),
             "completed" => Some(SessionStatus::Completed),
             _ => None,
         }
@@ -113,6 +123,8 @@ pub enum SessionError {
     UnknownMethod,
     /// CompleteReset before enough methods were verified.
     NotVerified { remaining: u32 },
+    /// CompleteReset more than [`COMPLETE_WITHIN`] after the verification that completed it.
+    VerificationTooOld,
 }
 
 /// One reset flow.
@@ -127,6 +139,8 @@ pub struct ResetSession {
     pub methods: Vec<SessionMethod>,
     pub methods_required: u32,
     pub verified: Vec<MethodId>,
+    /// When the last required method was verified; `None` while methods remain.
+    pub verified_at: Option<DateTime<Utc>>,
     pub status: SessionStatus,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -150,10 +164,13 @@ impl ResetSession {
             .ok_or(SessionError::UnknownMethod)
     }
 
-    /// Records a verified method (idempotent).
-    pub fn record_verified(&mut self, method_id: &MethodId) {
+    /// Records a verified method (idempotent), and when the session became fully verified.
+    pub fn record_verified(&mut self, method_id: &MethodId, now: DateTime<Utc>) {
         if !self.verified.contains(method_id) {
             self.verified.push(method_id.clone());
+        }
+        if self.verified_at.is_none() && self.methods_remaining() == 0 {
+            self.verified_at = Some(now);
         }
     }
 
@@ -173,6 +190,17 @@ impl ResetSession {
         match self.methods_remaining() {
             0 => Ok(()),
             remaining => Err(SessionError::NotVerified { remaining }),
+        }
+    }
+
+    /// Fails unless the session may set its password now: usable, fully verified, and within
+    /// [`COMPLETE_WITHIN`] of the verification that completed it.
+    pub fn ensure_completable(&self, now: DateTime<Utc>) -> Result<(), SessionError> {
+        self.ensure_usable(now)?;
+        self.ensure_complete()?;
+        match self.verified_at {
+            Some(at) if now < at + COMPLETE_WITHIN => Ok(()),
+            _ => Err(SessionError::VerificationTooOld),
         }
     }
 }
@@ -204,6 +232,7 @@ mod tests {
             methods: vec![method("m1"), method("m2")],
             methods_required: required,
             verified: vec![],
+            verified_at: None,
             status: SessionStatus::Active,
             created_at: t0(),
             expires_at: t0() + DEFAULT_SESSION_TTL,
@@ -271,22 +300,63 @@ mod tests {
             Err(SessionError::NotVerified { remaining: 2 })
         );
         let m1 = MethodId::parse("m1").unwrap_or_else(|e| panic!("{e}"));
-        s.record_verified(&m1);
-        s.record_verified(&m1);
+        s.record_verified(&m1, t0());
+        s.record_verified(&m1, t0());
         assert_eq!(s.verified.len(), 1, "idempotent");
         assert_eq!(s.methods_remaining(), 1);
-        s.record_verified(&MethodId::parse("m2").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(s.verified_at, None);
+        s.record_verified(
+            &MethodId::parse("m2").unwrap_or_else(|e| panic!("{e}")),
+            t0() + Duration::minutes(1),
+        );
         assert_eq!(s.methods_remaining(), 0);
+        assert_eq!(s.verified_at, Some(t0() + Duration::minutes(1)));
         assert_eq!(s.ensure_complete(), Ok(()));
         let mut one = session(1);
-        one.record_verified(&m1);
-        one.record_verified(&MethodId::parse("m2").unwrap_or_else(|e| panic!("{e}")));
+        one.record_verified(&m1, t0());
+        one.record_verified(
+            &MethodId::parse("m2").unwrap_or_else(|e| panic!("{e}")),
+            t0() + Duration::minutes(5),
+        );
+        assert_eq!(
+            one.verified_at,
+            Some(t0()),
+            "set once, by the completing method"
+        );
         assert_eq!(one.methods_remaining(), 0, "saturating");
     }
 
     #[test]
+    fn a_verified_session_completes_once_within_ten_minutes_of_verification() {
+        let mut s = session(1);
+        assert_eq!(
+            s.ensure_completable(t0()),
+            Err(SessionError::NotVerified { remaining: 1 })
+        );
+        let at = t0() + Duration::minutes(2);
+        s.record_verified(&MethodId::parse("m1").unwrap_or_else(|e| panic!("{e}")), at);
+        assert_eq!(s.ensure_completable(at), Ok(()));
+        assert_eq!(
+            s.ensure_completable(at + Duration::minutes(10) - Duration::seconds(1)),
+            Ok(())
+        );
+        assert_eq!(
+            s.ensure_completable(at + Duration::minutes(10)),
+            Err(SessionError::VerificationTooOld)
+        );
+        s.status = SessionStatus::Completing;
+        assert_eq!(s.ensure_completable(at), Err(SessionError::Unusable));
+        s.status = SessionStatus::Completed;
+        assert_eq!(s.ensure_completable(at), Err(SessionError::Unusable));
+    }
+
+    #[test]
     fn statuses_round_trip() {
-        for s in [SessionStatus::Active, SessionStatus::Completed] {
+        for s in [
+            SessionStatus::Active,
+            SessionStatus::Completing,
+            SessionStatus::Completed,
+        ] {
             assert_eq!(SessionStatus::from_db(s.as_str()), Some(s));
         }
     }

@@ -9,9 +9,11 @@
 //! password.
 
 mod password_check;
+pub(crate) mod phone_guard;
 mod questions;
 mod registration;
 mod reset;
+mod throttle;
 mod unlock;
 
 use std::future::Future;
@@ -29,11 +31,13 @@ use sspr_storage::outbox::{OutboxMessage, OutboxSignal};
 use uuid::Uuid;
 
 use crate::adapters::peers::Peers;
+use crate::adapters::phone_ledger::PhoneLedger;
 use crate::adapters::store::{CodeKey, NewCode, ResendScope, Store};
+use crate::adapters::throttle::ThrottleStore;
 use crate::domain::code::{judge, may_resend};
 use crate::domain::{
-    Code, CodeBinding, CodeState, FlowId, Locale, MethodId, MethodKind, Purpose, Rejection,
-    ResetSession, UserId, Verdict,
+    Code, CodeBinding, CodeLength, CodeState, FlowId, Locale, MethodId, MethodKind, Purpose,
+    Rejection, ResetSession, UserId, Verdict,
 };
 use crate::{Config, Error, SERVICE};
 
@@ -47,6 +51,10 @@ pub struct Verification {
     clock: SharedClock,
     config: Config,
     signal: OutboxSignal,
+    /// Throttle counters and reset blocks, shared by every replica.
+    throttles: ThrottleStore,
+    /// Phone budgets and the SMS breaker, shared by every replica.
+    phone_ledger: PhoneLedger,
 }
 
 /// Maps every `sspr.rpc.verification.*` subject to its handler.
@@ -88,6 +96,12 @@ pub fn router(service: Arc<Verification>) -> Router {
     let router = route(router, rpc::ISSUE_CODE, &service, |s, r| async move {
         s.issue_code(r).await
     });
+    let router = route(router, rpc::CLEAR_BLOCK, &service, |s, r| async move {
+        s.clear_block(r).await
+    });
+    let router = route(router, rpc::GET_BLOCK, &service, |s, r| async move {
+        s.get_block(r).await
+    });
     route(router, rpc::CHECK_CODE, &service, |s, r| async move {
         s.check_code(r).await
     })
@@ -124,6 +138,10 @@ struct Issue<'a> {
     /// same) but nothing is delivered and no event is emitted.
     destination: Option<String>,
     scope: ResendScope<'a>,
+    /// The policy's resend wait ([`Verification::resend_wait`]).
+    resend_after: chrono::Duration,
+    /// Digits of the new code: the policy's `limits.code_length` when issued.
+    length: CodeLength,
 }
 
 /// When an issued code expires and when the next one may be requested.
@@ -161,6 +179,8 @@ impl Verification {
         clock: SharedClock,
         config: Config,
         signal: OutboxSignal,
+        throttles: ThrottleStore,
+        phone_ledger: PhoneLedger,
     ) -> Self {
         Self {
             store,
@@ -168,11 +188,14 @@ impl Verification {
             clock,
             config,
             signal,
+            throttles,
+            phone_ledger,
         }
     }
 
+    /// The key of the decoy methods (`SSPR_DECOY_KEY`, by default the current code key).
     fn key(&self) -> &[u8; 32] {
-        self.config.code_key.expose()
+        self.config.decoy_key.expose()
     }
 
     fn meta(&self, now: DateTime<Utc>, user_id: &UserId, flow_id: &FlowId) -> events::EventMeta {
@@ -196,22 +219,31 @@ impl Verification {
         OutboxMessage::new(subject, meta.event_id.clone(), body)
     }
 
-    /// Fails with `TooSoon` when a code was issued for the binding within `resend_after`.
+    /// Fails with the seconds left when a code was issued for the binding within
+    /// `resend_after` (the policy's wait, see [`Verification::resend_wait`]).
     async fn ensure_may_resend(
         &self,
         key: CodeKey<'_>,
         scope: ResendScope<'_>,
+        resend_after: chrono::Duration,
     ) -> Result<(), Error> {
         let last = self.store.last_issued_at(key, scope).await?;
-        may_resend(last, self.clock.now(), self.config.resend_after).map_err(|_| Error::TooSoon)
+        let now = self.clock.now();
+        may_resend(last, now, resend_after).map_err(|_| {
+            let at = last.map_or(now, |l| l + resend_after);
+            Error::ResendIn(crate::domain::throttle::retry_after_secs(now, at))
+        })
     }
 
     /// Issues a code: voids earlier ones, stores the keyed hash and, for a real destination,
     /// enqueues `code.issued` and the sealed delivery, all in one transaction.
     async fn issue(&self, issue: Issue<'_>) -> Result<Issued, Error> {
-        let rules = self.config.rules();
+        let mut rules = self.config.rules();
+        rules.resend_after = issue.resend_after;
         let now = self.clock.now();
-        let code = Code::generate(rules.length);
+        let code = Code::generate(issue.length);
+        // New codes and deliveries use the current key; earlier ones keep theirs (key id).
+        let current = self.config.code_keys.current();
         let binding = CodeBinding {
             purpose: issue.purpose,
             user_id: issue.user_id,
@@ -220,8 +252,21 @@ impl Verification {
         };
         let state = CodeState::fresh(&rules, now);
         let delivery_id = Uuid::now_v7().to_string();
+        // A decoy (no destination) builds and seals the same messages and stores them as
+        // never-published stand-ins: the same work as a real send, and nothing leaves.
+        let decoy = issue.destination.is_none();
+        // SMS pumping: the allowlist, budgets and breaker for phone codes (decoys alike).
+        let code_id = Uuid::now_v7().to_string();
+        self.guard_phone_send(
+            issue.kind,
+            issue.destination.as_deref(),
+            issue.user_id,
+            &code_id,
+        )
+        .await?;
         let mut messages = Vec::new();
-        if let Some(destination) = issue.destination {
+        {
+            let destination = issue.destination.unwrap_or_default();
             let meta = self.meta(now, issue.user_id, issue.flow_id);
             let issued = events::CodeIssued {
                 meta: Some(meta.clone()),
@@ -244,7 +289,8 @@ impl Verification {
                 issued_at: Some(timestamp(now)),
                 expires_at: Some(timestamp(state.expires_at)),
             };
-            let sealed = sspr_bus::sealed::seal(self.key(), &delivery)?;
+            let sealed =
+                sspr_bus::sealed::seal_with_id(&current.id, current.key.expose(), &delivery)?;
             let subject = match issue.kind {
                 MethodKind::Email => subjects::delivery::EMAIL,
                 MethodKind::Sms => subjects::delivery::SMS,
@@ -253,14 +299,18 @@ impl Verification {
             };
             messages.push(OutboxMessage::new(subject, delivery_id.clone(), &sealed));
         }
+        if decoy {
+            messages = messages.into_iter().map(OutboxMessage::decoy).collect();
+        }
         let expires_at = state.expires_at;
         let new = NewCode {
-            id: Uuid::now_v7().to_string(),
+            id: code_id,
             flow_id: issue.flow_id.clone(),
-            hash: binding.hash(self.key(), &code),
+            hash: binding.hash(current.key.expose(), &code),
             state,
             created_at: now,
             delivery_id,
+            key_id: current.id.clone(),
         };
         let key = CodeKey {
             purpose: issue.purpose,
@@ -309,8 +359,15 @@ impl Verification {
         };
         let stored = self.store.active_code(key, check.flow_id).await?;
         let verdict = judge(stored.as_ref().map(|c| &c.state), now, || match &stored {
-            // Compared for decoys too (then ignored), so both take the same work.
-            Some(c) => binding.matches(self.key(), check.candidate, &c.hash) && !check.decoy,
+            // Compared for decoys too (then ignored), so both take the same work. The key is the
+            // one the code was hashed with; a key dropped from the ring matches nothing.
+            Some(c) => {
+                self.config
+                    .code_keys
+                    .get(&c.key_id)
+                    .is_some_and(|key| binding.matches(key, check.candidate, &c.hash))
+                    && !check.decoy
+            }
             None => false,
         });
         let meta = self.meta(now, check.user_id, check.flow_id);
@@ -325,7 +382,7 @@ impl Verification {
                 let messages = vec![self.event(subjects::events::CODE_VERIFIED, &meta, &verified)];
                 let after = check.session.map(|(_, before)| {
                     let mut after = before.clone();
-                    after.record_verified(check.method_id);
+                    after.record_verified(check.method_id, now);
                     after
                 });
                 let session = check
@@ -340,14 +397,14 @@ impl Verification {
                     return Ok(CheckPass::Raced);
                 }
                 self.signal.notify();
+                self.record_phone_verified(&code.id, now).await;
                 Ok(CheckPass::Accepted(after))
             }
             (Verdict::Accepted, None) => Err(Error::Internal("accepted without a code")),
             (Verdict::Rejected(rejection), stored) => {
+                // A decoy's rejection is recorded as a never-published stand-in, so it costs
+                // the same writes as a real one.
                 let event = |attempts_left: u32| {
-                    if check.decoy {
-                        return Vec::new();
-                    }
                     let rejected = events::CodeRejected {
                         meta: Some(meta.clone()),
                         method_id: check.method_id.as_str().to_owned(),
@@ -355,7 +412,8 @@ impl Verification {
                         reason: rejection.reason().to_owned(),
                         attempts_left,
                     };
-                    vec![self.event(subjects::events::CODE_REJECTED, &meta, &rejected)]
+                    let event = self.event(subjects::events::CODE_REJECTED, &meta, &rejected);
+                    vec![if check.decoy { event.decoy() } else { event }]
                 };
                 let rejection = match (rejection, stored) {
                     (Rejection::Wrong { .. }, Some(code)) => {
@@ -373,9 +431,7 @@ impl Verification {
                         rejection
                     }
                 };
-                if !check.decoy {
-                    self.signal.notify();
-                }
+                self.signal.notify();
                 Ok(CheckPass::Rejected(rejection))
             }
         }
@@ -405,5 +461,6 @@ fn proto_purpose(purpose: Purpose) -> events::CodePurpose {
     match purpose {
         Purpose::Reset => events::CodePurpose::Reset,
         Purpose::Registration => events::CodePurpose::Registration,
+        Purpose::StepUp => events::CodePurpose::StepUp,
     }
 }

@@ -47,6 +47,7 @@ impl Verification {
         raw_method: &str,
     ) -> Result<(String, ResetSession, SessionMethod), Error> {
         let (token_hash, session) = self.usable_session(raw_token).await?;
+        self.ensure_not_blocked(&session.user_id).await?;
         let method = session.method(raw_method)?.clone();
         tracing::Span::current().record("method_id", method.method_id.as_str());
         if method.kind != MethodKind::SecurityQuestions {
@@ -214,7 +215,7 @@ impl Verification {
         // Same round trip for a decoy, whose answers are never right.
         if !session.decoy && checked?.ok {
             let mut after_session = session.clone();
-            after_session.record_verified(&method.method_id);
+            after_session.record_verified(&method.method_id, now);
             let after = QuestionChallenge {
                 picked: Vec::new(),
                 ..before.clone()
@@ -269,6 +270,7 @@ impl Verification {
             self.signal.notify();
         }
         tracing::info!(attempts_left, "security answers rejected");
+        self.count_failure(&session).await?;
         Err(Error::WrongAnswers { attempts_left })
     }
 }

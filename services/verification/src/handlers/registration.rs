@@ -2,19 +2,25 @@
 //!
 //! They take the same issuing and checking paths as reset (keyed hash, voiding, resend
 //! throttle per (purpose, user, method), expiry, attempts, single use, events, sealed delivery);
-//! only `CODE_PURPOSE_REGISTRATION` is accepted, so enrolment can never touch reset codes.
+//! only `CODE_PURPOSE_REGISTRATION` and `CODE_PURPOSE_STEP_UP` (a code to an existing method
+//! before the user's methods change) are accepted, so enrolment can never touch reset codes.
 
 use sspr_proto::events::v1 as events;
+use sspr_proto::internal::policy::v1 as pol;
 use sspr_proto::internal::verification::v1::{
     CheckCodeRequest, CheckCodeResponse, IssueCodeRequest, IssueCodeResponse,
 };
+use sspr_proto::limits::Effective;
 use sspr_proto::time::timestamp;
 use tracing::field::Empty;
 
+use super::throttle::{Send, SendTo};
 use super::{Check, Issue, Verification, domain_kind};
 use crate::Error;
 use crate::adapters::store::{CodeKey, ResendScope};
-use crate::domain::{Code, FlowId, InputError, Locale, MethodId, Purpose, UserId};
+use crate::domain::{
+    ClientIp, Code, CodeLength, FlowId, InputError, Locale, MethodId, Purpose, UserId,
+};
 
 /// The longest destination accepted (an email address is at most 254 characters).
 const MAX_DESTINATION_BYTES: usize = 320;
@@ -22,7 +28,12 @@ const MAX_DESTINATION_BYTES: usize = 320;
 fn registration_purpose(raw: i32) -> Result<Purpose, Error> {
     match events::CodePurpose::try_from(raw) {
         Ok(events::CodePurpose::Registration) => Ok(Purpose::Registration),
-        _ => Err(InputError::new("purpose", "must be CODE_PURPOSE_REGISTRATION").into()),
+        Ok(events::CodePurpose::StepUp) => Ok(Purpose::StepUp),
+        _ => Err(InputError::new(
+            "purpose",
+            "must be CODE_PURPOSE_REGISTRATION or CODE_PURPOSE_STEP_UP",
+        )
+        .into()),
     }
 }
 
@@ -59,7 +70,31 @@ impl Verification {
             user_id: &user_id,
             method_id: &method_id,
         };
-        self.ensure_may_resend(key, ResendScope::Binding).await?;
+        // The code length is the policy's (`limits.code_length`), as for reset codes.
+        let policy = self
+            .peers
+            .evaluate(pol::EvaluateRequest {
+                user_id: user_id.as_str().to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        let limits = Effective::of(policy.limits.as_ref());
+        let resend_after = self.resend_wait(&limits);
+        self.ensure_may_resend(key, ResendScope::Binding, resend_after)
+            .await?;
+        ClientIp::parse(&req.client_ip)?;
+        // Registration and step-up codes count against the same per-user, per-destination and
+        // per-IP limits as reset codes (registration is the classic SMS-pumping door).
+        self.admit_send(Send {
+            user_id: &user_id,
+            flow_id: Some(&flow_id),
+            kind,
+            to: SendTo::Destination(&req.destination),
+            client_ip: &req.client_ip,
+            limits: &limits,
+            real: true,
+        })
+        .await?;
         let issued = self
             .issue(Issue {
                 purpose,
@@ -70,6 +105,8 @@ impl Verification {
                 locale: &locale,
                 destination: Some(req.destination),
                 scope: ResendScope::Binding,
+                resend_after,
+                length: CodeLength::from_policy(Effective::of(policy.limits.as_ref()).code_length),
             })
             .await?;
         Ok(IssueCodeResponse {
@@ -87,7 +124,7 @@ impl Verification {
         let method_id = MethodId::parse(&req.method_id)?;
         let flow_id = FlowId::parse(&req.flow_id)?;
         let purpose = registration_purpose(req.purpose)?;
-        let candidate = Code::parse(&req.code, self.config.code_length)?;
+        let candidate = Code::parse_any_length(&req.code)?;
         let span = tracing::Span::current();
         span.record("user_id", user_id.as_str());
         span.record("flow_id", flow_id.as_str());

@@ -21,18 +21,21 @@ use sspr_proto::internal::verification::v1::{
     CompleteResetRequest, CompleteResetResponse, SendCodeRequest, SendCodeResponse,
     StartResetRequest, StartResetResponse, VerifyCodeRequest, VerifyCodeResponse,
 };
+use sspr_proto::limits::Effective;
 use sspr_proto::time::timestamp;
 use tracing::field::Empty;
 use uuid::Uuid;
 
+use super::throttle::{Send, SendTo};
 use super::{Check, CheckPass, Issue, Verification, domain_kind, proto_kind};
 use crate::Error;
 use crate::adapters::store::{CodeKey, ResendScope};
-use crate::domain::decoy::decoy_methods;
+use crate::domain::decoy::{decoy_method_count, decoy_methods};
 use crate::domain::destination::{Gate, gate};
+use crate::domain::second_method::same_destination;
 use crate::domain::{
-    ClientIp, Code, FlowId, InputError, Locale, MethodId, MethodKind, Purpose, ResetSession,
-    SessionMethod, SessionStatus, SessionToken, UserId,
+    ClientIp, Code, CodeLength, FlowId, InputError, Locale, MethodId, MethodKind, Purpose,
+    ResetSession, SessionMethod, SessionStatus, SessionToken, UserId,
 };
 
 /// The longest password passed on to the directory, in bytes.
@@ -132,7 +135,20 @@ impl Verification {
         // A user with fewer methods than required could never finish; a real session would only
         // tell an onlooker that the account exists.
         let real = eligible && methods.len() >= required as usize;
+        // The CAPTCHA thresholds, the client IP's StartReset limit and the user id's block,
+        // alike for real and decoy user ids.
+        let limits = Effective::of(evaluation.limits.as_ref());
+        let origin = self
+            .admit_start(&user_id, &client_ip, req.challenge_passed, &limits, real)
+            .await?;
 
+        // What the policy asks of everyone: shown for every user id, so the answer never tells
+        // an admin (who needs 2; a real admin session still requires them, and says so in
+        // methods_remaining once a first method is verified) from anyone else.
+        let shown_required = match evaluation.policy_methods_required {
+            0 => required,
+            n => n.min(required),
+        };
         let (methods, methods_required) = if real {
             (methods, required)
         } else {
@@ -147,19 +163,24 @@ impl Verification {
             let questions_allowed = allowed.contains(&MethodKind::SecurityQuestions)
                 && evaluation.questions_required_to_reset > 0
                 && !evaluation.security_questions.is_empty();
+            let count = decoy_method_count(
+                self.key(),
+                &user_id,
+                shown_required,
+                contact_kinds.len() + usize::from(questions_allowed),
+            );
             let decoys = decoy_methods(
                 self.key(),
                 &user_id,
                 &contact_kinds,
-                required,
+                count,
                 if questions_allowed {
                     evaluation.questions_required_to_register
                 } else {
                     0
                 },
             );
-            let count = u32::try_from(decoys.len()).unwrap_or(1);
-            (decoys, count)
+            (decoys, shown_required)
         };
         let locale = locale
             .or_else(|| {
@@ -181,25 +202,29 @@ impl Verification {
             methods,
             methods_required,
             verified: Vec::new(),
+            verified_at: None,
             status: SessionStatus::Active,
             created_at: now,
             expires_at: now + self.config.session_ttl,
         };
-        let mut messages = Vec::new();
-        if real {
-            let meta = self.meta(now, &user_id, &flow_id);
-            let started = events::ResetStarted {
-                meta: Some(meta.clone()),
-                client_ip: client_ip.as_str().to_owned(),
-            };
-            messages.push(self.event(subjects::events::RESET_STARTED, &meta, &started));
-        }
+        // A decoy writes the same rows as a real flow (its event as a never-published
+        // stand-in), so the work before the answer does not depend on the account.
+        let meta = self.meta(now, &user_id, &flow_id);
+        let started = events::ResetStarted {
+            meta: Some(meta.clone()),
+            client_ip: client_ip.as_str().to_owned(),
+        };
+        let event = self.event(subjects::events::RESET_STARTED, &meta, &started);
+        let messages = vec![if real { event } else { event.decoy() }];
         self.store
             .create_session(&token.hash(), &session, messages, now)
             .await?;
-        if real {
-            self.signal.notify();
+        if let Some(ip_failures) = origin {
+            self.throttles
+                .remember_origin(&flow_id, &ip_failures, now)
+                .await?;
         }
+        self.signal.notify();
         Ok(StartResetResponse {
             session_id: token.expose().to_owned(),
             methods: session
@@ -211,7 +236,7 @@ impl Verification {
                     masked_destination: m.masked.clone(),
                 })
                 .collect(),
-            methods_required: session.methods_required,
+            methods_required: shown_required,
             expires_at: Some(timestamp(session.expires_at)),
             flow_id: flow_id.as_str().to_owned(),
             helpdesk_contact: evaluation.helpdesk_contact,
@@ -222,6 +247,7 @@ impl Verification {
     pub(super) async fn send_code(&self, req: SendCodeRequest) -> Result<SendCodeResponse, Error> {
         ClientIp::parse(&req.client_ip)?;
         let (_, session) = self.usable_session(&req.session_id).await?;
+        self.ensure_not_blocked(&session.user_id).await?;
         let method = session.method(&req.method_id)?.clone();
         tracing::Span::current().record("method_id", method.method_id.as_str());
         if method.kind == MethodKind::SecurityQuestions {
@@ -252,15 +278,19 @@ impl Verification {
                     .await?
             }
         }
-        self.ensure_may_resend(key, scope).await?;
+        let limits = Effective::of(policy.limits.as_ref());
+        let resend_after = self.resend_wait(&limits);
+        self.ensure_may_resend(key, scope, resend_after).await?;
 
+        // Enrolment is asked for decoys too (it finds nothing), so both take the same path.
+        let found = self
+            .peers
+            .get_destination(session.user_id.as_str(), method.method_id.as_str())
+            .await;
         let (kind, destination) = if session.decoy {
             (method.kind, None)
         } else {
-            let found = self
-                .peers
-                .get_destination(session.user_id.as_str(), method.method_id.as_str())
-                .await?;
+            let found = found?;
             if found.destination.is_empty() {
                 return Err(Error::Internal("enrolment returned an empty destination"));
             }
@@ -269,6 +299,19 @@ impl Verification {
                 Some(found.destination),
             )
         };
+        self.admit_send(Send {
+            user_id: &session.user_id,
+            flow_id: Some(&session.flow_id),
+            kind,
+            to: match destination.as_deref() {
+                Some(d) => SendTo::Destination(d),
+                None => SendTo::Decoy(&method.method_id),
+            },
+            client_ip: &req.client_ip,
+            limits: &limits,
+            real: !session.decoy,
+        })
+        .await?;
         let issued = self
             .issue(Issue {
                 purpose: Purpose::Reset,
@@ -279,6 +322,8 @@ impl Verification {
                 locale: &session.locale,
                 destination,
                 scope,
+                resend_after,
+                length: CodeLength::from_policy(Effective::of(policy.limits.as_ref()).code_length),
             })
             .await?;
         Ok(SendCodeResponse {
@@ -299,11 +344,9 @@ impl Verification {
             .peers
             .match_destination(session.user_id.as_str(), method_id.as_str(), candidate)
             .await;
-        if session.decoy {
-            // Same round trip as a real session; a decoy never matches and records nothing.
-            return Err(Error::DestinationMismatch);
-        }
-        if answer?.matches {
+        // A decoy never matches; it then spends an attempt exactly as a real mismatch does,
+        // with its event as a never-published stand-in.
+        if !session.decoy && answer?.matches {
             return Ok(());
         }
         let now = self.clock.now();
@@ -316,7 +359,8 @@ impl Verification {
                 reason: "destination_mismatch".to_owned(),
                 attempts_left,
             };
-            vec![self.event(subjects::events::CODE_REJECTED, &meta, &rejected)]
+            let event = self.event(subjects::events::CODE_REJECTED, &meta, &rejected);
+            vec![if session.decoy { event.decoy() } else { event }]
         };
         let key = CodeKey {
             purpose: Purpose::Reset,
@@ -342,7 +386,45 @@ impl Verification {
         }
         self.signal.notify();
         tracing::info!("destination confirmation did not match");
+        self.count_failure(session).await?;
         Err(Error::DestinationMismatch)
+    }
+
+    /// Refuses a method of a real session whose destination was already verified in it by
+    /// another method (SMS and voice to one phone), so it cannot count as a second factor.
+    async fn ensure_new_destination(
+        &self,
+        session: &ResetSession,
+        method: &SessionMethod,
+    ) -> Result<(), Error> {
+        let verified: Vec<&SessionMethod> = session
+            .methods
+            .iter()
+            .filter(|m| {
+                session.verified.contains(&m.method_id)
+                    && m.method_id != method.method_id
+                    && m.kind != MethodKind::SecurityQuestions
+            })
+            .collect();
+        if session.decoy || method.kind == MethodKind::SecurityQuestions || verified.is_empty() {
+            return Ok(());
+        }
+        let user = session.user_id.as_str();
+        let this = self
+            .peers
+            .get_destination(user, method.method_id.as_str())
+            .await?;
+        for other in verified {
+            let theirs = self
+                .peers
+                .get_destination(user, other.method_id.as_str())
+                .await?;
+            if same_destination(&this.destination, &theirs.destination) {
+                tracing::info!("second method reaches an already verified destination");
+                return Err(Error::SameDestination);
+            }
+        }
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(user_id = Empty, flow_id = Empty, method_id = Empty))]
@@ -352,9 +434,12 @@ impl Verification {
     ) -> Result<VerifyCodeResponse, Error> {
         for _ in 0..super::MAX_RACE_RETRIES {
             let (token_hash, session) = self.usable_session(&req.session_id).await?;
+            self.ensure_not_blocked(&session.user_id).await?;
             let method = session.method(&req.method_id)?.clone();
             tracing::Span::current().record("method_id", method.method_id.as_str());
-            let candidate = Code::parse(&req.code, self.config.code_length)?;
+            // Any 6 to 10 digits: a code keeps the length it was issued with.
+            let candidate = Code::parse_any_length(&req.code)?;
+            self.ensure_new_destination(&session, &method).await?;
             let pass = self
                 .check_once(&Check {
                     purpose: Purpose::Reset,
@@ -376,7 +461,13 @@ impl Verification {
                 CheckPass::Accepted(None) => {
                     return Err(Error::Internal("reset check returned no session"));
                 }
-                CheckPass::Rejected(r) => return Err(Error::Rejected(r)),
+                CheckPass::Rejected(r) => {
+                    // A wrong guess counts towards the block (expired or used-up codes do not).
+                    if matches!(r, crate::domain::Rejection::Wrong { .. }) {
+                        self.count_failure(&session).await?;
+                    }
+                    return Err(Error::Rejected(r));
+                }
                 // The code or the session changed meanwhile (a concurrent verification): re-read.
                 CheckPass::Raced => continue,
             }
@@ -392,13 +483,21 @@ impl Verification {
         req: CompleteResetRequest,
     ) -> Result<CompleteResetResponse, Error> {
         let (token_hash, session) = self.usable_session(&req.session_id).await?;
-        session.ensure_complete()?;
+        // Fully verified, and within 10 minutes of the verification that completed it.
+        session.ensure_completable(self.clock.now())?;
         if req.new_password.is_empty() || req.new_password.len() > MAX_PASSWORD_BYTES {
             return Err(InputError::new("new_password", "must be 1 to 1024 bytes").into());
         }
+        // Claim the session before touching the password: of concurrent calls only the one
+        // that moved it from active to completing sets the password; the others are told the
+        // session is unknown, as after completion.
+        if !self.store.claim_completion(&token_hash).await? {
+            return Err(Error::UnknownSession);
+        }
         // The directory checks the password against the policy; a rejection ("password
-        // rejected: ...") passes through and the session stays usable for another try.
-        let set = self
+        // rejected: ...") passes through and the claim is released, so the session stays
+        // usable for another try.
+        let set = match self
             .peers
             .set_password(&dir::SetPasswordRequest {
                 user_id: session.user_id.as_str().to_owned(),
@@ -406,7 +505,16 @@ impl Verification {
                 flow_id: session.flow_id.as_str().to_owned(),
                 reason: "self_service_reset".to_owned(),
             })
-            .await?;
+            .await
+        {
+            Ok(set) => set,
+            Err(e) => {
+                if let Err(release) = self.store.release_completion(&token_hash).await {
+                    tracing::warn!(error = %release, "could not release a completion claim");
+                }
+                return Err(e.into());
+            }
+        };
         let now = self.clock.now();
         let meta = self.meta(now, &session.user_id, &session.flow_id);
         let completed = events::ResetCompleted {
@@ -420,13 +528,14 @@ impl Verification {
         let messages = vec![self.event(subjects::events::RESET_COMPLETED, &meta, &completed)];
         if !self
             .store
-            .complete_session(&token_hash, messages, now)
+            .finish_completion(&token_hash, messages, now)
             .await?
         {
-            // Completed by a concurrent call in the meantime.
-            return Err(Error::UnknownSession);
+            // Only this call holds the claim; losing it means the row changed under us.
+            return Err(Error::Internal("a claimed reset session changed"));
         }
         self.signal.notify();
+        self.clear_after_reset(&session).await;
         Ok(CompleteResetResponse {
             strength: set.strength,
         })

@@ -90,6 +90,7 @@ impl Verification {
             return Err(Error::UnknownSession);
         }
         tracing::info!("account unlocked by the user");
+        self.clear_after_reset(&session).await;
         Ok(UnlockAccountResponse {})
     }
 }

@@ -51,6 +51,8 @@ pub struct World {
     pub questions_to_reset: u32,
     /// Per user: answers (question id, answer) of their security-questions method.
     pub answers: HashMap<String, Vec<(String, String)>>,
+    /// Policy: abuse limits (`None`: every default).
+    pub limits: Option<sspr_proto::admin::v1::Limits>,
 }
 
 impl World {
@@ -59,6 +61,12 @@ impl World {
         let mut world = World {
             methods_required: 1,
             allowed: vec![MethodKind::Email, MethodKind::Sms],
+            // These tests spend many wrong codes on one user: the reset block after 5 failed
+            // verifications (tested in the attack suite) would cut them short.
+            limits: Some(sspr_proto::admin::v1::Limits {
+                failed_verifications_per_day: Some(100),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         world.add_user("alice", true);
@@ -629,6 +637,7 @@ fn start_stand_ins(
                         } else {
                             0
                         },
+                        limits: w.limits.clone(),
                         ..Default::default()
                     })
                 }

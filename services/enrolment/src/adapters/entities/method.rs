@@ -21,6 +21,8 @@ pub struct Model {
     pub confirmed_at: Option<DateTimeUtc>,
     /// A confirmed method was sent a new code for re-confirmation that nobody used yet.
     pub reconfirm_requested: bool,
+    /// When the method may be used for reset (first confirmation + cool-down); null: usable.
+    pub usable_from: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,3 +5,4 @@ pub mod processed_event;
 pub mod registration_session;
 pub mod security_answer;
 pub mod security_question_method;
+pub mod sign_in_check;

@@ -20,6 +20,12 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     /// Policy allowed security questions for this user when the session began.
     pub questions_allowed: bool,
+    /// The user had a confirmed contact method when the session began.
+    pub step_up_required: bool,
+    /// The session proved one of the user's existing methods.
+    pub stepped_up: bool,
+    /// Cool-down of the methods this session confirms, in hours.
+    pub cooldown_hours: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
