@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 
 pub use sspr_testkit::ReceivedMail;
 
+mod flow;
 pub mod population;
 
 /// Admin token every test stack uses.

@@ -14,7 +14,7 @@ use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
 use sspr_storage::sea_orm::{ConnectionTrait, Statement};
-use sspr_tests::{Backend, World, code_in, on_both_backends, other_code};
+use sspr_tests::{Backend, World, on_both_backends, other_code};
 use tonic::Code;
 
 const PASSWORD: &str = "correct horse battery";
@@ -55,31 +55,6 @@ async fn set_policy(world: &World, required: u32, kinds: &[MethodKind], code_len
         .expect("set the policy");
 }
 
-/// The code of the provider request number `seen` (SMS: the digits; voice: the digits read out).
-async fn phone_code(world: &World, seen: usize) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(r) = world.sms.requests().get(seen) {
-            let body = r.json().expect("JSON body");
-            let text = body["body"].as_str().expect("text").replace(PHONE, "");
-            if body["channel"] == "voice" {
-                let spoken = text
-                    .split("code is: ")
-                    .nth(1)
-                    .and_then(|rest| rest.split(". I repeat").next())
-                    .expect("the code is read out");
-                return spoken.chars().filter(char::is_ascii_digit).collect();
-            }
-            return code_in(&text).expect("code in the SMS");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no SMS or call within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Registers `methods` for a new user in one registration session; returns their method ids.
 async fn user_with(world: &World, user: &str, methods: &[(MethodKind, &str)]) -> Vec<String> {
     world
@@ -110,7 +85,7 @@ async fn user_with(world: &World, user: &str, methods: &[(MethodKind, &str)]) ->
             .into_inner();
         let code = match kind {
             MethodKind::Email => world.next_code(destination, mails).await.expect("mail"),
-            _ => phone_code(world, calls).await,
+            _ => world.next_phone_code(calls).await,
         };
         reg.confirm_method(registration::ConfirmMethodRequest {
             session_id: begin.session_id.clone(),
@@ -122,19 +97,6 @@ async fn user_with(world: &World, user: &str, methods: &[(MethodKind, &str)]) ->
         ids.push(added.method_id);
     }
     ids
-}
-
-async fn start(world: &World, user: &str) -> reset::StartResetResponse {
-    world
-        .reset()
-        .start_reset(reset::StartResetRequest {
-            user_id: user.into(),
-            locale: "en".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start")
-        .into_inner()
 }
 
 async fn verify(
@@ -206,7 +168,7 @@ async fn hash_at_rest(backend: Backend) {
     set_policy(&world, 1, &[MethodKind::Email], None).await;
     let address = "hash@example.com";
     let ids = user_with(&world, "hash", &[(MethodKind::Email, address)]).await;
-    let before = start(&world, "hash").await;
+    let before = world.start_reset("hash").await;
     let code = world
         .send_reset_code(&before.session_id, &ids[0], address)
         .await
@@ -232,7 +194,7 @@ async fn hash_at_rest(backend: Backend) {
         .await
         .expect("an 8-digit code issued before the change still verifies");
     assert_eq!(verified.methods_remaining, 0);
-    let after = start(&world, "hash").await;
+    let after = world.start_reset("hash").await;
     let short = world
         .send_reset_code(&after.session_id, &ids[0], address)
         .await
@@ -260,8 +222,8 @@ async fn a_code_is_single_use_and_bound_to_its_session_and_method() {
     )
     .await;
     let (a, b) = (&ids[0], &ids[1]);
-    let first = start(&world, "bound").await;
-    let other = start(&world, "bound").await;
+    let first = world.start_reset("bound").await;
+    let other = world.start_reset("bound").await;
     let code = world
         .send_reset_code(&first.session_id, a, "bound-a@example.com")
         .await
@@ -305,7 +267,7 @@ async fn a_code_dies_after_five_wrong_tries() {
     set_policy(&world, 1, &[MethodKind::Email], None).await;
     let address = "tries@example.com";
     let ids = user_with(&world, "tries", &[(MethodKind::Email, address)]).await;
-    let s = start(&world, "tries").await;
+    let s = world.start_reset("tries").await;
     let code = world
         .send_reset_code(&s.session_id, &ids[0], address)
         .await
@@ -333,7 +295,7 @@ async fn a_code_expires_after_ten_minutes() {
     set_policy(&world, 1, &[MethodKind::Email], None).await;
     let address = "expiry@example.com";
     let ids = user_with(&world, "expiry", &[(MethodKind::Email, address)]).await;
-    let s = start(&world, "expiry").await;
+    let s = world.start_reset("expiry").await;
     let code = world
         .send_reset_code(&s.session_id, &ids[0], address)
         .await
@@ -355,7 +317,7 @@ async fn an_expired_queued_delivery_is_dropped_with_an_event() {
     set_policy(&world, 1, &[MethodKind::Email], None).await;
     let address = "queued@example.com";
     let ids = user_with(&world, "queued", &[(MethodKind::Email, address)]).await;
-    let s = start(&world, "queued").await;
+    let s = world.start_reset("queued").await;
     let seen = world.mail_count(address);
     // The mail server answers "try later" to the first attempt; the delivery waits in the
     // queue for its retry while the code expires.
@@ -411,7 +373,7 @@ async fn an_expired_queued_delivery_is_dropped_with_an_event() {
 /// A user with one verified email method in a fresh session; returns the session id.
 async fn verified_session(world: &World, user: &str, address: &str) -> String {
     let ids = user_with(world, user, &[(MethodKind::Email, address)]).await;
-    let s = start(world, user).await;
+    let s = world.start_reset(user).await;
     let code = world
         .send_reset_code(&s.session_id, &ids[0], address)
         .await
@@ -539,7 +501,7 @@ async fn the_second_method_cannot_be_the_same_method_or_destination() {
     )
     .await;
     let (sms, voice, email) = (&ids[0], &ids[1], &ids[2]);
-    let s = start(&world, "twice").await;
+    let s = world.start_reset("twice").await;
     assert_eq!(s.methods.len(), 3);
 
     let send = |method: &str| {
@@ -560,7 +522,7 @@ async fn the_second_method_cannot_be_the_same_method_or_destination() {
     for _ in 0..2 {
         let seen = world.sms.requests().len();
         send(sms).await;
-        let code = phone_code(&world, seen).await;
+        let code = world.next_phone_code(seen).await;
         let v = verify(&world, &s.session_id, sms, &code)
             .await
             .expect("verify the SMS method");
@@ -574,7 +536,7 @@ async fn the_second_method_cannot_be_the_same_method_or_destination() {
     // Another method to the same phone does not count either.
     let seen = world.sms.requests().len();
     send(voice).await;
-    let code = phone_code(&world, seen).await;
+    let code = world.next_phone_code(seen).await;
     let same = verify(&world, &s.session_id, voice, &code)
         .await
         .expect_err("a second method to the same phone");
@@ -628,7 +590,7 @@ async fn codes_survive_a_key_rotation() {
     .await;
 
     // A code verified after the rotation.
-    let s = start(&world, "rotate").await;
+    let s = world.start_reset("rotate").await;
     let code = world
         .send_reset_code(&s.session_id, &ids[0], first)
         .await
@@ -636,7 +598,7 @@ async fn codes_survive_a_key_rotation() {
     // A delivery still queued at the rotation: the mail server says "try later" until then.
     world.smtp.reject_next(1000, 451);
     let seen = world.mail_count(second);
-    let queued_session = start(&world, "rotate").await;
+    let queued_session = world.start_reset("rotate").await;
     world
         .reset()
         .send_code(reset::SendCodeRequest {
@@ -672,7 +634,7 @@ async fn codes_survive_a_key_rotation() {
         .expect("a code hashed under A verifies after the rotation");
 
     // New codes use B (and their deliveries are sealed under B: notification opens them).
-    let fresh = start(&world, "rotate").await;
+    let fresh = world.start_reset("rotate").await;
     world
         .send_reset_code(&fresh.session_id, &ids[0], first)
         .await

@@ -25,35 +25,6 @@ on_both_backends! {
         refusals_do_not_depend_on_the_account_postgres;
 }
 
-async fn start(world: &World, user_id: &str) -> reset::StartResetResponse {
-    world
-        .reset()
-        .start_reset(reset::StartResetRequest {
-            user_id: user_id.to_owned(),
-            locale: "en".to_owned(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("start_reset({user_id}): {s:?}"))
-        .into_inner()
-}
-
-async fn send(
-    world: &World,
-    session: &str,
-    method: &str,
-) -> Result<reset::SendCodeResponse, tonic::Status> {
-    world
-        .reset()
-        .send_code(reset::SendCodeRequest {
-            session_id: session.to_owned(),
-            method_id: method.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 async fn verify(world: &World, session: &str, method: &str, code: &str) -> tonic::Status {
     match world
         .reset()
@@ -94,7 +65,7 @@ async fn start_reset_answers_alike(backend: Backend) {
     population::populate(&world, Some(population::generous_limits()))
         .await
         .expect("population");
-    let real = start(&world, REAL.user_id).await;
+    let real = world.start_reset(REAL.user_id).await;
     assert_eq!(real.methods_required, 1);
     let mails_before: Vec<usize> = PROBES
         .iter()
@@ -103,7 +74,7 @@ async fn start_reset_answers_alike(backend: Backend) {
 
     let mut wrong_code_statuses = Vec::new();
     for probe in PROBES {
-        let got = start(&world, probe.user_id).await;
+        let got = world.start_reset(probe.user_id).await;
         let who = probe.label;
         assert_eq!(got.session_id.len(), real.session_id.len(), "{who}");
         assert_eq!(got.flow_id.len(), real.flow_id.len(), "{who}");
@@ -129,7 +100,8 @@ async fn start_reset_answers_alike(backend: Backend) {
         }
         // A send answers like a real one...
         let method = got.methods[0].method_id.clone();
-        let sent = send(&world, &got.session_id, &method)
+        let sent = world
+            .send_code(&got.session_id, &method)
             .await
             .unwrap_or_else(|s| panic!("{who}: send_code refused: {s:?}"));
         assert!(
@@ -181,9 +153,10 @@ async fn decoys_obey_resend_after(backend: Backend) {
         .expect("population");
     let mut refusals = Vec::new();
     for probe in PROBES {
-        let got = start(&world, probe.user_id).await;
+        let got = world.start_reset(probe.user_id).await;
         let method = &got.methods[0].method_id;
-        let first = send(&world, &got.session_id, method)
+        let first = world
+            .send_code(&got.session_id, method)
             .await
             .unwrap_or_else(|s| panic!("{}: {s:?}", probe.label));
         assert_eq!(
@@ -192,7 +165,8 @@ async fn decoys_obey_resend_after(backend: Backend) {
             "{}",
             probe.label
         );
-        let again = send(&world, &got.session_id, method)
+        let again = world
+            .send_code(&got.session_id, method)
             .await
             .expect_err("a resend within 30 s is refused");
         refusals.push((probe.label, again));
@@ -214,9 +188,10 @@ async fn decoys_obey_resend_after(backend: Backend) {
     }
     world.clock.advance(chrono::Duration::seconds(31));
     for probe in PROBES {
-        let got = start(&world, probe.user_id).await;
+        let got = world.start_reset(probe.user_id).await;
         let method = &got.methods[0].method_id;
-        send(&world, &got.session_id, method)
+        world
+            .send_code(&got.session_id, method)
             .await
             .unwrap_or_else(|s| panic!("{}: {s:?}", probe.label));
     }
@@ -278,9 +253,9 @@ async fn admins_are_not_revealed(backend: Backend) {
     register_emails(&world, "root", &["root@example.com", "root2@example.com"]).await;
     register_emails(&world, "bob", &["bob@example.com", "bob2@example.com"]).await;
 
-    let admin = start(&world, "root").await;
-    let user = start(&world, "bob").await;
-    let unknown = start(&world, "nobody-at-all").await;
+    let admin = world.start_reset("root").await;
+    let user = world.start_reset("bob").await;
+    let unknown = world.start_reset("nobody-at-all").await;
     assert_eq!(admin.methods_required, 1, "an admin looks like anyone else");
     assert_eq!(user.methods_required, 1);
     assert_eq!(unknown.methods_required, 1);
@@ -299,7 +274,8 @@ async fn admins_are_not_revealed(backend: Backend) {
             .method_id
             .clone();
         let seen = world.mail_count(address);
-        send(&world, &session.session_id, &method)
+        world
+            .send_code(&session.session_id, &method)
             .await
             .expect("send");
         let code = world.next_code(address, seen).await.expect("code");
@@ -333,7 +309,7 @@ async fn refusals_alike(backend: Backend) {
         .expect("population");
     let mut per_probe: Vec<(Probe, Vec<(Code, String)>)> = Vec::new();
     for probe in PROBES {
-        let s = start(&world, probe.user_id).await;
+        let s = world.start_reset(probe.user_id).await;
         let method = s.methods[0].method_id.clone();
         let mut seen = Vec::new();
         let mut note = |r: Result<(), tonic::Status>| {
@@ -342,7 +318,8 @@ async fn refusals_alike(backend: Backend) {
         };
         // A method id that is not in the flow.
         note(
-            send(&world, &s.session_id, "m-0000000000000000")
+            world
+                .send_code(&s.session_id, "m-0000000000000000")
                 .await
                 .map(|_| ()),
         );

@@ -10,7 +10,7 @@ use sspr_proto::admin::v1::{self as admin, Scope};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
-use sspr_tests::{Backend, World, code_in, on_both_backends};
+use sspr_tests::{Backend, World, on_both_backends};
 use tonic::{Code, Status};
 
 const PASSWORD: &str = "correct horse battery";
@@ -114,19 +114,6 @@ async fn email_still_works(world: &World, user_id: &str) {
         .expect("the email code arrives");
 }
 
-/// Waits for the SMS number `seen` (0-based) and returns its code.
-async fn sms_code(world: &World, seen: usize) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(r) = world.sms.requests().get(seen) {
-            let body = r.json().expect("JSON body");
-            return code_in(body["body"].as_str().expect("text")).expect("a code");
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no SMS within 15 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Gives the outbox and notification time to deliver anything queued.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -185,7 +172,7 @@ async fn allowed_countries(backend: Backend) {
     add_phone(&world, "alice", "+447700900123")
         .await
         .expect("a +44 number gets its code");
-    sms_code(&world, 0).await;
+    world.next_phone_code(0).await;
     settle().await;
     assert_eq!(world.sms.requests().len(), 1, "nothing went to +7");
     let to: Vec<String> = world
@@ -278,7 +265,7 @@ async fn global_budget(backend: Backend) {
     add_phone(&world, "p4", "+33612345604")
         .await
         .expect("a new hour, a new budget");
-    sms_code(&world, 2).await;
+    world.next_phone_code(2).await;
     world.stop().await;
 }
 
@@ -343,7 +330,7 @@ async fn breaker(backend: Backend) {
         let (session, method) = add_phone(&world, &format!("pump{i}"), phone)
             .await
             .expect("sent before the breaker opens");
-        let code = sms_code(&world, i).await;
+        let code = world.next_phone_code(i).await;
         pending.push((session, method, code));
     }
 
@@ -397,7 +384,7 @@ async fn breaker(backend: Backend) {
     add_phone(&world, "real", "+447700900026")
         .await
         .expect("the breaker closed");
-    sms_code(&world, 3).await;
+    world.next_phone_code(3).await;
     world
         .wait_event("sspr.events.v1.sms.breaker_closed", |_| true)
         .await
@@ -534,7 +521,7 @@ async fn decoys_alike(backend: Backend) {
     let (session, method) = add_phone(&world, "alice", "+447700900031")
         .await
         .expect("first code");
-    let code = sms_code(&world, 0).await;
+    let code = world.next_phone_code(0).await;
     world
         .registration()
         .confirm_method(registration::ConfirmMethodRequest {
@@ -608,7 +595,7 @@ async fn two_replicas(backend: Backend) {
         }
     }
     assert_eq!(sent, 3, "exactly the budget, across replicas");
-    sms_code(&world, 2).await;
+    world.next_phone_code(2).await;
     settle().await;
     assert_eq!(world.sms.requests().len(), 3);
     world.stop().await;

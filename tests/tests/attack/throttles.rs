@@ -10,7 +10,7 @@ use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1 as events;
 use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
-use sspr_tests::{Backend, World, code_in, on_both_backends, other_code};
+use sspr_tests::{Backend, World, on_both_backends, other_code};
 use tonic::{Code, Status};
 
 const PASSWORD: &str = "correct horse battery";
@@ -65,40 +65,6 @@ async fn user_with_email(world: &World, user_id: &str, address: &str) -> String 
         .expect("register the email")
 }
 
-async fn try_start(world: &World, user_id: &str) -> Result<reset::StartResetResponse, Status> {
-    world
-        .reset()
-        .start_reset(reset::StartResetRequest {
-            user_id: user_id.to_owned(),
-            locale: "en".to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn start(world: &World, user_id: &str) -> reset::StartResetResponse {
-    try_start(world, user_id)
-        .await
-        .unwrap_or_else(|s| panic!("start {user_id}: {s:?}"))
-}
-
-async fn send(
-    world: &World,
-    session_id: &str,
-    method_id: &str,
-) -> Result<reset::SendCodeResponse, Status> {
-    world
-        .reset()
-        .send_code(reset::SendCodeRequest {
-            session_id: session_id.to_owned(),
-            method_id: method_id.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 async fn verify(
     world: &World,
     session_id: &str,
@@ -131,9 +97,12 @@ fn throttled(status: &Status) -> u64 {
 
 /// `n` wrong guesses in a fresh flow of `user_id` whose only method is `method_id`.
 async fn fail_verifications(world: &World, user_id: &str, n: usize) -> reset::StartResetResponse {
-    let flow = start(world, user_id).await;
+    let flow = world.start_reset(user_id).await;
     let method = flow.methods[0].method_id.clone();
-    send(world, &flow.session_id, &method).await.expect("send");
+    world
+        .send_code(&flow.session_id, &method)
+        .await
+        .expect("send");
     for _ in 0..n {
         let status = verify(world, &flow.session_id, &method, "00000000")
             .await
@@ -164,19 +133,6 @@ async fn sign_in_works(world: &World, user_id: &str) {
         })
         .await
         .expect("sign-in (BeginRegistration) still works");
-}
-
-/// Waits for the next SMS to `phone` after the first `seen` requests and returns its code.
-async fn next_sms_code(world: &World, seen: usize) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(r) = world.sms.requests().get(seen) {
-            let body = r.json().expect("JSON body");
-            return code_in(body["body"].as_str().expect("text")).expect("a code");
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no SMS within 15 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The phone budget per user: 5 SMS/voice codes an hour (registration's included), then
@@ -211,7 +167,7 @@ async fn phone_sends_per_user(backend: Backend) {
         .await
         .expect("add a phone")
         .into_inner();
-    let code = next_sms_code(&world, seen).await;
+    let code = world.next_phone_code(seen).await;
     reg.confirm_method(registration::ConfirmMethodRequest {
         session_id: begin.session_id,
         method_id: added.method_id.clone(),
@@ -221,14 +177,16 @@ async fn phone_sends_per_user(backend: Backend) {
     .expect("confirm the phone");
 
     // One send for registration; four more for reset, then the fifth reset send is refused.
-    let flow = start(&world, "pat").await;
+    let flow = world.start_reset("pat").await;
     for i in 0..4 {
-        send(&world, &flow.session_id, &added.method_id)
+        world
+            .send_code(&flow.session_id, &added.method_id)
             .await
             .unwrap_or_else(|s| panic!("send #{i}: {s:?}"));
     }
     for _ in 0..3 {
-        let refused = send(&world, &flow.session_id, &added.method_id)
+        let refused = world
+            .send_code(&flow.session_id, &added.method_id)
             .await
             .expect_err("the sixth phone code in an hour is refused");
         let secs = throttled(&refused);
@@ -250,8 +208,9 @@ async fn phone_sends_per_user(backend: Backend) {
     assert_eq!(throttled_events, 1, "one event per limit and window");
 
     world.clock.advance(chrono::Duration::minutes(61));
-    let flow = start(&world, "pat").await;
-    send(&world, &flow.session_id, &added.method_id)
+    let flow = world.start_reset("pat").await;
+    world
+        .send_code(&flow.session_id, &added.method_id)
         .await
         .expect("an hour later a phone code goes out again");
     world.stop().await;
@@ -273,20 +232,23 @@ async fn email_sends_per_user(backend: Backend) {
     .await;
     // The registration code is the first of the ten.
     let method = user_with_email(&world, "eve", "eve@example.com").await;
-    let flow = start(&world, "eve").await;
+    let flow = world.start_reset("eve").await;
     for i in 0..9 {
-        send(&world, &flow.session_id, &method)
+        world
+            .send_code(&flow.session_id, &method)
             .await
             .unwrap_or_else(|s| panic!("send #{i}: {s:?}"));
     }
-    let refused = send(&world, &flow.session_id, &method)
+    let refused = world
+        .send_code(&flow.session_id, &method)
         .await
         .expect_err("the eleventh email in 10 minutes is refused");
     let secs = throttled(&refused);
     assert!((500..=600).contains(&secs), "about 10 minutes: {secs}");
     world.clock.advance(chrono::Duration::minutes(11));
-    let flow = start(&world, "eve").await;
-    send(&world, &flow.session_id, &method)
+    let flow = world.start_reset("eve").await;
+    world
+        .send_code(&flow.session_id, &method)
         .await
         .expect("10 minutes later emails go out again");
     world.stop().await;
@@ -304,8 +266,9 @@ async fn failures_block_reset(backend: Backend) {
     let flow = fail_verifications(&world, "bob", 4).await;
     assert_eq!(get_block(&world, "bob").await.failed_verifications, 4);
     // A second flow: its fifth wrong guess blocks.
-    let second = start(&world, "bob").await;
-    send(&world, &second.session_id, &method)
+    let second = world.start_reset("bob").await;
+    world
+        .send_code(&second.session_id, &method)
         .await
         .expect("send");
     let fifth = verify(&world, &second.session_id, &method, "00000000")
@@ -313,10 +276,11 @@ async fn failures_block_reset(backend: Backend) {
         .expect_err("wrong");
     assert_eq!(fifth.code(), Code::InvalidArgument);
 
-    let secs = throttled(&try_start(&world, "bob").await.expect_err("blocked"));
+    let secs = throttled(&world.try_start_reset("bob").await.expect_err("blocked"));
     assert!((86_000..=86_400).contains(&secs), "about a day: {secs}");
     throttled(
-        &send(&world, &flow.session_id, &method)
+        &world
+            .send_code(&flow.session_id, &method)
             .await
             .expect_err("blocked"),
     );
@@ -351,7 +315,7 @@ async fn failures_block_reset(backend: Backend) {
     world
         .clock
         .advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
-    start(&world, "bob").await;
+    world.start_reset("bob").await;
     world.stop().await;
 }
 
@@ -364,7 +328,7 @@ async fn admin_clear_block(backend: Backend) {
     set_policy(&world, admin::Limits::default()).await;
     user_with_email(&world, "cat", "cat@example.com").await;
     fail_verifications(&world, "cat", 5).await;
-    throttled(&try_start(&world, "cat").await.expect_err("blocked"));
+    throttled(&world.try_start_reset("cat").await.expect_err("blocked"));
     let block = get_block(&world, "cat").await;
     assert!(block.blocked);
     assert_eq!(block.failed_verifications, 5);
@@ -378,7 +342,7 @@ async fn admin_clear_block(backend: Backend) {
         .expect("clear block")
         .into_inner();
     assert!(cleared.was_blocked);
-    start(&world, "cat").await;
+    world.start_reset("cat").await;
     let block = get_block(&world, "cat").await;
     assert!(!block.blocked && block.blocked_until.is_none());
     assert_eq!(block.failed_verifications, 0);
@@ -412,7 +376,7 @@ async fn reset_clears_counters(backend: Backend) {
         .await
         .expect("the first flow's code");
 
-    let flow = start(&world, "dan").await;
+    let flow = world.start_reset("dan").await;
     let code = world
         .send_reset_code(&flow.session_id, &method, "dan@example.com")
         .await
@@ -437,7 +401,7 @@ async fn reset_clears_counters(backend: Backend) {
     assert_eq!(body.reason, "reset_completed");
 
     fail_verifications(&world, "dan", 4).await;
-    start(&world, "dan").await;
+    world.start_reset("dan").await;
     world.stop().await;
 }
 
@@ -455,15 +419,17 @@ async fn destination_sends(backend: Backend) {
     }
     // Five registration codes so far; five reset codes from five users (one each) still go.
     for (user, method) in &methods {
-        let flow = start(&world, user).await;
-        send(&world, &flow.session_id, method)
+        let flow = world.start_reset(user).await;
+        world
+            .send_code(&flow.session_id, method)
             .await
             .unwrap_or_else(|s| panic!("{user}: {s:?}"));
     }
     // Every user is far below their own budget, yet the address is full.
     for (user, method) in &methods {
-        let flow = start(&world, user).await;
-        let refused = send(&world, &flow.session_id, method)
+        let flow = world.start_reset(user).await;
+        let refused = world
+            .send_code(&flow.session_id, method)
             .await
             .expect_err("the address got 10 codes this hour");
         throttled(&refused);
@@ -493,27 +459,31 @@ async fn client_ip_limits(backend: Backend) {
     set_policy(&world, admin::Limits::default()).await;
     let mut flows = Vec::new();
     for i in 0..30 {
-        flows.push(start(&world, &format!("nobody{i}")).await);
+        flows.push(world.start_reset(&format!("nobody{i}")).await);
     }
-    let refused = try_start(&world, "nobody-more")
+    let refused = world
+        .try_start_reset("nobody-more")
         .await
         .expect_err("the 31st StartReset from one IP in a minute is refused");
     assert!(throttled(&refused) <= 60);
 
     world.clock.advance(chrono::Duration::seconds(61));
-    start(&world, "nobody-later").await;
+    world.start_reset("nobody-later").await;
     for (i, flow) in flows.iter().take(20).enumerate() {
-        send(&world, &flow.session_id, &flow.methods[0].method_id)
+        world
+            .send_code(&flow.session_id, &flow.methods[0].method_id)
             .await
             .unwrap_or_else(|s| panic!("send #{i}: {s:?}"));
     }
     let flow = &flows[20];
-    let refused = send(&world, &flow.session_id, &flow.methods[0].method_id)
+    let refused = world
+        .send_code(&flow.session_id, &flow.methods[0].method_id)
         .await
         .expect_err("the 21st SendCode from one IP in a minute is refused");
     assert!(throttled(&refused) <= 60);
     world.clock.advance(chrono::Duration::seconds(61));
-    send(&world, &flow.session_id, &flow.methods[0].method_id)
+    world
+        .send_code(&flow.session_id, &flow.methods[0].method_id)
         .await
         .expect("a minute later");
     world.stop().await;
@@ -578,12 +548,13 @@ async fn resend_after(backend: Backend) {
     )
     .await;
     let method = user_with_email(&world, "rex", "rex@example.com").await;
-    let flow = start(&world, "rex").await;
+    let flow = world.start_reset("rex").await;
     let first = world
         .send_reset_code(&flow.session_id, &method, "rex@example.com")
         .await
         .expect("first code");
-    let refused = send(&world, &flow.session_id, &method)
+    let refused = world
+        .send_code(&flow.session_id, &method)
         .await
         .expect_err("a resend within 30 s");
     let secs = throttled(&refused);
@@ -627,24 +598,28 @@ async fn decoys_obey(backend: Backend) {
     .await;
     let method = user_with_email(&world, "real", "real@example.com").await;
     // The registration code was one send: nine more for the real user, ten for the decoy.
-    let real = start(&world, "real").await;
+    let real = world.start_reset("real").await;
     for _ in 0..9 {
-        send(&world, &real.session_id, &method)
+        world
+            .send_code(&real.session_id, &method)
             .await
             .expect("real send");
     }
-    let decoy = start(&world, "ghost").await;
+    let decoy = world.start_reset("ghost").await;
     let ghost_method = decoy.methods[0].method_id.clone();
     assert_eq!(decoy.methods[0].kind, MethodKind::Email as i32, "{decoy:?}");
     for _ in 0..10 {
-        send(&world, &decoy.session_id, &ghost_method)
+        world
+            .send_code(&decoy.session_id, &ghost_method)
             .await
             .expect("decoy send");
     }
-    let real_refused = send(&world, &real.session_id, &method)
+    let real_refused = world
+        .send_code(&real.session_id, &method)
         .await
         .expect_err("real throttled");
-    let decoy_refused = send(&world, &decoy.session_id, &ghost_method)
+    let decoy_refused = world
+        .send_code(&decoy.session_id, &ghost_method)
         .await
         .expect_err("decoy throttled");
     assert_eq!(real_refused.code(), decoy_refused.code());
@@ -654,7 +629,7 @@ async fn decoys_obey(backend: Backend) {
     // The block: five wrong codes each (the code sent above is still active).
     world.clock.advance(chrono::Duration::minutes(11));
     for (flow, m) in [(&real, &method), (&decoy, &ghost_method)] {
-        send(&world, &flow.session_id, m).await.expect("send");
+        world.send_code(&flow.session_id, m).await.expect("send");
         for _ in 0..5 {
             let wrong = verify(&world, &flow.session_id, m, "00000000")
                 .await
@@ -662,8 +637,14 @@ async fn decoys_obey(backend: Backend) {
             assert_eq!(wrong.code(), Code::InvalidArgument);
         }
     }
-    let real_blocked = try_start(&world, "real").await.expect_err("real blocked");
-    let decoy_blocked = try_start(&world, "ghost").await.expect_err("decoy blocked");
+    let real_blocked = world
+        .try_start_reset("real")
+        .await
+        .expect_err("real blocked");
+    let decoy_blocked = world
+        .try_start_reset("ghost")
+        .await
+        .expect_err("decoy blocked");
     assert_eq!(real_blocked.message(), decoy_blocked.message());
     assert_eq!(throttled(&real_blocked), throttled(&decoy_blocked));
     // Events for the real user only.
@@ -702,7 +683,7 @@ async fn two_replicas(backend: Backend) {
     let method = user_with_email(&world, "twin", "twin@example.com").await;
     let mut flows = Vec::new();
     for _ in 0..3 {
-        flows.push(start(&world, "twin").await);
+        flows.push(world.start_reset("twin").await);
     }
     let mut calls = Vec::new();
     for i in 0..30 {
@@ -757,9 +738,10 @@ async fn challenge(backend: Backend) {
     )
     .await;
     for i in 0..3 {
-        start(&world, &format!("probe{i}")).await;
+        world.start_reset(&format!("probe{i}")).await;
     }
-    let refused = try_start(&world, "probe3")
+    let refused = world
+        .try_start_reset("probe3")
         .await
         .expect_err("a challenge is required");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
