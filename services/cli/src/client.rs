@@ -359,6 +359,10 @@ pub enum UserCommand {
     Get { user_id: String },
     /// Clear the locked state of an account.
     Unlock { user_id: String },
+    /// Whether the user is blocked from self-service reset (too many failed verifications).
+    Block { user_id: String },
+    /// Lift a self-service reset block and clear the user's counters.
+    ClearBlock { user_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -429,6 +433,23 @@ pub enum RegisterCommand {
     },
     /// Confirm a method with the code it received (again, to re-confirm it).
     Confirm {
+        #[arg(long, allow_hyphen_values = true)]
+        session: String,
+        #[arg(long, allow_hyphen_values = true)]
+        method: String,
+        #[arg(long, allow_hyphen_values = true)]
+        code: String,
+    },
+    /// Send a code to one of the user's registered methods, to prove it before changing
+    /// methods (needed when the user already had one at `begin`: step_up_required).
+    StepUpSend {
+        #[arg(long, allow_hyphen_values = true)]
+        session: String,
+        #[arg(long, allow_hyphen_values = true)]
+        method: String,
+    },
+    /// Check the step-up code; the session may then add, replace or remove methods.
+    StepUpVerify {
         #[arg(long, allow_hyphen_values = true)]
         session: String,
         #[arg(long, allow_hyphen_values = true)]
@@ -870,6 +891,26 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 .into_inner();
             print(user_json(&u));
         }
+        AdminCommand::User(UserCommand::Block { user_id }) => {
+            let b = client
+                .get_block(request(args, admin::GetBlockRequest { user_id }, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "blocked": b.blocked,
+                "blocked_until": time_json(&b.blocked_until),
+                "failed_verifications": b.failed_verifications,
+            }));
+        }
+        AdminCommand::User(UserCommand::ClearBlock { user_id }) => {
+            let r = client
+                .clear_block(request(args, admin::ClearBlockRequest { user_id }, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({"was_blocked": r.was_blocked}));
+        }
         AdminCommand::Group(GroupCommand::Upsert {
             group_id,
             display_name,
@@ -1013,6 +1054,7 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 "registered": methods_json(&r.registered),
                 "registration_required": r.registration_required,
                 "reconfirm_required": r.reconfirm_required,
+                "step_up_required": r.step_up_required,
                 "expires_at": time_json(&r.expires_at),
             }));
         }
@@ -1049,6 +1091,37 @@ pub async fn register(args: &GatewayArgs, command: RegisterCommand) -> anyhow::R
                 .map_err(status_error)?
                 .into_inner();
             print(json!({"registration_complete": r.registration_complete}));
+        }
+        RegisterCommand::StepUpSend { session, method } => {
+            let body = registration::SendStepUpCodeRequest {
+                session_id: session,
+                method_id: method,
+            };
+            let r = client
+                .send_step_up_code(request(args, body, None)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(json!({
+                "expires_at": time_json(&r.expires_at),
+                "resend_after": time_json(&r.resend_after),
+            }));
+        }
+        RegisterCommand::StepUpVerify {
+            session,
+            method,
+            code,
+        } => {
+            let body = registration::VerifyStepUpCodeRequest {
+                session_id: session,
+                method_id: method,
+                code,
+            };
+            client
+                .verify_step_up_code(request(args, body, None)?)
+                .await
+                .map_err(status_error)?;
+            print(json!({"stepped_up": true}));
         }
         RegisterCommand::Status { user_id, password } => {
             let body = registration::GetStatusRequest { user_id, password };
@@ -1397,6 +1470,10 @@ mod tests {
         let cli = Cli::try_parse_from(["sspr", "user", "unlock", "alice"]).unwrap();
         assert!(
             matches!(cli.command, AdminCommand::User(UserCommand::Unlock { user_id }) if user_id == "alice")
+        );
+        let cli = Cli::try_parse_from(["sspr", "user", "clear-block", "alice"]).unwrap();
+        assert!(
+            matches!(cli.command, AdminCommand::User(UserCommand::ClearBlock { user_id }) if user_id == "alice")
         );
         let cli = Cli::try_parse_from([
             "sspr",
