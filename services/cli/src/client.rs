@@ -184,7 +184,8 @@ pub struct ProposedPolicyArgs {
     /// Days after which registered users must confirm their methods again: 0 (never) to 730.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=730))]
     reconfirm_after_days: u32,
-    /// Users must type the full destination before a code is sent to it.
+    /// Users must type the full destination (email address / phone number) before a code is
+    /// sent to it.
     #[arg(long)]
     require_full_destination: bool,
     /// Where users get help (URL, email address or text; at most 256 characters).
@@ -244,34 +245,8 @@ pub enum AdminCommand {
     GetPolicy,
     /// Replace the policy.
     SetPolicy {
-        #[arg(long, value_enum)]
-        scope: ScopeArg,
-        /// Group allowed to reset (repeat; with --scope selected).
-        #[arg(long = "group")]
-        groups: Vec<String>,
-        /// Methods a user must verify: 1 or 2 (admins always 2).
-        #[arg(long, default_value_t = 1)]
-        methods_required: u32,
-        /// Allowed method kinds.
-        #[arg(long = "allow", value_enum, value_delimiter = ',', default_values_t = [KindArg::Email, KindArg::Sms])]
-        allowed: Vec<KindArg>,
-        /// Days after which registered users must confirm their methods again: 0 (never) to 730.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=730))]
-        reconfirm_after_days: u32,
-        /// Users must type the full destination (email address / phone number) before a code
-        /// is sent to it.
-        #[arg(long)]
-        require_full_destination: bool,
-        /// Where users get help (URL, email address or text; at most 256 characters).
-        #[arg(long, default_value = "")]
-        helpdesk_contact: String,
-        /// A verified user whose account is locked may unlock it without a new password.
-        #[arg(long)]
-        allow_unlock: bool,
         #[command(flatten)]
-        questions: QuestionArgs,
-        #[command(flatten)]
-        limits: LimitArgs,
+        policy: ProposedPolicyArgs,
     },
     /// Show the password rules (length, banned terms, organisation name, history).
     GetPasswordPolicy,
@@ -729,40 +704,8 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 .map_err(status_error)?;
             print(policy_json(p.get_ref()));
         }
-        AdminCommand::SetPolicy {
-            scope,
-            groups,
-            methods_required,
-            allowed,
-            reconfirm_after_days,
-            require_full_destination,
-            helpdesk_contact,
-            allow_unlock,
-            questions,
-            limits,
-        } => {
-            let scope = match scope {
-                ScopeArg::None => admin::Scope::None,
-                ScopeArg::Selected => admin::Scope::Selected,
-                ScopeArg::All => admin::Scope::All,
-            };
-            let mut policy = admin::Policy {
-                scope: scope as i32,
-                group_ids: groups,
-                methods_required,
-                allowed_methods: allowed
-                    .into_iter()
-                    .map(|k| MethodKind::from(k) as i32)
-                    .collect(),
-                version: 0,
-                reconfirm_after_days,
-                require_full_destination,
-                helpdesk_contact,
-                allow_unlock,
-                ..Default::default()
-            };
-            questions.apply(&mut policy);
-            limits.apply(&mut policy);
+        AdminCommand::SetPolicy { policy } => {
+            let policy = policy.into_policy();
             let p = client
                 .set_policy(request(
                     args,
@@ -1532,7 +1475,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             AdminCommand::SetPolicy {
-                allow_unlock: true,
+                policy: ProposedPolicyArgs {
+                    allow_unlock: true,
+                    ..
+                },
                 ..
             }
         ));
@@ -1550,7 +1496,11 @@ mod tests {
         ])
         .unwrap();
         let AdminCommand::SetPolicy {
-            reconfirm_after_days,
+            policy:
+                ProposedPolicyArgs {
+                    reconfirm_after_days,
+                    ..
+                },
             ..
         } = cli.command
         else {
@@ -1561,7 +1511,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             AdminCommand::SetPolicy {
-                reconfirm_after_days: 0,
+                policy: ProposedPolicyArgs {
+                    reconfirm_after_days: 0,
+                    ..
+                },
                 ..
             }
         ));
@@ -1595,7 +1548,11 @@ mod tests {
             "+353",
         ])
         .unwrap();
-        let AdminCommand::SetPolicy { limits, .. } = cli.command else {
+        let AdminCommand::SetPolicy {
+            policy: ProposedPolicyArgs { limits, .. },
+            ..
+        } = cli.command
+        else {
             panic!("not set-policy");
         };
         let mut policy = admin::Policy::default();
@@ -1639,8 +1596,12 @@ mod tests {
         ])
         .unwrap();
         let AdminCommand::SetPolicy {
-            require_full_destination,
-            helpdesk_contact,
+            policy:
+                ProposedPolicyArgs {
+                    require_full_destination,
+                    helpdesk_contact,
+                    ..
+                },
             ..
         } = cli.command
         else {
@@ -1652,7 +1613,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             AdminCommand::SetPolicy {
-                require_full_destination: false,
+                policy: ProposedPolicyArgs {
+                    require_full_destination: false,
+                    ..
+                },
                 ..
             }
         ));
@@ -1737,7 +1701,10 @@ mod tests {
         ])
         .unwrap();
         let AdminCommand::SetPolicy {
-            allowed, questions, ..
+            policy: ProposedPolicyArgs {
+                allowed, questions, ..
+            },
+            ..
         } = cli.command
         else {
             panic!("not set-policy");
