@@ -26,6 +26,7 @@ use sspr_clock::SharedClock;
 use sspr_proto::common::v1 as common;
 use sspr_proto::events::v1 as events;
 use sspr_proto::internal::notification::v1::Delivery;
+use sspr_proto::limits::Effective;
 use sspr_proto::time::timestamp;
 use sspr_storage::outbox::{OutboxMessage, OutboxSignal};
 use uuid::Uuid;
@@ -138,10 +139,10 @@ struct Issue<'a> {
     /// same) but nothing is delivered and no event is emitted.
     destination: Option<String>,
     scope: ResendScope<'a>,
-    /// The policy's resend wait ([`Verification::resend_wait`]).
-    resend_after: chrono::Duration,
-    /// Digits of the new code: the policy's `limits.code_length` when issued.
-    length: CodeLength,
+    /// The policy's limits, as the caller read them for this request: the resend wait
+    /// ([`Verification::resend_wait`]), the new code's length (`code_length`) and the phone
+    /// rules come from here, so issuing asks the policy nothing more.
+    limits: &'a Effective,
 }
 
 /// When an issued code expires and when the next one may be requested.
@@ -239,9 +240,9 @@ impl Verification {
     /// enqueues `code.issued` and the sealed delivery, all in one transaction.
     async fn issue(&self, issue: Issue<'_>) -> Result<Issued, Error> {
         let mut rules = self.config.rules();
-        rules.resend_after = issue.resend_after;
+        rules.resend_after = self.resend_wait(issue.limits);
         let now = self.clock.now();
-        let code = Code::generate(issue.length);
+        let code = Code::generate(CodeLength::from_policy(issue.limits.code_length));
         // New codes and deliveries use the current key; earlier ones keep theirs (key id).
         let current = self.config.code_keys.current();
         let binding = CodeBinding {
@@ -261,6 +262,7 @@ impl Verification {
             issue.kind,
             issue.destination.as_deref(),
             issue.user_id,
+            issue.limits,
             &code_id,
         )
         .await?;

@@ -24,7 +24,6 @@ use chrono::{DateTime, Utc};
 use opentelemetry::KeyValue;
 use sspr_bus::{RpcError, subjects};
 use sspr_proto::events::v1 as events;
-use sspr_proto::internal::policy::v1 as pol;
 use sspr_proto::limits::Effective;
 use sspr_proto::time::timestamp;
 use sspr_storage::outbox::OutboxMessage;
@@ -89,25 +88,19 @@ fn record_breaker(open: bool) {
 impl Verification {
     /// Judges one code about to be issued: nothing for email; for a phone code the allowlist,
     /// the breaker and the budgets, counting a real send (as code `code_id`). `destination` is
-    /// `None` for a decoy.
+    /// `None` for a decoy. `limits` are the policy's, as the caller read them for this request.
     pub(super) async fn guard_phone_send(
         &self,
         kind: MethodKind,
         destination: Option<&str>,
         user_id: &UserId,
+        limits: &Effective,
         code_id: &str,
     ) -> Result<(), Error> {
         if !matches!(kind, MethodKind::Sms | MethodKind::Voice) {
             return Ok(());
         }
-        let policy = self
-            .peers
-            .evaluate(pol::EvaluateRequest {
-                user_id: user_id.as_str().to_owned(),
-                ..Default::default()
-            })
-            .await?;
-        let rules = PhoneRules::from(&Effective::of(policy.limits.as_ref()));
+        let rules = PhoneRules::from(limits);
         let to = match destination {
             Some(number) => PhoneDestination::Real(number),
             None => PhoneDestination::Decoy,

@@ -18,9 +18,7 @@ use super::throttle::{Send, SendTo};
 use super::{Check, Issue, Verification, domain_kind};
 use crate::Error;
 use crate::adapters::store::{CodeKey, ResendScope};
-use crate::domain::{
-    ClientIp, Code, CodeLength, FlowId, InputError, Locale, MethodId, Purpose, UserId,
-};
+use crate::domain::{ClientIp, Code, FlowId, InputError, Locale, MethodId, Purpose, UserId};
 
 /// The longest destination accepted (an email address is at most 254 characters).
 const MAX_DESTINATION_BYTES: usize = 320;
@@ -105,8 +103,7 @@ impl Verification {
                 locale: &locale,
                 destination: Some(req.destination),
                 scope: ResendScope::Binding,
-                resend_after,
-                length: CodeLength::from_policy(Effective::of(policy.limits.as_ref()).code_length),
+                limits: &limits,
             })
             .await?;
         Ok(IssueCodeResponse {

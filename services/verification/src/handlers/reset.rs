@@ -34,8 +34,8 @@ use crate::domain::decoy::{decoy_method_count, decoy_methods};
 use crate::domain::destination::{Gate, gate};
 use crate::domain::second_method::same_destination;
 use crate::domain::{
-    ClientIp, Code, CodeLength, FlowId, InputError, Locale, MethodId, MethodKind, Purpose,
-    ResetSession, SessionMethod, SessionStatus, SessionToken, UserId,
+    ClientIp, Code, FlowId, InputError, Locale, MethodId, MethodKind, Purpose, ResetSession,
+    SessionMethod, SessionStatus, SessionToken, UserId,
 };
 
 /// The longest password passed on to the directory, in bytes.
@@ -322,8 +322,7 @@ impl Verification {
                 locale: &session.locale,
                 destination,
                 scope,
-                resend_after,
-                length: CodeLength::from_policy(Effective::of(policy.limits.as_ref()).code_length),
+                limits: &limits,
             })
             .await?;
         Ok(SendCodeResponse {
