@@ -52,6 +52,7 @@ pub mod events {
     pub const RESET_UNBLOCKED: &str = "sspr.events.v1.reset.unblocked";
     pub const RESET_THROTTLED: &str = "sspr.events.v1.reset.throttled";
     pub const CODE_DELIVERY_FAILED: &str = "sspr.events.v1.code.delivery_failed";
+    pub const CODE_DELIVERY_CONFIRMED: &str = "sspr.events.v1.code.delivery_confirmed";
     pub const SMS_BREAKER_OPENED: &str = "sspr.events.v1.sms.breaker_opened";
     pub const SMS_BREAKER_CLOSED: &str = "sspr.events.v1.sms.breaker_closed";
     pub const METHOD_CHANGE_ANNOUNCED: &str = "sspr.events.v1.method.change_announced";
@@ -119,6 +120,7 @@ pub mod rpc {
         pub const START_RESET: &str = "sspr.rpc.verification.start_reset";
         pub const SEND_CODE: &str = "sspr.rpc.verification.send_code";
         pub const VERIFY_CODE: &str = "sspr.rpc.verification.verify_code";
+        pub const GET_CODE_STATUS: &str = "sspr.rpc.verification.get_code_status";
         pub const COMPLETE_RESET: &str = "sspr.rpc.verification.complete_reset";
         pub const GET_SECURITY_QUESTIONS: &str = "sspr.rpc.verification.get_security_questions";
         pub const ANSWER_SECURITY_QUESTIONS: &str =

@@ -552,6 +552,7 @@ fn code_delivery_failed(
         },
         reason: reason.to_owned(),
         attempts,
+        ..Default::default()
     }
 }
 

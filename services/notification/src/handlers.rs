@@ -67,5 +67,8 @@ fn to_response(r: DeliveryRecord) -> GetDeliveryResponse {
         created_at: Some(timestamp(r.created_at)),
         updated_at: Some(timestamp(r.updated_at)),
         last_error: r.last_error.unwrap_or_default(),
+        user_id: r.user_id,
+        flow_id: r.flow_id,
+        ..Default::default()
     }
 }

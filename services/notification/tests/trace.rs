@@ -92,6 +92,7 @@ async fn delivery_span_is_a_child_of_the_publishers_traceparent() -> anyhow::Res
         expires_at: Some(sspr_proto::time::timestamp(
             issued + chrono::Duration::minutes(10),
         )),
+        method_id: "method-trace".into(),
     };
     let sealed = sspr_bus::sealed::seal(&key, &delivery)?;
     let mut headers = async_nats::HeaderMap::new();

@@ -402,6 +402,7 @@ mod tests {
             kind: MethodKind::Email as i32,
             reason: "expired".into(),
             attempts: 1,
+            method_id: "m-1".into(),
         };
         let r = from_event(
             "sspr.events.v1.code.delivery_failed",

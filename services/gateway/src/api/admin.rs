@@ -673,6 +673,13 @@ impl Admin for AdminApi {
         })
         .await
     }
+
+    async fn get_delivery(
+        &self,
+        _request: Request<sspr_proto::admin::v1::GetDeliveryRequest>,
+    ) -> Result<Response<sspr_proto::admin::v1::Delivery>, Status> {
+        Err(Status::unimplemented("Admin.GetDelivery is not built yet"))
+    }
 }
 
 #[cfg(test)]

@@ -254,4 +254,13 @@ impl PasswordReset for ResetApi {
         })
         .await
     }
+
+    async fn get_code_status(
+        &self,
+        _request: Request<sspr_proto::reset::v1::GetCodeStatusRequest>,
+    ) -> Result<Response<sspr_proto::reset::v1::GetCodeStatusResponse>, Status> {
+        Err(Status::unimplemented(
+            "PasswordReset.GetCodeStatus is not built yet",
+        ))
+    }
 }

@@ -338,6 +338,7 @@ pub fn delivery_issued_at(
         expires_at: Some(sspr_proto::time::timestamp(
             issued_at + chrono::Duration::minutes(10),
         )),
+        method_id: "method-1".to_owned(),
     }
 }
 

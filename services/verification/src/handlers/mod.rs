@@ -290,6 +290,7 @@ impl Verification {
                 flow_id: issue.flow_id.as_str().to_owned(),
                 issued_at: Some(timestamp(now)),
                 expires_at: Some(timestamp(state.expires_at)),
+                method_id: issue.method_id.as_str().to_owned(),
             };
             let sealed =
                 sspr_bus::sealed::seal_with_id(&current.id, current.key.expose(), &delivery)?;
