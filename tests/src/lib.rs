@@ -22,6 +22,8 @@ use tonic::transport::Channel;
 
 pub use sspr_testkit::ReceivedMail;
 
+pub mod cluster;
+pub mod faults;
 mod flow;
 pub mod population;
 

@@ -465,6 +465,69 @@ impl RunningService {
         })
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown of any kind, as a crash or an OOM
+    /// kill would) and waits for it to be gone.
+    pub async fn kill_hard(mut self) -> anyhow::Result<Exited> {
+        self.child
+            .start_kill()
+            .with_context(|| format!("sending SIGKILL to {}", self.name))?;
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .with_context(|| format!("{} still alive 10 s after SIGKILL", self.name))?
+            .with_context(|| format!("waiting for {}", self.name))?;
+        self.finish_draining().await;
+        Ok(Exited {
+            binary: self.name.clone(),
+            status,
+            stdout: snapshot(&self.stdout),
+            stderr: snapshot(&self.stderr),
+        })
+    }
+
+    /// Sends SIGTERM without waiting; pair with [`RunningService::wait_exit`].
+    pub async fn send_sigterm(&mut self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow!("{} has no pid", self.name))?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed: {sent}");
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own (e.g. after SIGTERM).
+    pub async fn wait_exit(mut self, timeout: Duration) -> anyhow::Result<Exited> {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.with_context(|| format!("waiting for {}", self.name))?,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!(
+                    "{} did not exit within {timeout:?}; stderr tail:\n{}",
+                    self.name,
+                    self.stderr_tail()
+                );
+            }
+        };
+        self.finish_draining().await;
+        Ok(Exited {
+            binary: self.name.clone(),
+            status,
+            stdout: snapshot(&self.stdout),
+            stderr: snapshot(&self.stderr),
+        })
+    }
+
     /// The `SSPR_DATA_DIR` that [`ServiceBinary::start`] gave the process (`None` after `spawn`).
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_ref().map(TempDir::path)

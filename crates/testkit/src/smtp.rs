@@ -37,6 +37,8 @@ pub struct ReceivedMail {
     pub to: Vec<String>,
     /// The message as transmitted (headers and body, CRLF line ends), after dot unstuffing.
     pub data: String,
+    /// When the sink answered 250 to its DATA (the instant the "provider" took responsibility).
+    pub accepted_at: std::time::SystemTime,
 }
 
 impl ReceivedMail {
@@ -102,14 +104,27 @@ struct SmtpState {
     mails: Arc<Collector<ReceivedMail>>,
     connections: AtomicUsize,
     rejections: Mutex<VecDeque<Rejection>>,
+    /// While set, every message is answered with this code (an outage of the relay).
+    refusing: Mutex<Option<u16>>,
+    /// How long the sink waits after the final "." before answering (a slow relay).
+    accept_delay: Mutex<Duration>,
+    /// Messages answered with a rejection so far.
+    refused: AtomicUsize,
 }
 
 impl SmtpState {
     fn next_rejection(&self) -> Option<Rejection> {
+        if let Some(code) = *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Some(Rejection::with_code(code));
+        }
         self.rejections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_front()
+    }
+
+    fn accept_delay(&self) -> Duration {
+        *self.accept_delay.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -118,7 +133,8 @@ impl SmtpState {
 pub struct SmtpSink {
     addr: SocketAddr,
     state: Arc<SmtpState>,
-    server: JoinHandle<()>,
+    /// The accept loop (which owns every connection); `None` while stopped.
+    server: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl SmtpSink {
@@ -132,13 +148,78 @@ impl SmtpSink {
             mails: Collector::new(),
             connections: AtomicUsize::new(0),
             rejections: Mutex::new(VecDeque::new()),
+            refusing: Mutex::new(None),
+            accept_delay: Mutex::new(Duration::ZERO),
+            refused: AtomicUsize::new(0),
         });
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
         Ok(SmtpSink {
             addr,
             state,
-            server,
+            server: Mutex::new(Some(server)),
         })
+    }
+
+    /// Stops the server as if the relay went down: the listening socket is closed (new
+    /// connections are refused) and every open connection is dropped mid-conversation. Messages
+    /// accepted so far are kept.
+    pub fn stop(&self) {
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            server.abort();
+        }
+    }
+
+    /// Serves again on the same port after [`SmtpSink::stop`] (a no-op while running).
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        if self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return Ok(());
+        }
+        // The aborted accept loop may take a moment to release the port.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "SMTP sink port not free yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).context("rebinding the SMTP sink's port"),
+            }
+        };
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&self.state)));
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        Ok(())
+    }
+
+    /// While `Some(code)`, answers the end of every message's DATA with `code` (e.g. 451: the
+    /// relay is there but defers everything) and records nothing; `None` accepts again.
+    pub fn set_refusing(&self, code: Option<u16>) {
+        *self
+            .state
+            .refusing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = code;
+    }
+
+    /// How many messages were answered with a rejection (see [`SmtpSink::reject_next`],
+    /// [`SmtpSink::set_refusing`]) so far.
+    pub fn refused_count(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Waits `delay` after each message's final "." before answering (a slow relay), so
+    /// deliveries stay in flight for a while.
+    pub fn set_accept_delay(&self, delay: Duration) {
+        *self
+            .state
+            .accept_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
     /// The socket address.
@@ -192,23 +273,12 @@ impl SmtpSink {
     /// Answers the end of DATA of the next `n` messages with `code` (e.g. 451 for a transient,
     /// 550 for a permanent failure) instead of 250; those messages are not recorded.
     pub fn reject_next(&self, n: usize, code: u16) {
-        let text = if (400..500).contains(&code) {
-            "Requested action aborted: try again later"
-        } else {
-            "Requested action not taken: rejected by test"
-        };
         let mut queue = self
             .state
             .rejections
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        queue.extend(std::iter::repeat_n(
-            Rejection {
-                code,
-                text: text.to_owned(),
-            },
-            n,
-        ));
+        queue.extend(std::iter::repeat_n(Rejection::with_code(code), n));
     }
 
     /// How many of the rejections asked for by [`SmtpSink::reject_next`] are still to come.
@@ -232,7 +302,21 @@ impl SmtpSink {
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop();
+    }
+}
+
+impl Rejection {
+    fn with_code(code: u16) -> Rejection {
+        let text = if (400..500).contains(&code) {
+            "Requested action aborted: try again later"
+        } else {
+            "Requested action not taken: rejected by test"
+        };
+        Rejection {
+            code,
+            text: text.to_owned(),
+        }
     }
 }
 
@@ -338,13 +422,23 @@ async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
                 };
                 let from = tx.from.take().unwrap_or_default();
                 let to = std::mem::take(&mut tx.to);
+                let delay = state.accept_delay();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 if data.len() > MAX_MESSAGE {
                     "552 5.3.4 Message too big\r\n".into()
                 } else if let Some(rejection) = state.next_rejection() {
+                    state.refused.fetch_add(1, Ordering::SeqCst);
                     format!("{} {}\r\n", rejection.code, rejection.text).into()
                 } else {
                     let data = String::from_utf8_lossy(&data).into_owned();
-                    state.mails.push(ReceivedMail { from, to, data });
+                    state.mails.push(ReceivedMail {
+                        from,
+                        to,
+                        data,
+                        accepted_at: std::time::SystemTime::now(),
+                    });
                     "250 2.0.0 OK: queued\r\n".into()
                 }
             }
@@ -434,6 +528,7 @@ mod tests {
             from: String::new(),
             to: vec![],
             data: "Subject: hello\r\n world\r\nX-Test: 1\r\n\r\nX-Test: body\r\n".into(),
+            accepted_at: std::time::SystemTime::now(),
         };
         assert_eq!(mail.header("subject").as_deref(), Some("hello world"));
         assert_eq!(mail.header("x-test").as_deref(), Some("1"));
