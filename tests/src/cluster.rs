@@ -142,8 +142,43 @@ impl Cluster {
                 let (i, process) = result?;
                 cluster.replica_mut(service, i)?.process = Some(process);
             }
+            cluster.wait_serving(service).await?;
         }
         Ok(cluster)
+    }
+
+    /// Waits until every running replica of `service` answers NATS discovery (`$SRV.PING`):
+    /// `/readyz` says connected, this says its endpoints are subscribed (after its migrations).
+    pub async fn wait_serving(&self, service: &str) -> anyhow::Result<()> {
+        if service == "gateway" {
+            return Ok(());
+        }
+        let expected = self
+            .replicas
+            .iter()
+            .filter(|r| r.service == service && r.is_running())
+            .count();
+        let client = self.nats.connect().await?;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await?;
+            client
+                .publish_with_reply(format!("$SRV.PING.sspr-{service}"), inbox, "".into())
+                .await?;
+            let mut answered = 0;
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(300), sub.next()).await
+            {
+                answered += 1;
+            }
+            if answered >= expected {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("only {answered} of {expected} sspr-{service} replicas answer $SRV.PING");
+            }
+        }
     }
 
     fn binary(&self, replica: &Replica) -> anyhow::Result<ServiceBinary> {
@@ -232,7 +267,7 @@ impl Cluster {
         }
         let (_, process) = self.spawn(service, index).await?;
         self.replica_mut(service, index)?.process = Some(process);
-        Ok(())
+        self.wait_serving(service).await
     }
 
     /// `kill -9` of one replica.
@@ -372,6 +407,33 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+}
+
+impl Cluster {
+    /// Runs a read-only diagnostic query on the cluster's database and renders each row as
+    /// text (every selected column must be castable to text: write `col::text`).
+    pub async fn diagnose(&self, sql: &str) -> Vec<String> {
+        use sspr_storage::sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+        let Ok(db) = Database::connect(self.postgres.url()).await else {
+            return vec!["(database unreachable)".to_owned()];
+        };
+        match db
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| {
+                    (0..)
+                        .map_while(|i| row.try_get_by_index::<Option<String>>(i).ok())
+                        .map(|v| v.unwrap_or_else(|| "NULL".to_owned()))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect(),
+            Err(e) => vec![format!("(query failed: {e})")],
+        }
     }
 }
 

@@ -499,6 +499,9 @@ impl Tally {
         for note in &self.notes {
             eprintln!("  {note}");
         }
+        for (user, copies, _) in &self.duplicates {
+            eprintln!("  duplicated: {user} received {copies} copies of one code");
+        }
     }
 
     /// Nothing lost, nothing late, nothing duplicated.

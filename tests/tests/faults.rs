@@ -111,6 +111,9 @@ async fn smtp_outage_loses_nothing_and_sends_nothing_twice() {
     tally.assert_exact().expect("exact delivery");
 }
 
+/// The relay's delay before accepting a message in the kill scenario.
+const ACCEPT_DELAY: Duration = Duration::from_millis(150);
+
 /// Notification crash: two notification processes; one is killed with SIGKILL in the middle of
 /// 100 deliveries, after checking that the queue holds unacknowledged messages. Every code is
 /// delivered at least once; a duplicate can only be a message that was between the relay's
@@ -129,7 +132,7 @@ async fn notification_kill_loses_nothing() {
         .await
         .expect("population");
     // A slow relay keeps deliveries in flight, so the kill finds some unacknowledged.
-    cluster.smtp.set_accept_delay(Duration::from_millis(150));
+    cluster.smtp.set_accept_delay(ACCEPT_DELAY);
 
     let resets = faults::run_resets(&channel, &smtp, &members, 40, DELIVERY_ONLY);
     let kill = async {
@@ -162,16 +165,25 @@ async fn notification_kill_loses_nothing() {
     assert_eq!(tally.late, 0, "codes delivered after expiry");
     assert_eq!(tally.failed, 0, "failures without a failing relay");
     // A duplicate must be a message the killed process had handed to the relay but not yet
-    // acknowledged: its first copy was accepted just before the kill (within the accept delay
-    // plus the time to record and ack it).
+    // acknowledged: its first copy was accepted around the kill: at most 2 s before it (the
+    // time to record and ack a sent delivery is far less), or after it, by up to the relay's
+    // accept delay, when the final "." had left before the process died and the relay answered
+    // 250 to a dead client.
     for (user, copies, first) in &tally.duplicates {
-        let before_kill = killed_at.duration_since(*first).unwrap_or_default();
+        let offset = match killed_at.duration_since(*first) {
+            Ok(before) => format!("{before:?} before"),
+            Err(e) => format!("{:?} after", e.duration()),
+        };
         eprintln!(
-            "  duplicate: {user}: {copies} copies, first accepted {before_kill:?} before the kill (in flight at the kill: accepted by the relay, not yet acknowledged)"
+            "  duplicate: {user}: {copies} copies, first accepted {offset} the kill (in flight at the kill: handed to the relay, not yet acknowledged)"
         );
+        let in_window = match killed_at.duration_since(*first) {
+            Ok(before) => before < Duration::from_secs(2),
+            Err(e) => e.duration() < ACCEPT_DELAY + Duration::from_secs(1),
+        };
         assert!(
-            *first <= killed_at && before_kill < Duration::from_secs(2),
-            "a duplicate that was not in flight at the kill: {user}, first copy {before_kill:?} before it"
+            in_window,
+            "a duplicate that was not in flight at the kill: {user}, first copy {offset} it"
         );
     }
     assert!(
@@ -211,6 +223,17 @@ async fn nats_restart_loses_no_event_and_no_delivery() {
         runs
     };
     let tally = finish(&cluster, "nats-server killed 3 s mid-run", &runs).await;
+    for (user, _, _) in &tally.duplicates {
+        for row in cluster
+            .diagnose(&format!(
+                "SELECT delivery_id::text, status::text, attempts::text, created_at::text, updated_at::text, last_error::text \
+                 FROM sspr_notification.deliveries WHERE user_id = '{user}' ORDER BY created_at"
+            ))
+            .await
+        {
+            eprintln!("  delivery of {user}: {row}");
+        }
+    }
     tally.assert_exact().expect("exact delivery");
     assert_eq!(tally.failed, 0);
 

@@ -28,4 +28,4 @@ pub use error::{
     BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, REASON_HEADER,
     RETRY_AFTER_HEADER, RpcError,
 };
-pub use server::{MAX_REQUEST_BYTES, RequestContext, Router, serve};
+pub use server::{MAX_REQUEST_BYTES, RequestContext, Router, is_serving, serve};

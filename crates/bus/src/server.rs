@@ -86,6 +86,15 @@ impl Router {
 }
 
 /// Runs the service until `shutdown` resolves, then drains in-flight requests.
+/// Routers of this process that are serving (endpoints subscribed, not yet shutting down).
+static SERVING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a [`serve`] of this process has its endpoints subscribed and is not shutting down:
+/// part of a service's readiness, since a service only serves once its migrations ran.
+pub fn is_serving() -> bool {
+    SERVING.load(std::sync::atomic::Ordering::SeqCst) > 0
+}
+
 pub async fn serve(
     bus: &Bus,
     router: Router,
@@ -112,6 +121,7 @@ pub async fn serve(
         endpoints.push((subject, handler, endpoint));
     }
     tracing::info!(service = %name, endpoints = endpoints.len(), "serving on nats");
+    SERVING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = JoinSet::new();
@@ -119,6 +129,7 @@ pub async fn serve(
         loops.spawn(endpoint_loop(subject, handler, endpoint, stop_rx.clone()));
     }
     shutdown.await;
+    SERVING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
     if let Err(e) = nats_service.stop().await {

@@ -102,7 +102,9 @@ pub async fn connect(
     Ok(ctx)
 }
 
-/// A readiness check: connected to NATS and, when given, the database answers.
+/// A readiness check: connected to NATS and, when given, the database answers and the
+/// service's endpoints are served (which they are only after its migrations ran), so a
+/// replica that is still migrating, or already draining on shutdown, takes no traffic.
 pub fn ready_check(bus: Bus, db: Option<DatabaseConnection>) -> sspr_telemetry::health::ReadyCheck {
     Arc::new(move || {
         let bus = bus.clone();
@@ -115,6 +117,9 @@ pub fn ready_check(bus: Bus, db: Option<DatabaseConnection>) -> sspr_telemetry::
                 db.ping()
                     .await
                     .map_err(|_| "database does not answer".to_owned())?;
+                if !sspr_bus::is_serving() {
+                    return Err("not serving yet (starting or shutting down)".to_owned());
+                }
             }
             Ok(())
         })
