@@ -8,6 +8,7 @@
 //! Spans carry only `user_id`, `flow_id` and `method_id`; never a code, token, destination or
 //! password.
 
+mod code_status;
 mod password_check;
 pub(crate) mod phone_guard;
 mod questions;
@@ -72,6 +73,9 @@ pub fn router(service: Arc<Verification>) -> Router {
     });
     let router = route(router, rpc::VERIFY_CODE, &service, |s, r| async move {
         s.verify_code(r).await
+    });
+    let router = route(router, rpc::GET_CODE_STATUS, &service, |s, r| async move {
+        s.get_code_status(r).await
     });
     let router = route(router, rpc::COMPLETE_RESET, &service, |s, r| async move {
         s.complete_reset(r).await
