@@ -169,7 +169,10 @@ mod tests {
         }
         .encode_to_vec();
         let parsed = parse(events::CODE_DELIVERY_CONFIRMED, &confirmed);
-        assert_eq!(parsed.map(|e| e.map(|e| e.state)), Ok(Some(DeliveryState::Confirmed)));
+        assert_eq!(
+            parsed.map(|e| e.map(|e| e.state)),
+            Ok(Some(DeliveryState::Confirmed))
+        );
         for (reason, state) in [
             ("rejected", DeliveryState::Failed),
             ("retries_exhausted", DeliveryState::Failed),

@@ -530,8 +530,7 @@ impl Store {
             .col_expr(code::Column::DeliveryState, Expr::value(state.as_str()))
             .filter(code::Column::DeliveryId.eq(delivery_id))
             .filter(
-                code::Column::DeliveryState
-                    .is_in(state.predecessors().iter().map(|s| s.as_str())),
+                code::Column::DeliveryState.is_in(state.predecessors().iter().map(|s| s.as_str())),
             )
             .exec(&txn)
             .await?;

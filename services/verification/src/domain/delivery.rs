@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn failure_reasons_map_to_failed_or_expired() {
-        assert_eq!(DeliveryState::after_failure("expired"), DeliveryState::Expired);
+        assert_eq!(
+            DeliveryState::after_failure("expired"),
+            DeliveryState::Expired
+        );
         for reason in [
             "rejected",
             "retries_exhausted",
