@@ -1439,12 +1439,6 @@ mod tests {
         command: RegisterCommand,
     }
 
-    #[derive(Parser)]
-    struct ResetCli {
-        #[command(subcommand)]
-        command: ResetCommand,
-    }
-
     #[test]
     fn reset_status_parses_and_prints_a_lowercase_state_and_the_alternatives() {
         let cli = ResetCli::try_parse_from([
