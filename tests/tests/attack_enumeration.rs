@@ -3,9 +3,9 @@
 //! process would disturb; the two tests here take turns).
 //!
 //! - `every_path_does_the_same_work_before_answering`: StartReset, SendCode, GetCodeStatus and
-//!   a wrong VerifyCode for a real user, an unknown id, a user out of scope and a disabled user make
-//!   the same internal requests and the same number of database statements in every service on
-//!   the way, counted by the bus and the storage layer. Fails on any difference.
+//!   a wrong VerifyCode for a real user, an unknown id, a user out of scope and a disabled user
+//!   make the same internal requests and the same number of database statements in every
+//!   service on the way, counted by the bus and the storage layer. Fails on any difference.
 //! - `latency_distributions_are_reported`: ≥ 200 timed calls per kind of user, interleaved;
 //!   prints medians, p99 and the Kolmogorov–Smirnov statistic against the real user. These are
 //!   figures for the reader, not a pass/fail gate (shared machines make timing gates flaky).

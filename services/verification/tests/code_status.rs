@@ -392,3 +392,29 @@ async fn a_decoy_code_is_pending_then_sent_and_never_fails_on_every_backend() {
         h.stop().await;
     }
 }
+
+#[tokio::test]
+async fn no_alternative_when_the_flow_cannot_finish_without_the_failed_method_on_every_backend() {
+    for db in TestDb::all().await.expect("test databases") {
+        let backend = db.backend();
+        // Both of alice's methods are required: nothing can stand in for a failed one.
+        let mut h = Harness::start_with(World::two_methods(), db, |_| {}).await;
+        let started = h.start_reset("alice").await.expect("start_reset");
+        let session = started.session_id.as_str();
+        h.send_code(session, "m-sms").await.expect("send sms");
+        let sms = h.next_delivery().await.delivery;
+        let failure = new_id();
+        publish(
+            &h.bus,
+            events::CODE_DELIVERY_FAILED,
+            &failure,
+            failed(&failure, &sms.delivery_id, "retries_exhausted", "m-sms"),
+        )
+        .await;
+        wait_consumed(&h.bus).await;
+        let resp = status(&h, session, "m-sms").await.expect("status");
+        assert_eq!(state_of(&resp), CodeDeliveryState::Failed, "{backend}");
+        assert!(resp.alternatives.is_empty(), "{backend}");
+        h.stop().await;
+    }
+}

@@ -11,7 +11,8 @@
 //!   (decoys never fail), so the answer does not tell a decoy from a real flow.
 //! - Alternatives are offered only after a failure or an expiry, and only among the session's
 //!   own methods: never the failed one, never one already verified, only kinds the policy still
-//!   allows and methods enrolment still lists (confirmed, past their cool-down).
+//!   allows and methods enrolment still lists (confirmed, past their cool-down); and only when
+//!   they are enough to finish the flow without the failed method.
 
 use chrono::{DateTime, Duration, Utc};
 use hmac::Mac;
@@ -153,14 +154,16 @@ pub fn shown_state(
 
 /// The session's methods the user may switch to instead of `failed`: not `failed`, not
 /// verified yet, of a kind in `allowed` (the policy now), and among `listed` (the method ids
-/// enrolment lists as usable now), in the session's order.
+/// enrolment lists as usable now), in the session's order. None at all when they are fewer
+/// than the methods the flow still needs: then the flow cannot finish without the failed
+/// method, and nothing can be used instead of it.
 pub fn alternatives<'a>(
     session: &'a ResetSession,
     failed: &MethodId,
     allowed: &[MethodKind],
     listed: &[MethodId],
 ) -> Vec<&'a SessionMethod> {
-    session
+    let usable: Vec<&SessionMethod> = session
         .methods
         .iter()
         .filter(|m| {
@@ -169,7 +172,12 @@ pub fn alternatives<'a>(
                 && allowed.contains(&m.kind)
                 && listed.contains(&m.method_id)
         })
-        .collect()
+        .collect();
+    let needed = usize::try_from(session.methods_remaining()).unwrap_or(usize::MAX);
+    if usable.len() < needed {
+        return Vec::new();
+    }
+    usable
 }
 
 #[cfg(test)]
@@ -323,5 +331,28 @@ mod tests {
         );
         assert!(alternatives(&session, &id("m-sms"), &[], &listed).is_empty());
         assert!(alternatives(&session, &id("m-sms"), &allowed, &[]).is_empty());
+
+        // Two methods required, none verified: SMS and email are not enough without the SMS...
+        let mut two = session.clone();
+        two.methods_required = 2;
+        two.verified.clear();
+        two.methods.truncate(2);
+        assert!(alternatives(&two, &id("m-sms"), &allowed, &listed).is_empty());
+        // ...but with voice allowed too, email and voice can stand in for it.
+        let mut three = session.clone();
+        three.methods_required = 2;
+        three.verified.clear();
+        three.methods.truncate(3);
+        let all = [MethodKind::Email, MethodKind::Sms, MethodKind::Voice];
+        assert_eq!(
+            ids(alternatives(&three, &id("m-sms"), &all, &listed)),
+            ["m-email", "m-voice"]
+        );
+        // One of two verified: one more is needed, and voice is there.
+        three.verified = vec![id("m-email")];
+        assert_eq!(
+            ids(alternatives(&three, &id("m-sms"), &all, &listed)),
+            ["m-voice"]
+        );
     }
 }
