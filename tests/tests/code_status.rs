@@ -4,6 +4,9 @@
 //!
 //! - a code that reached the mail server shows `SENT`; a decoy's shows `PENDING`, then `SENT`,
 //!   and never fails;
+//! - an SMS that expired in the queue (the provider said "try later", the code expired before
+//!   the retry: notification drops it with `code.delivery_failed`, reason `expired`) shows
+//!   `EXPIRED` with the email method as the alternative, and the user finishes with it;
 //! - an SMS the provider refuses for good (HTTP 400) shows `FAILED` with the email method as the
 //!   alternative, and the user finishes the reset with it (needs notification to emit
 //!   `code.delivery_failed` for permanent failures: ignored until that lands, see below).
@@ -23,6 +26,7 @@ const EMAIL: &str = "dana@example.org";
 
 on_both_backends! {
     sent_and_decoy_codes => sent_and_decoy_sqlite, sent_and_decoy_postgres;
+    expired_sms_offers_the_email_method => expired_sms_sqlite, expired_sms_postgres;
 }
 
 async fn status(
@@ -167,27 +171,9 @@ async fn next_sms_code(world: &World, seen: usize) -> String {
     }
 }
 
-/// The end-to-end failure path. Notification must emit `code.delivery_failed` (reason
-/// `rejected`, with the method id) when the SMS provider refuses a code for good; that is being
-/// built on another branch. ENABLE AFTER MERGING IT: remove the `#[ignore]`s below. Until then
-/// the same path is covered with notification's real event bytes in
-/// `services/verification/tests/code_status.rs`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
-async fn refused_sms_offers_the_email_method_sqlite() {
-    refused_sms_offers_the_email_method(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
-async fn refused_sms_offers_the_email_method_postgres() {
-    refused_sms_offers_the_email_method(Backend::Postgres).await;
-}
-
-async fn refused_sms_offers_the_email_method(backend: Backend) {
-    let Some(world) = World::start_or_skip(backend).await else {
-        return;
-    };
+/// Dana, with an email and a phone registered in her first registration (no cool-down), under
+/// a policy that needs one method; returns (email method id, phone method id).
+async fn dana_with_email_and_phone(world: &World) -> (String, String) {
     world
         .set_policy(sspr_proto::admin::v1::Scope::All, &[], 1)
         .await
@@ -196,8 +182,6 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
         .upsert_user("dana", PASSWORD, &[], false)
         .await
         .expect("user");
-
-    // Dana registers an email and a phone in her first registration (no cool-down).
     let mut reg = world.registration();
     let begin = reg
         .begin_registration(registration::BeginRegistrationRequest {
@@ -236,7 +220,7 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
         .await
         .expect("add phone")
         .into_inner();
-    let code = next_sms_code(&world, sms_seen).await;
+    let code = next_sms_code(world, sms_seen).await;
     reg.confirm_method(registration::ConfirmMethodRequest {
         session_id: begin.session_id.clone(),
         method_id: phone.method_id.clone(),
@@ -244,6 +228,101 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
     })
     .await
     .expect("confirm phone");
+
+    (email.method_id, phone.method_id)
+}
+
+async fn expired_sms_offers_the_email_method(backend: Backend) {
+    let Some(world) = World::start_or_skip(backend).await else {
+        return;
+    };
+    let (email, phone) = dana_with_email_and_phone(&world).await;
+    let started = start(&world, "dana").await;
+    // The provider answers "try later" once; the code expires before the retry.
+    world.sms.respond_next(1, 503, "{}").expect("sink reply");
+    let calls = world.sms.requests().len();
+    world
+        .reset()
+        .send_code(reset::SendCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: phone.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("send to the phone");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while world.sms.requests().len() == calls {
+        assert!(tokio::time::Instant::now() < deadline, "no SMS attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    world.clock.advance(chrono::Duration::minutes(11));
+    let expired = wait_state(
+        &world,
+        &started.session_id,
+        &phone,
+        CodeDeliveryState::Expired,
+    )
+    .await;
+    let offered: Vec<(&str, i32)> = expired
+        .alternatives
+        .iter()
+        .map(|m| (m.method_id.as_str(), m.kind))
+        .collect();
+    assert_eq!(offered, [(email.as_str(), MethodKind::Email as i32)]);
+
+    let code = world
+        .send_reset_code(&started.session_id, &email, EMAIL)
+        .await
+        .expect("the code mail");
+    let sent = wait_state(&world, &started.session_id, &email, CodeDeliveryState::Sent).await;
+    assert!(sent.alternatives.is_empty());
+    // The phone's code stays expired, whatever comes later.
+    let still = status(&world, &started.session_id, &phone)
+        .await
+        .expect("status");
+    assert_eq!(state(&still), CodeDeliveryState::Expired);
+    world
+        .reset()
+        .verify_code(reset::VerifyCodeRequest {
+            session_id: started.session_id.clone(),
+            method_id: email.clone(),
+            code,
+        })
+        .await
+        .expect("verifies");
+    world
+        .reset()
+        .complete_reset(reset::CompleteResetRequest {
+            session_id: started.session_id.clone(),
+            new_password: NEW_PASSWORD.into(),
+        })
+        .await
+        .expect("the password is set");
+    world.stop().await;
+}
+
+/// The end-to-end failure path. Notification must emit `code.delivery_failed` (reason
+/// `rejected`, with the method id) when the SMS provider refuses a code for good; that is being
+/// built on another branch. ENABLE AFTER MERGING IT: remove the `#[ignore]`s below. Until then
+/// the same path is covered with notification's real event bytes in
+/// `services/verification/tests/code_status.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
+async fn refused_sms_offers_the_email_method_sqlite() {
+    refused_sms_offers_the_email_method(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
+async fn refused_sms_offers_the_email_method_postgres() {
+    refused_sms_offers_the_email_method(Backend::Postgres).await;
+}
+
+async fn refused_sms_offers_the_email_method(backend: Backend) {
+    let Some(world) = World::start_or_skip(backend).await else {
+        return;
+    };
+    let (email, phone) = dana_with_email_and_phone(&world).await;
 
     // From now on the SMS provider refuses every message for good.
     world.sms.set_status(400).expect("sink status");
@@ -253,7 +332,7 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
         .reset()
         .send_code(reset::SendCodeRequest {
             session_id: started.session_id.clone(),
-            method_id: phone.method_id.clone(),
+            method_id: phone.clone(),
             ..Default::default()
         })
         .await
@@ -261,7 +340,7 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
     let failed = wait_state(
         &world,
         &started.session_id,
-        &phone.method_id,
+        &phone,
         CodeDeliveryState::Failed,
     )
     .await;
@@ -270,7 +349,7 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
         .iter()
         .map(|m| m.method_id.as_str())
         .collect();
-    assert_eq!(offered, [email.method_id.as_str()]);
+    assert_eq!(offered, [email.as_str()]);
     assert_eq!(failed.alternatives[0].kind, MethodKind::Email as i32);
     assert!(
         !failed.alternatives[0].masked_destination.contains("dana"),
@@ -279,21 +358,15 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
 
     // Dana switches to her email and finishes.
     let code = world
-        .send_reset_code(&started.session_id, &email.method_id, EMAIL)
+        .send_reset_code(&started.session_id, &email, EMAIL)
         .await
         .expect("the code mail");
-    wait_state(
-        &world,
-        &started.session_id,
-        &email.method_id,
-        CodeDeliveryState::Sent,
-    )
-    .await;
+    wait_state(&world, &started.session_id, &email, CodeDeliveryState::Sent).await;
     world
         .reset()
         .verify_code(reset::VerifyCodeRequest {
             session_id: started.session_id.clone(),
-            method_id: email.method_id.clone(),
+            method_id: email.clone(),
             code,
         })
         .await
@@ -307,7 +380,7 @@ async fn refused_sms_offers_the_email_method(backend: Backend) {
         .await
         .expect("the password is set");
     // Completed: the session is unknown to GetCodeStatus as to every other call.
-    let e = status(&world, &started.session_id, &phone.method_id)
+    let e = status(&world, &started.session_id, &phone)
         .await
         .expect_err("the session is completed");
     assert_eq!(e.code(), Code::Unauthenticated);

@@ -3,7 +3,8 @@
 //! [`Verification`] holds what the endpoints share; [`router`] maps each subject of
 //! `sspr.rpc.verification.*` to its handler. The issuing and checking paths are shared by the
 //! reset endpoints ([`reset`]) and the registration endpoints ([`registration`]) so both purposes
-//! follow the same rules and emit the same events.
+//! follow the same rules and emit the same events. [`code_status`] answers where a reset code's
+//! delivery stands (from the states [`crate::delivery_events`] keeps).
 //!
 //! Spans carry only `user_id`, `flow_id` and `method_id`; never a code, token, destination or
 //! password.
