@@ -2,10 +2,10 @@
 //! process-wide work tallies of `sspr_bus::work`, which other tests running in the same
 //! process would disturb; the two tests here take turns).
 //!
-//! - `every_path_does_the_same_work_before_answering`: StartReset, SendCode and a wrong
-//!   VerifyCode for a real user, an unknown id, a user out of scope and a disabled user make
-//!   the same internal requests and the same number of database statements in every service on
-//!   the way, counted by the bus and the storage layer. Fails on any difference.
+//! - `every_path_does_the_same_work_before_answering`: StartReset, SendCode, GetCodeStatus and
+//!   a wrong VerifyCode for a real user, an unknown id, a user out of scope and a disabled user
+//!   make the same internal requests and the same number of database statements in every
+//!   service on the way, counted by the bus and the storage layer. Fails on any difference.
 //! - `latency_distributions_are_reported`: ≥ 200 timed calls per kind of user, interleaved;
 //!   prints medians, p99 and the Kolmogorov–Smirnov statistic against the real user. These are
 //!   figures for the reader, not a pass/fail gate (shared machines make timing gates flaky).
@@ -28,6 +28,7 @@ const PATH: &[&str] = &[
     "sspr.rpc.verification.start_reset",
     "sspr.rpc.verification.send_code",
     "sspr.rpc.verification.verify_code",
+    "sspr.rpc.verification.get_code_status",
     "sspr.rpc.directory.get_user",
     "sspr.rpc.policy.evaluate",
     "sspr.rpc.enrolment.list_methods",
@@ -86,6 +87,15 @@ async fn one_probe(world: &World, probe: Probe) -> Tally {
         })
         .await
         .expect("send");
+    // Pending or sent for a real user (whichever the delivery reached), pending for a decoy:
+    // the same reads either way.
+    client
+        .get_code_status(reset::GetCodeStatusRequest {
+            session_id: started.session_id.clone(),
+            method_id: method.clone(),
+        })
+        .await
+        .expect("status");
     client
         .verify_code(reset::VerifyCodeRequest {
             session_id: started.session_id,
@@ -112,7 +122,7 @@ async fn same_work(backend: Backend) {
             tallies.push((probe, one_probe(&world, probe).await));
         }
     }
-    println!("\nwork per StartReset + SendCode + wrong VerifyCode ({backend:?}):");
+    println!("\nwork per StartReset + SendCode + GetCodeStatus + wrong VerifyCode ({backend:?}):");
     println!(
         "{:<14} {:<40} {:>5} {:>10}",
         "user", "subject", "calls", "statements"

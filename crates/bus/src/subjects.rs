@@ -19,6 +19,12 @@ pub const AUDIT_CONSUMER: &str = "sspr-audit";
 pub const ENROLMENT_USER_DELETED_CONSUMER: &str = "sspr-enrolment-user-deleted";
 /// Durable pull consumer of `user.deleted` on [`EVENTS_STREAM`] shared by verification replicas.
 pub const VERIFICATION_USER_DELETED_CONSUMER: &str = "sspr-verification-user-deleted";
+/// Durable pull consumer of `code.*` on [`EVENTS_STREAM`] shared by verification replicas: the
+/// delivery states of issued codes (`code.delivered`, `code.delivery_confirmed`,
+/// `code.delivery_failed`; the other `code.*` events are skipped).
+pub const VERIFICATION_CODE_DELIVERY_CONSUMER: &str = "sspr-verification-code-delivery";
+/// What [`VERIFICATION_CODE_DELIVERY_CONSUMER`] is filtered to.
+pub const CODE_EVENTS_WILDCARD: &str = "sspr.events.v1.code.*";
 
 /// Durable pull consumer of `password.changed` on [`EVENTS_STREAM`] shared by notification
 /// replicas (password-changed mails and admin alerts).

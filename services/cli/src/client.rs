@@ -495,6 +495,14 @@ pub enum ResetCommand {
         #[arg(long, allow_hyphen_values = true)]
         code: String,
     },
+    /// Where the last code sent to a method stands (pending, sent, failed, expired) and, when
+    /// it failed or expired, the other methods to ask a code for instead.
+    Status {
+        #[arg(long, allow_hyphen_values = true)]
+        session: String,
+        #[arg(long, allow_hyphen_values = true)]
+        method: String,
+    },
     /// Show the security questions picked for a security-questions method.
     Questions {
         #[arg(long, allow_hyphen_values = true)]
@@ -619,6 +627,18 @@ fn methods_json(methods: &[ContactMethod]) -> Value {
             .map(|m| json!({"method_id": m.method_id, "kind": kind_name(m.kind), "masked_destination": m.masked_destination}))
             .collect(),
     )
+}
+
+/// GetCodeStatus as the CLI prints it: `state` as a lowercase word, `alternatives` as methods.
+fn code_status_json(r: &reset::GetCodeStatusResponse) -> Value {
+    let state = match reset::CodeDeliveryState::try_from(r.state) {
+        Ok(reset::CodeDeliveryState::Pending) => "pending",
+        Ok(reset::CodeDeliveryState::Sent) => "sent",
+        Ok(reset::CodeDeliveryState::Failed) => "failed",
+        Ok(reset::CodeDeliveryState::Expired) => "expired",
+        _ => "unspecified",
+    };
+    json!({"state": state, "alternatives": methods_json(&r.alternatives)})
 }
 
 fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
@@ -1274,6 +1294,21 @@ pub async fn reset(args: &GatewayArgs, command: ResetCommand) -> anyhow::Result<
                 "unlock_available": r.unlock_available,
             }));
         }
+        ResetCommand::Status { session, method } => {
+            let r = client
+                .get_code_status(request(
+                    args,
+                    reset::GetCodeStatusRequest {
+                        session_id: session,
+                        method_id: method,
+                    },
+                    None,
+                )?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(code_status_json(&r));
+        }
         ResetCommand::Questions { session, method } => {
             let r = client
                 .get_security_questions(request(
@@ -1402,6 +1437,49 @@ mod tests {
     struct RegisterCli {
         #[command(subcommand)]
         command: RegisterCommand,
+    }
+
+    #[test]
+    fn reset_status_parses_and_prints_a_lowercase_state_and_the_alternatives() {
+        let cli = ResetCli::try_parse_from([
+            "sspr",
+            "status",
+            "--session",
+            "-abc_DEF",
+            "--method",
+            "m-sms-1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            ResetCommand::Status { session, method } if session == "-abc_DEF" && method == "m-sms-1"
+        ));
+        let printed = code_status_json(&reset::GetCodeStatusResponse {
+            state: reset::CodeDeliveryState::Failed as i32,
+            alternatives: vec![ContactMethod {
+                method_id: "m-email-1".into(),
+                kind: MethodKind::Email as i32,
+                masked_destination: "a•••@e•••.com".into(),
+            }],
+        });
+        assert_eq!(
+            printed,
+            json!({"state": "failed", "alternatives": [
+                {"method_id": "m-email-1", "kind": "email", "masked_destination": "a•••@e•••.com"}
+            ]})
+        );
+        for (state, word) in [
+            (reset::CodeDeliveryState::Pending, "pending"),
+            (reset::CodeDeliveryState::Sent, "sent"),
+            (reset::CodeDeliveryState::Expired, "expired"),
+            (reset::CodeDeliveryState::Unspecified, "unspecified"),
+        ] {
+            let printed = code_status_json(&reset::GetCodeStatusResponse {
+                state: state as i32,
+                alternatives: Vec::new(),
+            });
+            assert_eq!(printed, json!({"state": word, "alternatives": []}));
+        }
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub fn durable_consumers() -> Vec<(&'static str, pull::Config)> {
         ),
         (
             subjects::EVENTS_STREAM,
+            sspr_verification::delivery_events::consumer_spec().config(),
+        ),
+        (
+            subjects::EVENTS_STREAM,
             sspr_notification::password_changed::consumer_spec().config(),
         ),
         (

@@ -49,6 +49,9 @@ pub enum Error {
     /// A code was asked for a method that has none (security questions).
     #[error("security questions have no code to send: answer them instead")]
     NothingToSend,
+    /// GetCodeStatus for a method of the flow that no code was sent to.
+    #[error("no code was sent to this method")]
+    NoCodeSent,
     /// A security-questions step that cannot run now; the text says why.
     #[error("{0}")]
     Questions(&'static str),
@@ -122,7 +125,7 @@ impl From<Error> for RpcError {
             }
             Error::Rejected(r @ Rejection::Wrong { .. }) => RpcError::invalid_argument(r.message()),
             Error::Rejected(r) => RpcError::failed_precondition(r.message()),
-            e @ (Error::NothingToSend | Error::Questions(_)) => {
+            e @ (Error::NothingToSend | Error::NoCodeSent | Error::Questions(_)) => {
                 RpcError::failed_precondition(e.to_string())
             }
             e @ Error::WrongAnswers { .. } => RpcError::invalid_argument(e.to_string()),
@@ -213,6 +216,11 @@ mod tests {
                 Error::Rejected(Rejection::TooManyAttempts),
                 ErrorCode::FailedPrecondition,
                 "too many wrong codes, request a new one",
+            ),
+            (
+                Error::NoCodeSent,
+                ErrorCode::FailedPrecondition,
+                "no code was sent to this method",
             ),
             (
                 Error::NotVerified(1),

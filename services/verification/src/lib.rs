@@ -13,9 +13,12 @@
 //! - Unknown, disabled, out-of-scope and unregistered users get decoy flows with the same shape,
 //!   statuses and messages as real ones; a decoy never delivers anything and never verifies.
 //! - A `user.deleted` event ([`user_deleted`]) deletes the user's reset sessions and codes, once.
+//! - Notification's delivery events ([`delivery_events`]) move each code's delivery state
+//!   forward, once; GetCodeStatus answers from it and, after a failure, offers other methods.
 
 pub mod adapters;
 mod config;
+pub mod delivery_events;
 pub mod domain;
 mod error;
 pub mod handlers;
@@ -38,9 +41,9 @@ pub const SERVICE: &str = "verification";
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const KEEP_EXPIRED_FOR: chrono::Duration = chrono::Duration::hours(24);
 
-/// Migrates, ensures the streams, starts the outbox relay and the `user.deleted` consumer and
-/// serves the NATS endpoints until `shutdown` is cancelled; then drains requests, the event in
-/// hand and the outbox.
+/// Migrates, ensures the streams, starts the outbox relay, the `user.deleted` and code-delivery
+/// consumers and serves the NATS endpoints until `shutdown` is cancelled; then drains
+/// requests, the events in hand and the outbox.
 pub async fn run(
     ctx: ServiceContext,
     config: Config,
@@ -58,9 +61,15 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    // A child token: it also stops the consumer when serving ends on its own (an error).
+    // A child token: it also stops the consumers when serving ends on its own (an error).
     let stop_forgetting = shutdown.child_token();
     let forgetting = tokio::spawn(user_deleted::consume(
+        ctx.bus.clone(),
+        store.clone(),
+        ctx.clock.clone(),
+        stop_forgetting.clone(),
+    ));
+    let tracking = tokio::spawn(delivery_events::consume(
         ctx.bus.clone(),
         store.clone(),
         ctx.clock.clone(),
@@ -83,10 +92,13 @@ pub async fn run(
     )
     .await;
 
-    // The consumer finishes the message in hand and returns.
+    // The consumers finish the message in hand and return.
     stop_forgetting.cancel();
     if let Err(e) = forgetting.await {
         tracing::error!(error = %e, "the user.deleted consumer panicked");
+    }
+    if let Err(e) = tracking.await {
+        tracing::error!(error = %e, "the code-delivery consumer panicked");
     }
     let _ = purge.await;
     emitter.finish(&ctx).await;

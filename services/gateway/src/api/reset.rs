@@ -257,10 +257,25 @@ impl PasswordReset for ResetApi {
 
     async fn get_code_status(
         &self,
-        _request: Request<sspr_proto::reset::v1::GetCodeStatusRequest>,
+        request: Request<sspr_proto::reset::v1::GetCodeStatusRequest>,
     ) -> Result<Response<sspr_proto::reset::v1::GetCodeStatusResponse>, Status> {
-        Err(Status::unimplemented(
-            "PasswordReset.GetCodeStatus is not built yet",
-        ))
+        let call = Call::start(SERVICE_NAME, "GetCodeStatus", request.metadata());
+        let req = request.into_inner();
+        call.run(async {
+            let internal = internal::GetCodeStatusRequest {
+                session_id: input::session_id(&req.session_id)?.to_owned(),
+                method_id: input::method_id(&req.method_id)?.to_owned(),
+            };
+            let resp: internal::GetCodeStatusResponse = self
+                .edge
+                .bus()
+                .request(subject::GET_CODE_STATUS, &internal)
+                .await?;
+            Ok(sspr_proto::reset::v1::GetCodeStatusResponse {
+                state: resp.state,
+                alternatives: resp.alternatives,
+            })
+        })
+        .await
     }
 }

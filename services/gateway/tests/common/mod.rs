@@ -173,6 +173,15 @@ fn verification_stand_in(recorder: &Arc<Recorder>) -> Router {
             unlock_available: true,
         },
     );
+    let r = stand_in(
+        r,
+        recorder,
+        verification::GET_CODE_STATUS,
+        |_: ver::GetCodeStatusRequest| ver::GetCodeStatusResponse {
+            state: sspr_proto::reset::v1::CodeDeliveryState::Failed as i32,
+            alternatives: vec![masked_email()],
+        },
+    );
     stand_in(
         r,
         recorder,

@@ -65,6 +65,9 @@ pub mod code {
         pub delivery_id: String,
         /// Id of the code key that hashed the code (`0`: the bare key).
         pub key_id: String,
+        /// `pending`, `sent`, `confirmed`, `failed` or `expired` (`domain::delivery`), from
+        /// notification's events; a decoy's stays `pending`.
+        pub delivery_state: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,5 @@
-//! Schema of the verification database: the outbox, `reset_sessions`, `codes` and
-//! `processed_events` (the `user.deleted` events already applied).
+//! Schema of the verification database: the outbox, `reset_sessions`, `codes` (with each
+//! code's delivery state) and `processed_events` (the consumed events already applied).
 //!
 //! Migrations are append-only: a released migration is never edited, a change is a new one.
 
@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateThrottleTables),
             Box::new(AddKeyIdAndVerifiedAt),
             Box::new(super::phone_ledger::CreatePhoneLedger),
+            Box::new(AddDeliveryState),
         ]
     }
 }
@@ -575,6 +576,74 @@ impl MigrationTrait for AddKeyIdAndVerifiedAt {
                 Table::alter()
                     .table(Codes::Table)
                     .drop_column(KeyIdColumns::KeyId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `codes.delivery_state`: where the code's delivery stands (`pending`, `sent`, `confirmed`,
+/// `failed`, `expired`; see `domain::delivery`), kept from notification's events, and an index
+/// to find a code by the delivery id those events carry. Codes issued before it start as
+/// `pending` (their events, still in `SSPR_EVENTS`, move them on when the consumer first runs).
+///
+/// Named `m0006_…` like the phone ledger's migration before it: names only need to be unique,
+/// and the order is this list's.
+struct AddDeliveryState;
+
+impl MigrationName for AddDeliveryState {
+    fn name(&self) -> &str {
+        "m0006_add_delivery_state"
+    }
+}
+
+#[derive(DeriveIden)]
+enum DeliveryStateColumn {
+    DeliveryState,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDeliveryState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(DeliveryStateColumn::DeliveryState)
+                            .string_len(16)
+                            .not_null()
+                            .default("pending"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_codes_delivery_id")
+                    .table(Codes::Table)
+                    .col(Codes::DeliveryId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("idx_codes_delivery_id")
+                    .table(Codes::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(DeliveryStateColumn::DeliveryState)
                     .to_owned(),
             )
             .await

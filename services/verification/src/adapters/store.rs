@@ -12,6 +12,9 @@
 //!   reads again and decides again.
 //! - Forgetting a deleted user (all reset sessions and codes) and recording the `user.deleted`
 //!   event as processed commit together: a redelivered event deletes nothing twice.
+//! - A code's delivery state moves only forward (`domain::delivery`): the update is conditional
+//!   on the state being one that may precede the new one, and it commits together with the
+//!   processed-event row of the event that caused it.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -23,6 +26,7 @@ use sspr_storage::outbox::{self, OutboxMessage};
 
 use super::entities::{code, processed_event, reset_session};
 use crate::domain::code::{TooSoon, may_resend};
+use crate::domain::delivery::DeliveryState;
 use crate::domain::questions::QuestionChallenge;
 use crate::domain::{
     CodeHash, CodeState, FlowId, Locale, MethodId, Purpose, ResetSession, SessionMethod,
@@ -75,6 +79,26 @@ pub struct StoredCode {
     pub state: CodeState,
     /// Id of the code key that hashed it (`0`: the bare key).
     pub key_id: String,
+}
+
+/// The last code issued for a method in a flow, as GetCodeStatus reads it.
+#[derive(Debug, Clone)]
+pub struct LastCode {
+    pub delivery_id: String,
+    pub delivery_state: DeliveryState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What recording a delivery event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryUpdate {
+    /// The code moved to the new state.
+    Moved,
+    /// No code has that delivery id (purged, forgotten, or never ours), or its state is already
+    /// final or later: nothing changed (the event is recorded as processed all the same).
+    Unchanged,
+    /// The event was applied before: nothing changed.
+    AlreadyProcessed,
 }
 
 /// How the resend throttle is scoped.
@@ -187,6 +211,7 @@ impl Store {
             voided: Set(false),
             delivery_id: Set(new.delivery_id),
             key_id: Set(new.key_id),
+            delivery_state: Set(DeliveryState::Pending.as_str().to_owned()),
         }
         .insert(&txn)
         .await?;
@@ -471,20 +496,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<(u64, u64)>, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
-        // Write first: the processed-event row is the idempotency key (and takes the SQLite
-        // write lock up front).
-        let inserted = processed_event::Entity::insert(processed_event::ActiveModel {
-            event_id: Set(event_id.to_string()),
-            processed_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(processed_event::Column::EventId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        if inserted == 0 {
+        if !mark_processed(&txn, event_id, now).await? {
             txn.rollback().await?;
             return Ok(None);
         }
@@ -498,6 +510,60 @@ impl Store {
             .await?;
         txn.commit().await?;
         Ok(Some((sessions.rows_affected, codes.rows_affected)))
+    }
+
+    /// Moves the code of `delivery_id` to `state` if its current state may precede it, and
+    /// records `event_id` as processed, in one transaction.
+    pub async fn record_delivery_state(
+        &self,
+        event_id: &uuid::Uuid,
+        delivery_id: &str,
+        state: DeliveryState,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryUpdate, StoreError> {
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        if !mark_processed(&txn, event_id, now).await? {
+            txn.rollback().await?;
+            return Ok(DeliveryUpdate::AlreadyProcessed);
+        }
+        let updated = code::Entity::update_many()
+            .col_expr(code::Column::DeliveryState, Expr::value(state.as_str()))
+            .filter(code::Column::DeliveryId.eq(delivery_id))
+            .filter(
+                code::Column::DeliveryState.is_in(state.predecessors().iter().map(|s| s.as_str())),
+            )
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(if updated.rows_affected > 0 {
+            DeliveryUpdate::Moved
+        } else {
+            DeliveryUpdate::Unchanged
+        })
+    }
+
+    /// The last code issued for `key` in `flow` (used, voided or not).
+    pub async fn last_code(
+        &self,
+        key: CodeKey<'_>,
+        flow: &FlowId,
+    ) -> Result<Option<LastCode>, StoreError> {
+        let row = code::Entity::find()
+            .filter(code::Column::Purpose.eq(key.purpose.as_str()))
+            .filter(code::Column::UserId.eq(key.user_id.as_str()))
+            .filter(code::Column::MethodId.eq(key.method_id.as_str()))
+            .filter(code::Column::FlowId.eq(flow.as_str()))
+            .order_by_desc(code::Column::CreatedAt)
+            .order_by_desc(code::Column::Id)
+            .one(&self.db)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(LastCode {
+            delivery_state: DeliveryState::from_db(&row.delivery_state)
+                .ok_or(StoreError::Corrupt("codes"))?,
+            delivery_id: row.delivery_id,
+            created_at: row.created_at,
+        }))
     }
 
     /// Deletes sessions and codes that expired before `before`; returns how many rows went.
@@ -541,6 +607,27 @@ async fn last_issued_at<C: sea_orm::ConnectionTrait>(
         .one(conn)
         .await?;
     Ok(row.map(|r| r.created_at))
+}
+
+/// Records `event_id` as processed; `false` when it already was. Written first in a
+/// transaction: the row is the idempotency key (and takes the SQLite write lock up front).
+async fn mark_processed(
+    txn: &DatabaseTransaction,
+    event_id: &uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let inserted = processed_event::Entity::insert(processed_event::ActiveModel {
+        event_id: Set(event_id.to_string()),
+        processed_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(processed_event::Column::EventId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    Ok(inserted > 0)
 }
 
 async fn enqueue_all(

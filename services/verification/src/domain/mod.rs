@@ -1,9 +1,10 @@
 //! The verification rules, free of IO: codes and their state machine, reset sessions and
-//! their tokens, decoys, typed request values. Time always comes from the caller (a clock),
-//! randomness from the OS CSPRNG.
+//! their tokens, decoys, code delivery states, typed request values. Time always comes from
+//! the caller (a clock), randomness from the OS CSPRNG.
 
 pub mod code;
 pub mod decoy;
+pub mod delivery;
 pub mod destination;
 pub mod ids;
 pub mod phone_guard;

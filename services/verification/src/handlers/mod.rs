@@ -3,11 +3,13 @@
 //! [`Verification`] holds what the endpoints share; [`router`] maps each subject of
 //! `sspr.rpc.verification.*` to its handler. The issuing and checking paths are shared by the
 //! reset endpoints ([`reset`]) and the registration endpoints ([`registration`]) so both purposes
-//! follow the same rules and emit the same events.
+//! follow the same rules and emit the same events. [`code_status`] answers where a reset code's
+//! delivery stands (from the states [`crate::delivery_events`] keeps).
 //!
 //! Spans carry only `user_id`, `flow_id` and `method_id`; never a code, token, destination or
 //! password.
 
+mod code_status;
 mod password_check;
 pub(crate) mod phone_guard;
 mod questions;
@@ -72,6 +74,9 @@ pub fn router(service: Arc<Verification>) -> Router {
     });
     let router = route(router, rpc::VERIFY_CODE, &service, |s, r| async move {
         s.verify_code(r).await
+    });
+    let router = route(router, rpc::GET_CODE_STATUS, &service, |s, r| async move {
+        s.get_code_status(r).await
     });
     let router = route(router, rpc::COMPLETE_RESET, &service, |s, r| async move {
         s.complete_reset(r).await
