@@ -14,6 +14,7 @@ use sspr_runtime::CodeKeys;
 use sspr_runtime::settings::{self, ConfigError, Secret};
 
 use crate::adapters::template_dir;
+use crate::domain::retry::RetryPolicy;
 use crate::domain::templates::Templates;
 
 pub const SMTP_URL_VAR: &str = "SSPR_SMTP_URL";
@@ -169,6 +170,8 @@ pub struct Config {
     pub code_keys: CodeKeys,
     /// The mail templates: built-in, with the overrides of `SSPR_TEMPLATE_DIR` when set.
     pub templates: Arc<Templates>,
+    /// How failed code deliveries are retried (the defaults; tests shorten the delays).
+    pub retry: RetryPolicy,
 }
 
 impl Config {
@@ -211,6 +214,7 @@ impl Config {
             sms_files_dir: None,
             code_keys: CodeKeys::single(code_key),
             templates: Arc::new(Templates::builtin()),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -242,6 +246,7 @@ impl Config {
             sms_files_dir: None,
             code_keys,
             templates: Arc::new(templates),
+            retry: RetryPolicy::default(),
         })
     }
 }

@@ -100,6 +100,7 @@ pub async fn run(
         clock: ctx.clock.clone(),
         templates: config.templates.clone(),
         helpdesk: helpdesk.clone(),
+        retry: config.retry,
     });
     let notifier = Arc::new(password_changed::Notifier {
         store: store.clone(),
