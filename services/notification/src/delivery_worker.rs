@@ -565,7 +565,7 @@ fn parse_delivery(
 ) -> Result<
     CodeDelivery,
     (
-        Option<DeliveryHeader>,
+        Option<Box<DeliveryHeader>>,
         crate::domain::delivery::InvalidDelivery,
     ),
 > {

@@ -322,7 +322,9 @@ pub struct RawDelivery<'a> {
 impl CodeDelivery {
     /// Checks every field. The header is returned with the error when it could be read, so the
     /// failure can be recorded against the delivery.
-    pub fn parse(raw: RawDelivery<'_>) -> Result<Self, (Option<DeliveryHeader>, InvalidDelivery)> {
+    pub fn parse(
+        raw: RawDelivery<'_>,
+    ) -> Result<Self, (Option<Box<DeliveryHeader>>, InvalidDelivery)> {
         let id = DeliveryId::parse(raw.id).map_err(|e| (None, e))?;
         let channel = raw.channel.ok_or((None, InvalidDelivery::Kind))?;
         let purpose = raw.purpose.ok_or((None, InvalidDelivery::Purpose))?;
@@ -341,7 +343,7 @@ impl CodeDelivery {
             flow_id,
             method_id,
         };
-        let fail = |e| (Some(header.clone()), e);
+        let fail = |e| (Some(Box::new(header.clone())), e);
         let destination = Destination::parse(channel, raw.destination).map_err(fail)?;
         let code = Code::parse(raw.code).map_err(fail)?;
         let (issued_at, expires_at) = match (raw.issued_at, raw.expires_at) {
