@@ -34,7 +34,8 @@ use sspr_runtime::{Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    Config, DEFAULT_MAIL_FROM, MailTransport, SmsWebhookUrl, SmtpUrl, default_mail_from,
+    Config, DEFAULT_MAIL_FROM, MailTransport, SmsWebhookUrl, SmtpCredentials, SmtpOptions, SmtpTls,
+    SmtpTlsCa, SmtpUrl, default_mail_from,
 };
 pub use lettre::message::Mailbox;
 
@@ -64,8 +65,16 @@ pub async fn run(
 
     let (mailer, smtp): (SharedMailer, Option<Arc<SmtpMailer>>) = match config.mail {
         MailTransport::Smtp { url } => {
-            tracing::info!(smtp = %url, from = %config.mail_from, "mail goes to the SMTP server");
-            let smtp = Arc::new(SmtpMailer::new(url, config.mail_from.clone()));
+            tracing::info!(
+                smtp = %url,
+                from = %config.mail_from,
+                login = config.smtp.credentials.is_some(),
+                "mail goes to the SMTP server"
+            );
+            let smtp = Arc::new(
+                SmtpMailer::new(url, &config.smtp, config.mail_from.clone())
+                    .context("setting up the SMTP client")?,
+            );
             (smtp.clone(), Some(smtp))
         }
         MailTransport::Files { dir } => {
