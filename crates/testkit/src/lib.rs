@@ -36,5 +36,5 @@ pub use nats::{NATS_SERVER_BIN_ENV, NatsConfig, NatsServer};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use process::{Exited, RunningService, ServiceBinary, UNREACHABLE_NATS_URL};
 pub use slapd::{REQUIRE_LDAP_TESTS_ENV, SLAPD_BIN, Slapd};
-pub use smtp::{ReceivedMail, SmtpSink};
+pub use smtp::{ReceivedMail, SmtpSink, SmtpSinkOptions, SmtpSinkTls};
 pub use support::{free_port, init_test_tracing, random_code_key};
