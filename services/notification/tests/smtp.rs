@@ -83,7 +83,7 @@ async fn a_connection_whose_transaction_failed_is_not_reused() -> anyhow::Result
     mailer.send(&mail(1)).await?;
     assert_eq!(sink.connection_count(), 1);
     sink.reject_next(1, 451);
-    let failure = mailer.send(&mail(2)).await.err().expect("deferred");
+    let failure = mailer.send(&mail(2)).await.expect_err("deferred");
     assert_eq!(failure.kind, FailureKind::Transient);
     assert!(failure.detail.contains("reply 451"), "{}", failure.detail);
     mailer.send(&mail(3)).await?;
@@ -93,7 +93,7 @@ async fn a_connection_whose_transaction_failed_is_not_reused() -> anyhow::Result
         "the connection that saw the failed transaction was reused"
     );
     sink.reject_next(1, 550);
-    let failure = mailer.send(&mail(4)).await.err().expect("refused");
+    let failure = mailer.send(&mail(4)).await.expect_err("refused");
     assert_eq!(failure.kind, FailureKind::Permanent);
     assert!(
         !failure.detail.contains("user4@example.com"),
@@ -143,7 +143,7 @@ async fn a_server_without_starttls_is_refused_when_it_is_required() -> anyhow::R
         &format!("{}?tls=starttls", sink.url()),
         &SmtpOptions::default(),
     )?;
-    let failure = mailer.send(&mail(1)).await.err().expect("refused");
+    let failure = mailer.send(&mail(1)).await.expect_err("refused");
     assert_eq!(failure.kind, FailureKind::Transient);
     assert!(
         failure.detail.contains("does not offer STARTTLS"),
@@ -161,7 +161,7 @@ async fn an_untrusted_certificate_is_refused_with_a_clear_reason() -> anyhow::Re
         let sink = SmtpSink::start_with(SmtpSinkOptions { tls, login: None }).await?;
         // System roots only: the sink's private CA is not among them.
         let mailer = mailer(&sink.url(), &SmtpOptions::default())?;
-        let failure = mailer.send(&mail(1)).await.err().expect("refused");
+        let failure = mailer.send(&mail(1)).await.expect_err("refused");
         assert!(
             failure.detail.contains("certificate not trusted")
                 && failure.detail.contains("SSPR_SMTP_TLS_CA"),
@@ -196,8 +196,7 @@ async fn the_login_is_given_and_a_wrong_password_is_reported_without_it() -> any
     let failure = mailer(&sink.url(), &options)?
         .send(&mail(2))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         failure
             .detail
