@@ -88,6 +88,28 @@ async fn email_code_is_mailed_recorded_and_announced() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn codes_go_over_starttls_when_the_url_requires_it() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::StartTls).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "tls@example.com",
+        "97531864",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["tls@example.com"], WAIT)
+        .await?;
+    assert!(mail.text_body().unwrap_or_default().contains("97531864"));
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!((record.attempts, record.provider.as_str()), (1, "smtp"));
+    assert_eq!(h.smtp.tls_sessions(), 1);
+    h.stop().await
+}
+
+#[tokio::test]
 async fn mails_follow_purpose_and_locale_with_english_fallback() -> anyhow::Result<()> {
     let mut h = Harness::start(Setup::Standard).await?;
     let fr = delivery(

@@ -17,7 +17,7 @@ use prost::Message;
 use sspr_bus::{Bus, BusConfig, BusError, subjects};
 use sspr_notification::adapters::db::{DbDeliveryStore, dead_letters};
 use sspr_notification::domain::retry::RetryPolicy;
-use sspr_notification::{Config, MailTransport, SmsWebhookUrl, SmtpUrl};
+use sspr_notification::{Config, MailTransport, SmsWebhookUrl, SmtpTlsCa, SmtpUrl};
 use sspr_proto::common::v1::MethodKind;
 use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed, CodePurpose};
 use sspr_proto::internal::notification::v1::{
@@ -25,7 +25,7 @@ use sspr_proto::internal::notification::v1::{
 };
 use sspr_runtime::{Secret, ServiceContext};
 use sspr_storage::outbox::OutboxSignal;
-use sspr_testkit::{HttpSink, NatsServer, SmtpSink, TestDb};
+use sspr_testkit::{HttpSink, NatsServer, SmtpSink, SmtpSinkOptions, SmtpSinkTls, TestDb};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,8 @@ pub enum Setup {
     NoSms,
     /// Mail written as .eml files into the harness's mail dir.
     Files,
+    /// SMTP to a sink that offers STARTTLS (required by the URL), trusting the sink's CA.
+    StartTls,
 }
 
 pub struct Harness {
@@ -64,7 +66,16 @@ impl Harness {
         // Installs the OpenTelemetry layer (no exporter) so spans carry real trace ids.
         let _ = sspr_telemetry::init("sspr-notification-test");
         let nats = NatsServer::start().await?;
-        let smtp = SmtpSink::start().await?;
+        let smtp = match setup {
+            Setup::StartTls => {
+                SmtpSink::start_with(SmtpSinkOptions {
+                    tls: SmtpSinkTls::StartTls,
+                    login: None,
+                })
+                .await?
+            }
+            _ => SmtpSink::start().await?,
+        };
         let http = HttpSink::start().await?;
         let mail_dir = tempfile::tempdir()?;
         let key = sspr_testkit::random_code_key();
@@ -79,6 +90,9 @@ impl Harness {
         };
         let mut config = Config::new(mail, Secret::new(key));
         config.retry = fast_retry();
+        if let Some(ca) = smtp.ca_file() {
+            config.smtp.tls_ca = Some(SmtpTlsCa::load(&ca).map_err(anyhow::Error::msg)?);
+        }
         if matches!(setup, Setup::Files) {
             // `sspr dev`: no SMS provider, SMS written as files.
             config.sms_files_dir = Some(mail_dir.path().join("sms"));
