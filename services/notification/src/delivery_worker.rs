@@ -72,6 +72,9 @@ use crate::ports::{
 pub const MAX_IN_FLIGHT: usize = 32;
 /// How long the server waits for an ack before redelivering (longer than any send timeout).
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+// A send gives up before the server would redeliver the message it is working on.
+const _: () = assert!(crate::adapters::smtp::SEND_TIMEOUT.as_secs() < ACK_WAIT.as_secs());
+
 /// The consumer's `max_deliver`: unlimited (-1), see the module header.
 pub const MAX_DELIVER: i64 = -1;
 

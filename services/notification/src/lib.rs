@@ -71,6 +71,11 @@ pub async fn run(
                 login = config.smtp.credentials.is_some(),
                 "mail goes to the SMTP server"
             );
+            if config.smtp.credentials.is_some() && url.tls() == SmtpTls::None {
+                tracing::warn!(
+                    "SSPR_SMTP_USER is set but SSPR_SMTP_URL uses no TLS: the login crosses the network in clear"
+                );
+            }
             let smtp = Arc::new(
                 SmtpMailer::new(url, &config.smtp, config.mail_from.clone())
                     .context("setting up the SMTP client")?,

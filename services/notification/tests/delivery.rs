@@ -207,6 +207,7 @@ async fn sms_code_goes_to_the_webhook() -> anyhow::Result<()> {
 
     let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
     assert_eq!(record.kind, MethodKind::Sms as i32);
+    assert_eq!(record.provider, "webhook");
     let (event, raw, _) = h.wait_code_delivered(&d.delivery_id).await?;
     assert_eq!(event.kind, MethodKind::Sms as i32);
     assert!(!contains_bytes(&raw, b"90817263") && !contains_bytes(&raw, b"+33612345678"));
@@ -292,6 +293,12 @@ async fn sms_without_a_webhook_fails_with_a_clear_reason() -> anyhow::Result<()>
         record.last_error
     );
     assert!(!record.last_error.contains("+33612345678") && !record.last_error.contains("13572468"));
+    assert!(record.dead_lettered);
+    let (event, _) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(
+        (event.reason.as_str(), event.kind),
+        ("rejected", MethodKind::Sms as i32)
+    );
     h.wait_queue_drained().await?;
     assert!(h.http.requests().is_empty());
     h.stop().await
@@ -654,7 +661,8 @@ async fn files_transport_writes_an_eml_with_the_code() -> anyhow::Result<()> {
         "en",
     );
     h.publish(&d, &traceparent().0).await?;
-    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.provider, "files");
     let path = h
         .mail_dir
         .path()

@@ -104,6 +104,44 @@ async fn a_connection_whose_transaction_failed_is_not_reused() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn a_server_that_stalls_is_given_up_at_the_send_timeout_and_its_connection_dropped()
+-> anyhow::Result<()> {
+    // Accepts connections and never greets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let mailer = mailer(&format!("smtp://127.0.0.1:{port}"), &SmtpOptions::default())?
+        .with_send_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let failure = mailer.send(&mail(1)).await.expect_err("timed out");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(failure.kind, FailureKind::Transient);
+    assert!(
+        failure
+            .detail
+            .contains("did not accept the message within 300ms"),
+        "{}",
+        failure.detail
+    );
+    mailer.send(&mail(2)).await.expect_err("timed out again");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the cut connection was reused"
+    );
+    server.abort();
+    Ok(())
+}
+
+#[tokio::test]
 async fn starttls_delivers_over_tls() -> anyhow::Result<()> {
     let sink = SmtpSink::start_with(SmtpSinkOptions {
         tls: SmtpSinkTls::StartTls,

@@ -361,6 +361,9 @@ impl NoticeStore for DbDeliveryStore {
             if status.is_final() {
                 row.finished_at = Set(Some(now));
             }
+            if status == DeliveryStatus::Sent {
+                row.sent_at = Set(Some(now));
+            }
             if let Some(error) = error {
                 row.last_error = Set(Some(error.to_owned()));
             }

@@ -83,6 +83,7 @@ pub struct SmtpMailer {
     hello: ClientId,
     tls: Option<Tls>,
     credentials: Option<Credentials>,
+    send_timeout: Duration,
     slots: Semaphore,
     idle: Mutex<Vec<Idle>>,
 }
@@ -109,9 +110,16 @@ impl SmtpMailer {
             hello: ClientId::default(),
             tls,
             credentials,
+            send_timeout: SEND_TIMEOUT,
             slots: Semaphore::new(POOL_SIZE),
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Another limit than [`SEND_TIMEOUT`] for each send (tests).
+    pub fn with_send_timeout(mut self, limit: Duration) -> Self {
+        self.send_timeout = limit;
+        self
     }
 
     /// Closes idle connections politely (QUIT).
@@ -261,16 +269,16 @@ impl Mailer for SmtpMailer {
         let bytes = message.formatted();
         async {
             let span = tracing::Span::current();
-            let result =
-                match tokio::time::timeout(SEND_TIMEOUT, self.transact(&envelope, &bytes)).await {
-                    Ok(result) => result,
-                    // The transaction's future (and with it the connection) was dropped.
-                    Err(_) => Err(SendFailure::transient(format!(
-                        "the SMTP server {} did not accept the message within {} s",
-                        self.server,
-                        SEND_TIMEOUT.as_secs()
-                    ))),
-                };
+            let limit = self.send_timeout;
+            let sending = self.transact(&envelope, &bytes);
+            let result = match tokio::time::timeout(limit, sending).await {
+                Ok(result) => result,
+                // The transaction's future (and with it the connection) was dropped.
+                Err(_) => Err(SendFailure::transient(format!(
+                    "the SMTP server {} did not accept the message within {limit:?}",
+                    self.server
+                ))),
+            };
             match &result {
                 Ok(code) => {
                     span.record("smtp.reply_code", code);
