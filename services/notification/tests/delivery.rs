@@ -579,6 +579,23 @@ async fn the_consumer_never_lets_the_server_drop_a_delivery() -> anyhow::Result<
         info.config.max_deliver <= 0,
         "a finite max_deliver can drop messages unrecorded"
     );
+
+    // A consumer left by an older version (max_deliver 5) is updated in place.
+    let mut old = sspr_notification::delivery_worker::consumer_config();
+    old.max_deliver = 5;
+    stream.create_consumer(old).await?;
+    let info = stream
+        .consumer_info(sspr_bus::subjects::DELIVERY_CONSUMER)
+        .await?;
+    assert_eq!(info.config.max_deliver, 5);
+    sspr_notification::delivery_worker::ensure_consumer(h.bus.jetstream()).await?;
+    let info = stream
+        .consumer_info(sspr_bus::subjects::DELIVERY_CONSUMER)
+        .await?;
+    assert_eq!(
+        info.config.max_deliver,
+        sspr_notification::delivery_worker::MAX_DELIVER
+    );
     h.stop().await
 }
 
