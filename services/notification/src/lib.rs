@@ -5,7 +5,10 @@
 //! durable consumer ([`delivery_worker`]), opens the delivery with `SSPR_CODE_KEY`, renders the
 //! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS webhook, and
 //! records the outcome ([`adapters::db`]). A successful send commits the SENT record and the
-//! `code.delivered` event in one transaction (outbox). The only request/reply endpoint is
+//! `code.delivered` event in one transaction (outbox); a delivery given up commits FAILED, a
+//! dead letter and `code.delivery_failed` together. Mail goes through one bounded pool of SMTP
+//! connections per replica ([`adapters::smtp`]: `TCP_NODELAY`, optional STARTTLS or implicit
+//! TLS, optional login). The only request/reply endpoint is
 //! `sspr.rpc.notification.get_delivery` ([`handlers`]). A second durable consumer
 //! ([`password_changed`]) mails "your password was changed" to the user's registered emails
 //! after every password change, and alerts the other administrators when the account is an
