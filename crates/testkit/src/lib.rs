@@ -38,5 +38,5 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PrivatePostgres;
 pub use process::{Exited, RunningService, ServiceBinary, UNREACHABLE_NATS_URL};
 pub use slapd::{REQUIRE_LDAP_TESTS_ENV, SLAPD_BIN, Slapd};
-pub use smtp::{ReceivedMail, SmtpSink};
+pub use smtp::{ReceivedMail, SmtpSink, SmtpSinkOptions, SmtpSinkTls};
 pub use support::{free_port, init_test_tracing, random_code_key};

@@ -300,7 +300,7 @@ impl From<anyhow::Error> for SpawnError {
 }
 
 /// Runs a helper tool to completion; its stderr is in the error if it fails.
-async fn run_tool(cmd: &mut Command, name: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn run_tool(cmd: &mut Command, name: &str) -> anyhow::Result<Vec<u8>> {
     let output = cmd.stdin(Stdio::null()).kill_on_drop(true).output();
     let output = tokio::time::timeout(TOOL_TIMEOUT, output)
         .await
@@ -317,7 +317,7 @@ async fn run_tool(cmd: &mut Command, name: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A CA (`ca.pem`) and a server certificate (`server.pem`, `server.key`) for 127.0.0.1.
-async fn generate_certificates(dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn generate_certificates(dir: &Path) -> anyhow::Result<()> {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     run_tool(
         Command::new("openssl")

@@ -4,6 +4,9 @@
 //! Supported: 220 greeting, EHLO (multi-line 250) / HELO, MAIL FROM, RCPT TO, DATA (354, dot
 //! unstuffing, ends at CRLF.CRLF), RSET, NOOP, VRFY, QUIT (221); anything else gets 500. Several
 //! connections at once and several messages per connection (lettre pools connections).
+//! Optionally ([`SmtpSink::start_with`]): STARTTLS (RFC 3207) or implicit TLS, with a CA and a
+//! certificate for 127.0.0.1 made by the `openssl` CLI ([`SmtpSink::ca_file`]), and AUTH PLAIN /
+//! LOGIN required before MAIL.
 //! Invariants: a message is recorded only when the server answers 250 to its DATA, exactly like a
 //! real relay accepting responsibility for it; a rejected message (see [`SmtpSink::reject_next`])
 //! is never recorded.
@@ -99,10 +102,31 @@ struct Rejection {
     text: String,
 }
 
-#[derive(Debug)]
+/// How the sink protects its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmtpSinkTls {
+    /// Plain SMTP; STARTTLS is not offered.
+    #[default]
+    None,
+    /// Plain at first, STARTTLS offered (and the only way to TLS).
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+/// Options of [`SmtpSink::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SmtpSinkOptions {
+    pub tls: SmtpSinkTls,
+    /// When set, AUTH (PLAIN or LOGIN) with this user and password is required before MAIL.
+    pub login: Option<(String, String)>,
+}
+
 struct SmtpState {
     mails: Arc<Collector<ReceivedMail>>,
     connections: AtomicUsize,
+    tls_sessions: AtomicUsize,
+    logins: AtomicUsize,
     rejections: Mutex<VecDeque<Rejection>>,
     /// While set, every message is answered with this code (an outage of the relay).
     refusing: Mutex<Option<u16>>,
@@ -110,6 +134,17 @@ struct SmtpState {
     accept_delay: Mutex<Duration>,
     /// Messages answered with a rejection so far.
     refused: AtomicUsize,
+    tls_mode: SmtpSinkTls,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    login: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for SmtpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpState")
+            .field("tls_mode", &self.tls_mode)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SmtpState {
@@ -135,28 +170,49 @@ pub struct SmtpSink {
     state: Arc<SmtpState>,
     /// The accept loop (which owns every connection); `None` while stopped.
     server: Mutex<Option<JoinHandle<()>>>,
+    /// The CA and server certificate when TLS is on.
+    certs: Option<tempfile::TempDir>,
 }
 
 impl SmtpSink {
-    /// Binds a random port on 127.0.0.1 and starts serving.
+    /// Binds a random port on 127.0.0.1 and starts serving plain SMTP.
     pub async fn start() -> anyhow::Result<SmtpSink> {
+        Self::start_with(SmtpSinkOptions::default()).await
+    }
+
+    /// As [`SmtpSink::start`], with STARTTLS or implicit TLS and/or a required login.
+    pub async fn start_with(options: SmtpSinkOptions) -> anyhow::Result<SmtpSink> {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .context("binding the SMTP sink")?;
         let addr = listener.local_addr().context("SMTP sink address")?;
+        let (acceptor, certs) = match options.tls {
+            SmtpSinkTls::None => (None, None),
+            SmtpSinkTls::StartTls | SmtpSinkTls::Implicit => {
+                let dir = tempfile::tempdir().context("certificate directory")?;
+                crate::slapd::generate_certificates(dir.path()).await?;
+                (Some(tls_acceptor(dir.path())?), Some(dir))
+            }
+        };
         let state = Arc::new(SmtpState {
             mails: Collector::new(),
             connections: AtomicUsize::new(0),
+            tls_sessions: AtomicUsize::new(0),
+            logins: AtomicUsize::new(0),
             rejections: Mutex::new(VecDeque::new()),
             refusing: Mutex::new(None),
             accept_delay: Mutex::new(Duration::ZERO),
             refused: AtomicUsize::new(0),
+            tls_mode: options.tls,
+            acceptor,
+            login: options.login,
         });
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
         Ok(SmtpSink {
             addr,
             state,
             server: Mutex::new(Some(server)),
+            certs,
         })
     }
 
@@ -222,6 +278,21 @@ impl SmtpSink {
             .unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
+    /// The PEM file of the CA that signed the sink's certificate (TLS modes only).
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.certs.as_ref().map(|d| d.path().join("ca.pem"))
+    }
+
+    /// How many TLS handshakes succeeded (STARTTLS or implicit).
+    pub fn tls_sessions(&self) -> usize {
+        self.state.tls_sessions.load(Ordering::SeqCst)
+    }
+
+    /// How many AUTH exchanges succeeded.
+    pub fn logins(&self) -> usize {
+        self.state.logins.load(Ordering::SeqCst)
+    }
+
     /// The socket address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -232,9 +303,14 @@ impl SmtpSink {
         self.addr.port()
     }
 
-    /// `smtp://127.0.0.1:<port>`, the form `SSPR_SMTP_URL` takes.
+    /// The form `SSPR_SMTP_URL` takes: `smtp://127.0.0.1:<port>`, with `?tls=starttls` when
+    /// the sink offers STARTTLS, or `smtps://127.0.0.1:<port>` for implicit TLS.
     pub fn url(&self) -> String {
-        format!("smtp://{}", self.addr)
+        match self.state.tls_mode {
+            SmtpSinkTls::None => format!("smtp://{}", self.addr),
+            SmtpSinkTls::StartTls => format!("smtp://{}?tls=starttls", self.addr),
+            SmtpSinkTls::Implicit => format!("smtps://{}", self.addr),
+        }
     }
 
     /// Every message accepted so far, in order of acceptance.
@@ -347,18 +423,72 @@ struct Transaction {
     to: Vec<String>,
 }
 
+/// The server side of the sink's TLS: the certificate for 127.0.0.1 in `dir`.
+fn tls_acceptor(dir: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .context("reading server.pem")?
+        .collect::<Result<Vec<_>, _>>()
+        .context("parsing server.pem")?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).context("reading server.key")?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the sink's certificate")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn serve_connection(stream: TcpStream, state: Arc<SmtpState>) {
-    if let Err(e) = converse(stream, &state).await {
+    if let Err(e) = serve(stream, &state).await {
         tracing::debug!(error = %e, "SMTP sink connection ended with an error");
     }
 }
 
-async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+async fn serve(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
+    let acceptor = state.acceptor.clone();
+    match (state.tls_mode, acceptor) {
+        (SmtpSinkTls::Implicit, Some(acceptor)) => {
+            let tls = acceptor.accept(stream).await?;
+            state.tls_sessions.fetch_add(1, Ordering::SeqCst);
+            converse(tls, state, true, false).await.map(|_| ())
+        }
+        (SmtpSinkTls::StartTls, Some(acceptor)) => {
+            if let Some(plain) = converse(stream, state, true, true).await? {
+                let tls = acceptor.accept(plain).await?;
+                state.tls_sessions.fetch_add(1, Ordering::SeqCst);
+                converse(tls, state, false, false).await?;
+            }
+            Ok(())
+        }
+        _ => converse(stream, state, true, false).await.map(|_| ()),
+    }
+}
+
+/// Talks SMTP on `stream`; returns the stream when the client asked for STARTTLS (only offered
+/// when `offer_starttls`), for the caller to wrap it in TLS and talk again without a greeting.
+async fn converse<S>(
+    stream: S,
+    state: &SmtpState,
+    greet: bool,
+    offer_starttls: bool,
+) -> std::io::Result<Option<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
-    write
-        .write_all(format!("220 {HOSTNAME} ESMTP ready\r\n").as_bytes())
-        .await?;
+    if greet {
+        write
+            .write_all(format!("220 {HOSTNAME} ESMTP ready\r\n").as_bytes())
+            .await?;
+    }
+    let mut logged_in = state.login.is_none();
     let mut tx = Transaction::default();
     let mut line = Vec::new();
     loop {
@@ -368,11 +498,11 @@ async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
             .read_until(b'\n', &mut line)
             .await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         if !line.ends_with(b"\n") {
             write.write_all(b"500 5.5.2 Line too long\r\n").await?;
-            return Ok(());
+            return Ok(None);
         }
         let text = String::from_utf8_lossy(&line);
         let command = text.trim_end_matches(['\r', '\n']);
@@ -383,12 +513,44 @@ async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
         let reply: Cow<'static, str> = match verb.as_str() {
             "EHLO" => {
                 tx = Transaction::default();
+                let starttls = if offer_starttls {
+                    "250-STARTTLS\r\n"
+                } else {
+                    ""
+                };
+                let auth = if state.login.is_some() {
+                    "250-AUTH PLAIN LOGIN\r\n"
+                } else {
+                    ""
+                };
                 format!(
                     "250-{HOSTNAME} greets {arg}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n\
-                     250-ENHANCEDSTATUSCODES\r\n250 SIZE {MAX_MESSAGE}\r\n"
+                     {starttls}{auth}250-ENHANCEDSTATUSCODES\r\n250 SIZE {MAX_MESSAGE}\r\n"
                 )
                 .into()
             }
+            "STARTTLS" if offer_starttls => {
+                write.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+                let read = reader.into_inner();
+                return Ok(Some(read.unsplit(write)));
+            }
+            "AUTH" if state.login.is_some() => {
+                let ok = match authenticate(arg, &mut reader, &mut write).await? {
+                    Some((user, password)) => state
+                        .login
+                        .as_ref()
+                        .is_some_and(|(u, p)| *u == user && *p == password),
+                    None => false,
+                };
+                if ok {
+                    logged_in = true;
+                    state.logins.fetch_add(1, Ordering::SeqCst);
+                    "235 2.7.0 Authentication successful\r\n".into()
+                } else {
+                    "535 5.7.8 Authentication credentials invalid\r\n".into()
+                }
+            }
+            "MAIL" if !logged_in => "530 5.7.0 Authentication required\r\n".into(),
             "HELO" => {
                 tx = Transaction::default();
                 format!("250 {HOSTNAME}\r\n").into()
@@ -418,7 +580,7 @@ async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
                     .await?;
                 let data = match read_data(&mut reader).await? {
                     Some(data) => data,
-                    None => return Ok(()),
+                    None => return Ok(None),
                 };
                 let from = tx.from.take().unwrap_or_default();
                 let to = std::mem::take(&mut tx.to);
@@ -452,11 +614,61 @@ async fn converse(stream: TcpStream, state: &SmtpState) -> std::io::Result<()> {
                 write
                     .write_all(format!("221 2.0.0 {HOSTNAME} closing\r\n").as_bytes())
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
             _ => "500 5.5.2 Command not recognized\r\n".into(),
         };
         write.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// Reads the credentials of `AUTH PLAIN [initial]` or `AUTH LOGIN`; `None` when malformed.
+async fn authenticate<R, W>(
+    arg: &str,
+    reader: &mut R,
+    write: &mut W,
+) -> std::io::Result<Option<(String, String)>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let decode = |s: &str| {
+        b64.decode(s.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let mut parts = arg.split_whitespace();
+    let mechanism = parts.next().unwrap_or_default().to_ascii_uppercase();
+    let initial = parts.next().map(str::to_owned);
+    let mut next_line = async |prompt: &[u8]| -> std::io::Result<String> {
+        write.write_all(prompt).await?;
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        Ok(line)
+    };
+    match mechanism.as_str() {
+        "PLAIN" => {
+            let response = match initial {
+                Some(i) => i,
+                None => next_line(b"334 \r\n").await?,
+            };
+            let Some(decoded) = decode(&response) else {
+                return Ok(None);
+            };
+            let mut fields = decoded.split('\0');
+            let (_authzid, user, password) = (fields.next(), fields.next(), fields.next());
+            Ok(user
+                .zip(password)
+                .map(|(u, p)| (u.to_owned(), p.to_owned())))
+        }
+        "LOGIN" => {
+            let user = next_line(b"334 VXNlcm5hbWU6\r\n").await?;
+            let password = next_line(b"334 UGFzc3dvcmQ6\r\n").await?;
+            Ok(decode(&user).zip(decode(&password)))
+        }
+        _ => Ok(None),
     }
 }
 

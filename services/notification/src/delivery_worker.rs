@@ -12,12 +12,28 @@
 //!   `code.delivery_failed` event (reason `expired`, outbox) and acknowledged.
 //! - A delivery already in a final state (redelivered after a crash between commit and ack) is
 //!   acknowledged again without sending.
-//! - Transient failures are negatively acknowledged with exponential backoff and jitter, up to
-//!   `max_deliver` attempts; permanent ones and the last attempt are recorded FAILED and
-//!   terminated.
+//! - Transient failures are negatively acknowledged with exponential backoff and jitter
+//!   ([`RetryPolicy`]). A delivery is given up when the provider refused it permanently
+//!   (`rejected`), when its last allowed send failed (`retries_exhausted`), or when it decrypts
+//!   but is malformed and still names its delivery id (`malformed`). Giving up writes, in one
+//!   transaction, the FAILED status, a dead-letter entry and the `code.delivery_failed` event
+//!   (with the fixed reason word and the delivery's `method_id`); only once that committed is
+//!   the message terminated (`AckKind::Term`) by notification itself.
+//! - Which attempt is the last is decided by notification, not by the server: the attempt
+//!   number is the larger of the message's delivered count and the sends the delivery record
+//!   saw start ([`RetryPolicy::attempt_number`]), so a send that started and never reported
+//!   (replica killed, ack wait exceeded) still counts, and a delivery past the last attempt only
+//!   records the dead letter. The consumer's `max_deliver` is therefore unlimited
+//!   ([`MAX_DELIVER`]): any finite value lets the server silently discard a message whose last
+//!   delivery was lost (crash, ack timeout) or whose dead letter could not be written (database
+//!   down), with no record and no event. Unlimited redelivery cannot loop on sends: after
+//!   `max_attempts` sends the worker sends nothing more, and every retry waits out the backoff.
+//!   When recording an outcome fails, the message is retried later, never dropped.
 //! - A message that does not decrypt under the key its `key_id` names (the current
-//!   `SSPR_CODE_KEY` or one of `SSPR_CODE_KEYS_PREVIOUS`) is terminated and never sent.
-//! - The code and the destination appear in no log line, span field, record or event.
+//!   `SSPR_CODE_KEY` or one of `SSPR_CODE_KEYS_PREVIOUS`), or that names no valid delivery id,
+//!   is terminated and never sent: nothing trustworthy identifies it, so it is only logged.
+//! - The code and the destination appear in no log line, span field, record, dead letter or
+//!   event.
 //! - Each message is processed in a consumer span that continues the trace found in the
 //!   message's `traceparent` header (the SendCode call), and the SMTP/SMS call is a child of it.
 //! - On shutdown the consumer stops pulling and the messages in flight finish first.
@@ -45,16 +61,22 @@ use tracing::Instrument;
 use crate::domain::delivery::{
     Channel, CodeDelivery, DeliveryHeader, Destination, Purpose, RawDelivery,
 };
-use crate::domain::retry::{self, FailureKind, NextStep, SendFailure};
+use crate::domain::retry::{FailureKind, NextStep, RetryPolicy, SendFailure};
 use crate::domain::templates;
 use crate::ports::{
-    OutgoingMail, OutgoingSms, SharedHelpdesk, SharedMailer, SharedSmsSender, SharedStore,
+    DeadLetter, OutgoingMail, OutgoingSms, SharedHelpdesk, SharedMailer, SharedSmsSender,
+    SharedStore,
 };
 
 /// Deliveries processed at once by one replica.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// How long the server waits for an ack before redelivering (longer than any send timeout).
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+// A send gives up before the server would redeliver the message it is working on.
+const _: () = assert!(crate::adapters::smtp::SEND_TIMEOUT.as_secs() < ACK_WAIT.as_secs());
+
+/// The consumer's `max_deliver`: unlimited (-1), see the module header.
+pub const MAX_DELIVER: i64 = -1;
 
 /// The durable pull consumer's settings.
 pub fn consumer_config() -> pull::Config {
@@ -65,7 +87,7 @@ pub fn consumer_config() -> pull::Config {
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
-        max_deliver: i64::from(retry::MAX_ATTEMPTS),
+        max_deliver: MAX_DELIVER,
         ..Default::default()
     }
 }
@@ -110,6 +132,8 @@ pub struct DeliveryWorker {
     pub templates: Arc<templates::Templates>,
     /// The policy's helpdesk contact, for code mails.
     pub helpdesk: SharedHelpdesk,
+    /// How often and how fast failed sends are retried.
+    pub retry: RetryPolicy,
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -256,10 +280,10 @@ impl DeliveryWorker {
         .await
     }
 
-    /// Decides and does everything for one message; `attempt` is the queue's delivery count.
-    pub async fn process(&self, subject: &str, payload: &[u8], attempt: u32) -> Disposition {
+    /// Decides and does everything for one message; `delivered` is the queue's delivery count.
+    pub async fn process(&self, subject: &str, payload: &[u8], delivered: u32) -> Disposition {
         let span = tracing::Span::current();
-        span.record("attempt", attempt);
+        span.record("attempt", delivered);
         let sealed = match SealedDelivery::decode(payload) {
             Ok(s) => s,
             Err(_) => {
@@ -283,11 +307,19 @@ impl DeliveryWorker {
             Err((header, reason)) => {
                 span.record("outcome", "malformed");
                 tracing::error!(reason = %reason, "dropping a malformed delivery");
-                if let Some(header) = header {
-                    self.try_record_failed(&header, &format!("malformed delivery: {reason}"))
-                        .await;
-                }
-                return Disposition::Term;
+                return match header {
+                    Some(header) => {
+                        self.dead_letter(
+                            &header,
+                            "malformed",
+                            format!("malformed delivery: {reason}"),
+                            0,
+                            delivered,
+                        )
+                        .await
+                    }
+                    None => Disposition::Term,
+                };
             }
         };
         let header = delivery.header.clone();
@@ -300,15 +332,16 @@ impl DeliveryWorker {
         if subjects::method_of(subject) != header.channel.as_str() {
             span.record("outcome", "malformed");
             let reason = format!(
-                "published on {subject} but its kind is {}",
+                "malformed delivery: published on {subject} but its kind is {}",
                 header.channel.as_str()
             );
             tracing::error!(reason = %reason, "dropping a delivery on the wrong subject");
-            self.try_record_failed(&header, &reason).await;
-            return Disposition::Term;
+            return self
+                .dead_letter(&header, "malformed", reason, 0, delivered)
+                .await;
         }
 
-        match self.store.get(&header.id).await {
+        let previous = match self.store.get(&header.id).await {
             Ok(Some(record)) if record.status.is_final() => {
                 span.record("outcome", "duplicate");
                 tracing::info!(
@@ -317,14 +350,17 @@ impl DeliveryWorker {
                 );
                 return Disposition::Ack;
             }
-            Ok(_) => {}
-            Err(e) => return self.store_unavailable(&e, attempt),
-        }
+            Ok(record) => record,
+            Err(e) => return self.store_unavailable(&e, delivered),
+        };
+        let sends_started = previous.as_ref().map_or(0, |r| r.attempts);
+        let attempt = RetryPolicy::attempt_number(delivered, sends_started);
+        span.record("attempt", attempt);
 
         let now = self.clock.now();
         if delivery.is_expired(now) {
             span.record("outcome", "expired");
-            let event = code_delivery_failed(&header, now, "expired", attempt.saturating_sub(1));
+            let event = code_delivery_failed(&header, now, "expired", sends_started);
             if let Err(e) = self.store.record_expired(&header, &event, now).await {
                 return self.store_unavailable(&e, attempt);
             }
@@ -332,14 +368,36 @@ impl DeliveryWorker {
             return Disposition::Ack;
         }
 
-        let record = match self.store.start_attempt(&header, now).await {
+        if self.retry.exhausted(attempt) {
+            // Every allowed send started already; the last one never reported (the replica
+            // died or the ack wait ran out). Sending again would exceed the limit.
+            span.record("outcome", "failed");
+            let last = previous
+                .and_then(|r| r.last_error)
+                .unwrap_or_else(|| "the last attempt never reported an outcome".to_owned());
+            let reason = format!("gave up after {sends_started} attempts: {last}");
+            tracing::error!(reason = %reason, "delivery failed");
+            return self
+                .dead_letter(&header, "retries_exhausted", reason, sends_started, attempt)
+                .await;
+        }
+
+        let provider = match header.channel {
+            Channel::Email => self.mailer.provider(),
+            Channel::Sms | Channel::Voice => self.sms.provider(),
+        };
+        let record = match self.store.start_attempt(&header, provider, now).await {
             Ok(r) => r,
             Err(e) => return self.store_unavailable(&e, attempt),
         };
+        let attempt = attempt.max(record.attempts);
 
         match self.send(&delivery).await {
             Ok(()) => self.on_sent(&delivery, record.attempts).await,
-            Err(failure) => self.on_failure(&header, failure, attempt).await,
+            Err(failure) => {
+                self.on_failure(&header, failure, attempt, record.attempts)
+                    .await
+            }
         }
     }
 
@@ -411,7 +469,7 @@ impl DeliveryWorker {
         let mut last_error = None;
         for pause_ms in [0u64, 100, 400, 1600] {
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-            match self.store.record_sent(header, &event, now).await {
+            match self.store.record_sent(header, &event, None, now).await {
                 Ok(()) => {
                     span.record("outcome", "sent");
                     tracing::info!(
@@ -429,18 +487,23 @@ impl DeliveryWorker {
             error = %last_error.map(|e| e.to_string()).unwrap_or_default(),
             "the code was sent but the delivery could not be recorded; it will be sent again"
         );
-        Disposition::Retry(retry::backoff(1, rand::random()))
+        Disposition::Retry(self.retry.backoff(1, rand::random()))
     }
 
+    /// `attempt` decides whether this was the last try; `sends` is the record's count of sends.
     async fn on_failure(
         &self,
         header: &DeliveryHeader,
         failure: SendFailure,
         attempt: u32,
+        sends: u32,
     ) -> Disposition {
         let span = tracing::Span::current();
         let now = self.clock.now();
-        match retry::after_failure(failure.kind, attempt, rand::random()) {
+        match self
+            .retry
+            .after_failure(failure.kind, attempt, rand::random())
+        {
             NextStep::RetryAfter(delay) => {
                 span.record("outcome", "retry");
                 tracing::warn!(reason = %failure.detail, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
@@ -451,42 +514,51 @@ impl DeliveryWorker {
             }
             NextStep::GiveUp => {
                 span.record("outcome", "failed");
-                let reason = match failure.kind {
-                    FailureKind::Permanent => failure.detail,
-                    FailureKind::Transient => {
-                        format!("gave up after {attempt} attempts: {}", failure.detail)
-                    }
+                let (word, reason) = match failure.kind {
+                    FailureKind::Permanent => ("rejected", failure.detail),
+                    FailureKind::Transient => (
+                        "retries_exhausted",
+                        format!("gave up after {sends} attempts: {}", failure.detail),
+                    ),
                 };
                 tracing::error!(reason = %reason, "delivery failed");
-                self.try_record_failed(header, &reason).await;
-                Disposition::Term
+                self.dead_letter(header, word, reason, sends, attempt).await
             }
         }
     }
 
-    async fn try_record_failed(&self, header: &DeliveryHeader, reason: &str) {
-        if let Err(e) = self
-            .store
-            .record_failed(header, reason, self.clock.now())
-            .await
-        {
-            tracing::error!(error = %e, "could not record the failed delivery");
+    /// Gives the delivery up: FAILED, dead letter and `code.delivery_failed` (reason `word`) in
+    /// one transaction, then terminates the message. When that cannot be written, the message
+    /// is retried later instead, so that it is never dropped unrecorded.
+    async fn dead_letter(
+        &self,
+        header: &DeliveryHeader,
+        word: &'static str,
+        reason: String,
+        sends: u32,
+        attempt: u32,
+    ) -> Disposition {
+        let now = self.clock.now();
+        let event = code_delivery_failed(header, now, word, sends);
+        let dead = DeadLetter {
+            reason,
+            attempts: sends,
+        };
+        match self.store.record_failed(header, &dead, &event, now).await {
+            Ok(()) => Disposition::Term,
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the failed delivery; will retry recording it");
+                Disposition::Retry(self.retry.backoff(attempt, rand::random()))
+            }
         }
     }
 
-    /// The database failed before anything was sent: retry later, or give up on the last try.
+    /// The database failed before anything was sent: retry later. Never terminated: the
+    /// outcome must be recorded first (see the module header).
     fn store_unavailable(&self, e: &crate::ports::StoreError, attempt: u32) -> Disposition {
         tracing::error!(error = %e, "delivery records unavailable");
-        match retry::after_failure(FailureKind::Transient, attempt, rand::random()) {
-            NextStep::RetryAfter(delay) => {
-                tracing::Span::current().record("outcome", "retry");
-                Disposition::Retry(delay)
-            }
-            NextStep::GiveUp => {
-                tracing::Span::current().record("outcome", "failed");
-                Disposition::Term
-            }
-        }
+        tracing::Span::current().record("outcome", "retry");
+        Disposition::Retry(self.retry.backoff(attempt, rand::random()))
     }
 }
 
@@ -496,7 +568,7 @@ fn parse_delivery(
 ) -> Result<
     CodeDelivery,
     (
-        Option<DeliveryHeader>,
+        Option<Box<DeliveryHeader>>,
         crate::domain::delivery::InvalidDelivery,
     ),
 > {
@@ -521,14 +593,14 @@ fn parse_delivery(
         locale: &d.locale,
         user_id: &d.user_id,
         flow_id: &d.flow_id,
+        method_id: &d.method_id,
         issued_at: d.issued_at.as_ref().and_then(from_timestamp),
         expires_at: d.expires_at.as_ref().and_then(from_timestamp),
     })
 }
 
-/// The `code.delivered` event: ids, channel, latency and attempts; never the code or the
-/// destination.
-/// The `code.delivery_failed` event; `reason` is a fixed word (`expired`), never provider text.
+/// The `code.delivery_failed` event; `reason` is a fixed word (`expired`, `rejected`,
+/// `retries_exhausted`, `malformed`), never provider text; `method_id` from the delivery.
 fn code_delivery_failed(
     header: &DeliveryHeader,
     now: DateTime<Utc>,
@@ -552,10 +624,12 @@ fn code_delivery_failed(
         },
         reason: reason.to_owned(),
         attempts,
-        ..Default::default()
+        method_id: header.method_id.clone(),
     }
 }
 
+/// The `code.delivered` event: ids, channel, latency and attempts; never the code or the
+/// destination.
 fn code_delivered(
     header: &DeliveryHeader,
     now: DateTime<Utc>,

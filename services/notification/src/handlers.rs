@@ -1,7 +1,9 @@
 //! NATS endpoints of the notification service: delivery status look-ups.
 //!
 //! `sspr.rpc.notification.get_delivery`: a malformed id is INVALID_ARGUMENT, an unknown one
-//! NOT_FOUND. Records hold no code and no destination, so the answer never does either.
+//! NOT_FOUND. Records hold no code and no destination, so the answer never does either. The
+//! answer carries the record's timestamps (`sent_at`, `finished_at`), whether it was
+//! dead-lettered, and the provider (with its message id when it gave one).
 
 use std::sync::Arc;
 
@@ -69,6 +71,10 @@ fn to_response(r: DeliveryRecord) -> GetDeliveryResponse {
         last_error: r.last_error.unwrap_or_default(),
         user_id: r.user_id,
         flow_id: r.flow_id,
-        ..Default::default()
+        sent_at: r.sent_at.map(timestamp),
+        finished_at: r.finished_at.map(timestamp),
+        dead_lettered: r.dead_lettered,
+        provider: r.provider,
+        provider_message_id: r.provider_message_id.unwrap_or_default(),
     }
 }

@@ -5,7 +5,10 @@
 //! durable consumer ([`delivery_worker`]), opens the delivery with `SSPR_CODE_KEY`, renders the
 //! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS webhook, and
 //! records the outcome ([`adapters::db`]). A successful send commits the SENT record and the
-//! `code.delivered` event in one transaction (outbox). The only request/reply endpoint is
+//! `code.delivered` event in one transaction (outbox); a delivery given up commits FAILED, a
+//! dead letter and `code.delivery_failed` together. Mail goes through one bounded pool of SMTP
+//! connections per replica ([`adapters::smtp`]: `TCP_NODELAY`, optional STARTTLS or implicit
+//! TLS, optional login). The only request/reply endpoint is
 //! `sspr.rpc.notification.get_delivery` ([`handlers`]). A second durable consumer
 //! ([`password_changed`]) mails "your password was changed" to the user's registered emails
 //! after every password change, and alerts the other administrators when the account is an
@@ -34,7 +37,8 @@ use sspr_runtime::{Emitter, ServiceContext};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    Config, DEFAULT_MAIL_FROM, MailTransport, SmsWebhookUrl, SmtpUrl, default_mail_from,
+    Config, DEFAULT_MAIL_FROM, MailTransport, SmsWebhookUrl, SmtpCredentials, SmtpOptions, SmtpTls,
+    SmtpTlsCa, SmtpUrl, default_mail_from,
 };
 pub use lettre::message::Mailbox;
 
@@ -64,8 +68,21 @@ pub async fn run(
 
     let (mailer, smtp): (SharedMailer, Option<Arc<SmtpMailer>>) = match config.mail {
         MailTransport::Smtp { url } => {
-            tracing::info!(smtp = %url, from = %config.mail_from, "mail goes to the SMTP server");
-            let smtp = Arc::new(SmtpMailer::new(url, config.mail_from.clone()));
+            tracing::info!(
+                smtp = %url,
+                from = %config.mail_from,
+                login = config.smtp.credentials.is_some(),
+                "mail goes to the SMTP server"
+            );
+            if config.smtp.credentials.is_some() && url.tls() == SmtpTls::None {
+                tracing::warn!(
+                    "SSPR_SMTP_USER is set but SSPR_SMTP_URL uses no TLS: the login crosses the network in clear"
+                );
+            }
+            let smtp = Arc::new(
+                SmtpMailer::new(url, &config.smtp, config.mail_from.clone())
+                    .context("setting up the SMTP client")?,
+            );
             (smtp.clone(), Some(smtp))
         }
         MailTransport::Files { dir } => {
@@ -100,6 +117,7 @@ pub async fn run(
         clock: ctx.clock.clone(),
         templates: config.templates.clone(),
         helpdesk: helpdesk.clone(),
+        retry: config.retry,
     });
     let notifier = Arc::new(password_changed::Notifier {
         store: store.clone(),

@@ -317,6 +317,7 @@ impl Announcer {
                     purpose: Purpose::MethodChanged,
                     user_id: changed.user_id.chars().take(128).collect(),
                     flow_id: flow_id.clone(),
+                    method_id: String::new(),
                 },
                 outgoing,
             ));

@@ -252,6 +252,7 @@ impl Notifier {
                     purpose,
                     user_id: recipient.user_id.chars().take(128).collect(),
                     flow_id,
+                    method_id: email.method_id.chars().take(128).collect(),
                 },
                 mail: OutgoingMail {
                     delivery_id: id,

@@ -40,6 +40,11 @@ pub struct OutgoingSms {
 pub trait Mailer: Send + Sync {
     /// Returns once the server accepted the message for delivery.
     async fn send(&self, mail: &OutgoingMail) -> Result<(), SendFailure>;
+
+    /// The provider name stored in delivery records: `smtp` or `files`.
+    fn provider(&self) -> &'static str {
+        "smtp"
+    }
 }
 
 /// Hands an SMS, or a voice call, to a provider.
@@ -47,6 +52,11 @@ pub trait Mailer: Send + Sync {
 pub trait SmsSender: Send + Sync {
     /// Returns once the provider accepted the message (or the call).
     async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure>;
+
+    /// The provider name stored in delivery records: `webhook`, `twilio` or `files`.
+    fn provider(&self) -> &'static str {
+        "webhook"
+    }
 }
 
 /// A delivery record as stored.
@@ -63,6 +73,26 @@ pub struct DeliveryRecord {
     pub updated_at: DateTime<Utc>,
     /// Operator-readable reason of the last failure.
     pub last_error: Option<String>,
+    /// When the provider accepted the message.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When the delivery reached a final state (sent, failed, expired).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// True when the delivery was given up and a dead letter was written.
+    pub dead_lettered: bool,
+    /// Who was asked to carry it (`smtp`, `webhook`, `twilio`, `files`); empty before any send.
+    pub provider: String,
+    /// The provider's id of the message, when it gives one (Twilio's message SID).
+    pub provider_message_id: Option<String>,
+}
+
+/// Why a delivery was given up, as written to the dead-letter table together with the FAILED
+/// status and the `code.delivery_failed` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Operator-readable reason; never the code or the destination.
+    pub reason: String,
+    /// Sends started for the delivery.
+    pub attempts: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +109,12 @@ pub enum StoreError {
 pub trait DeliveryStore: Send + Sync {
     async fn get(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError>;
 
-    /// Marks an attempt as started: status SENDING, attempts + 1. Returns the updated record.
+    /// Marks an attempt as started: status SENDING, attempts + 1, `provider` noted. Returns the
+    /// updated record.
     async fn start_attempt(
         &self,
         header: &DeliveryHeader,
+        provider: &str,
         now: DateTime<Utc>,
     ) -> Result<DeliveryRecord, StoreError>;
 
@@ -103,20 +135,24 @@ pub trait DeliveryStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Given up: status FAILED with the reason.
+    /// Given up: status FAILED with the reason, a dead-letter entry and the
+    /// `code.delivery_failed` event, in one transaction (outbox). Idempotent: a delivery is
+    /// dead-lettered at most once.
     async fn record_failed(
         &self,
         header: &DeliveryHeader,
-        error: &str,
+        dead: &DeadLetter,
+        event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// The provider accepted the message: status SENT and the `code.delivered` event, in one
-    /// transaction (outbox).
+    /// The provider accepted the message: status SENT (with `sent_at`, and the provider's
+    /// message id when it gave one) and the `code.delivered` event, in one transaction (outbox).
     async fn record_sent(
         &self,
         header: &DeliveryHeader,
         event: &CodeDelivered,
+        provider_message_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 }

@@ -53,6 +53,10 @@ async fn email_code_is_mailed_recorded_and_announced() -> anyhow::Result<()> {
     assert_eq!(record.attempts, 1);
     assert_eq!(record.kind, MethodKind::Email as i32);
     assert_eq!(record.last_error, "");
+    assert_eq!(record.provider, "smtp");
+    assert!(!record.dead_lettered);
+    assert!(record.sent_at.is_some() && record.finished_at == record.sent_at);
+    assert!(record.provider_message_id.is_empty());
 
     let (event, raw, headers) = h.wait_code_delivered(&d.delivery_id).await?;
     let meta = event.meta.clone().unwrap_or_default();
@@ -80,6 +84,28 @@ async fn email_code_is_mailed_recorded_and_announced() -> anyhow::Result<()> {
         event_tp.as_deref().is_some_and(|t| t.contains(&trace_id)),
         "event traceparent {event_tp:?} is not in trace {trace_id}"
     );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn codes_go_over_starttls_when_the_url_requires_it() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::StartTls).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "tls@example.com",
+        "97531864",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+    let mail = h
+        .smtp
+        .wait_for(|m| m.to == ["tls@example.com"], WAIT)
+        .await?;
+    assert!(mail.text_body().unwrap_or_default().contains("97531864"));
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!((record.attempts, record.provider.as_str()), (1, "smtp"));
+    assert_eq!(h.smtp.tls_sessions(), 1);
     h.stop().await
 }
 
@@ -181,6 +207,7 @@ async fn sms_code_goes_to_the_webhook() -> anyhow::Result<()> {
 
     let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
     assert_eq!(record.kind, MethodKind::Sms as i32);
+    assert_eq!(record.provider, "webhook");
     let (event, raw, _) = h.wait_code_delivered(&d.delivery_id).await?;
     assert_eq!(event.kind, MethodKind::Sms as i32);
     assert!(!contains_bytes(&raw, b"90817263") && !contains_bytes(&raw, b"+33612345678"));
@@ -266,6 +293,12 @@ async fn sms_without_a_webhook_fails_with_a_clear_reason() -> anyhow::Result<()>
         record.last_error
     );
     assert!(!record.last_error.contains("+33612345678") && !record.last_error.contains("13572468"));
+    assert!(record.dead_lettered);
+    let (event, _) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(
+        (event.reason.as_str(), event.kind),
+        ("rejected", MethodKind::Sms as i32)
+    );
     h.wait_queue_drained().await?;
     assert!(h.http.requests().is_empty());
     h.stop().await
@@ -292,6 +325,11 @@ async fn an_expired_code_is_never_sent() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(h.smtp.messages().is_empty(), "an expired code was mailed");
     assert_eq!(h.code_delivered_count().await?, 0);
+    assert!(record.finished_at.is_some() && !record.dead_lettered);
+    let (event, _) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(event.reason, "expired");
+    assert_eq!(event.method_id, "method-1");
+    assert_eq!(event.attempts, 0);
     h.stop().await
 }
 
@@ -341,6 +379,44 @@ async fn a_permanent_smtp_refusal_fails_without_retry() -> anyhow::Result<()> {
     assert_eq!(record.attempts, 1);
     assert!(record.last_error.contains("550"), "{}", record.last_error);
     assert!(!record.last_error.contains("nobody@example.com"));
+    assert!(record.dead_lettered);
+    assert_eq!(record.provider, "smtp");
+    assert!(record.finished_at.is_some() && record.sent_at.is_none());
+    assert_eq!(
+        (record.user_id.as_str(), record.flow_id.as_str()),
+        ("alice", d.flow_id.as_str())
+    );
+
+    // One transaction wrote the dead letter and the event with it.
+    let dead = h.dead_letter(&d.delivery_id).await?.expect("a dead letter");
+    assert_eq!(
+        (
+            dead.channel.as_str(),
+            dead.purpose.as_str(),
+            dead.user_id.as_str()
+        ),
+        ("email", "reset", "alice")
+    );
+    assert_eq!(
+        (dead.flow_id.as_str(), dead.method_id.as_str()),
+        (d.flow_id.as_str(), "method-1")
+    );
+    assert_eq!(dead.attempts, 1);
+    assert!(
+        dead.reason
+            .contains("refused the message permanently (reply 550)"),
+        "{}",
+        dead.reason
+    );
+    assert!(!dead.reason.contains("nobody@example.com") && !dead.reason.contains("27182818"));
+    let (event, raw) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(event.reason, "rejected");
+    assert_eq!(event.method_id, "method-1");
+    assert_eq!(event.attempts, 1);
+    assert_eq!(event.kind, MethodKind::Email as i32);
+    assert_eq!(event.meta.unwrap_or_default().flow_id, d.flow_id);
+    assert!(!contains_bytes(&raw, b"27182818") && !contains_bytes(&raw, b"nobody@example.com"));
+
     h.wait_queue_drained().await?;
     // The sink would accept a retry now: none comes.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -350,6 +426,176 @@ async fn a_permanent_smtp_refusal_fails_without_retry() -> anyhow::Result<()> {
     );
     assert_eq!(h.get_delivery(&d.delivery_id).await?.attempts, 1);
     assert_eq!(h.code_delivered_count().await?, 0);
+    assert_eq!(h.delivery_failed_count().await?, 1);
+    assert_eq!(
+        h.delivery_stream_len().await?,
+        0,
+        "terminated, not left in the queue"
+    );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn repeated_temporary_refusals_end_in_retries_exhausted() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    h.smtp.reject_next(10, 451);
+    let d = delivery(
+        MethodKind::Email,
+        "busy@example.com",
+        "16180339",
+        CodePurpose::Registration,
+        "en",
+    );
+    h.publish(&d, &traceparent().0).await?;
+
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    let max = sspr_notification::domain::retry::MAX_ATTEMPTS;
+    assert_eq!(record.attempts, max);
+    assert!(record.dead_lettered);
+    assert!(
+        record
+            .last_error
+            .starts_with(&format!("gave up after {max} attempts"))
+            && record.last_error.contains("451"),
+        "{}",
+        record.last_error
+    );
+    let (event, _) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(event.reason, "retries_exhausted");
+    assert_eq!(event.attempts, max);
+    assert_eq!(event.method_id, "method-1");
+    let dead = h.dead_letter(&d.delivery_id).await?.expect("a dead letter");
+    assert_eq!(dead.attempts, i32::try_from(max)?);
+    assert_eq!(dead.purpose, "registration");
+    h.wait_queue_drained().await?;
+    assert_eq!(
+        h.smtp.pending_rejections(),
+        10 - max as usize,
+        "exactly {max} sends"
+    );
+    assert!(h.smtp.messages().is_empty());
+    assert_eq!(h.delivery_failed_count().await?, 1);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_delivery_past_its_last_attempt_is_dead_lettered_without_sending() -> anyhow::Result<()> {
+    use sspr_notification::domain::delivery::{Channel, DeliveryHeader, DeliveryId, Purpose};
+    use sspr_notification::ports::DeliveryStore;
+    let mut h = Harness::start(Setup::Standard).await?;
+    let d = delivery(
+        MethodKind::Email,
+        "ghost@example.com",
+        "14142135",
+        CodePurpose::Reset,
+        "en",
+    );
+    // Another replica started every allowed send and died before reporting the last one; the
+    // queue redelivers the message once more (its delivered count alone would allow a send).
+    let (_conn, store) = h.store().await?;
+    let header = DeliveryHeader {
+        id: DeliveryId::parse(&d.delivery_id)?,
+        channel: Channel::Email,
+        purpose: Purpose::Reset,
+        user_id: "alice".into(),
+        flow_id: d.flow_id.clone(),
+        method_id: "method-1".into(),
+    };
+    for _ in 0..sspr_notification::domain::retry::MAX_ATTEMPTS {
+        store
+            .start_attempt(&header, "smtp", chrono::Utc::now())
+            .await?;
+    }
+    h.publish(&d, &traceparent().0).await?;
+
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    assert!(record.dead_lettered);
+    assert!(
+        record.last_error.contains("never reported"),
+        "{}",
+        record.last_error
+    );
+    let (event, _) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(event.reason, "retries_exhausted");
+    h.wait_queue_drained().await?;
+    assert!(h.smtp.messages().is_empty(), "a sixth send went out");
+    assert_eq!(h.smtp.connection_count(), 0);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn a_malformed_but_attributable_delivery_is_dead_lettered() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let mut d = delivery(
+        MethodKind::Email,
+        "shape@example.com",
+        "12345678",
+        CodePurpose::Reset,
+        "en",
+    );
+    d.code = "12ab".into();
+    h.publish(&d, &traceparent().0).await?;
+    let record = h
+        .wait_status(&d.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    assert!(record.dead_lettered);
+    assert_eq!(record.attempts, 0);
+    assert!(
+        record.last_error.starts_with("malformed delivery"),
+        "{}",
+        record.last_error
+    );
+    let (event, raw) = h.wait_delivery_failed(&d.delivery_id).await?;
+    assert_eq!(event.reason, "malformed");
+    assert_eq!(event.method_id, "method-1");
+    assert!(!contains_bytes(&raw, b"shape@example.com") && !contains_bytes(&raw, b"12ab"));
+    let dead = h.dead_letter(&d.delivery_id).await?.expect("a dead letter");
+    assert!(!dead.reason.contains("12ab"), "{}", dead.reason);
+    h.wait_queue_drained().await?;
+    assert!(h.smtp.messages().is_empty());
+    h.stop().await
+}
+
+#[tokio::test]
+async fn the_consumer_never_lets_the_server_drop_a_delivery() -> anyhow::Result<()> {
+    let mut h = Harness::start(Setup::Standard).await?;
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(sspr_bus::subjects::DELIVERY_STREAM)
+        .await?;
+    let info = stream
+        .consumer_info(sspr_bus::subjects::DELIVERY_CONSUMER)
+        .await?;
+    assert_eq!(
+        info.config.max_deliver,
+        sspr_notification::delivery_worker::MAX_DELIVER
+    );
+    assert!(
+        info.config.max_deliver <= 0,
+        "a finite max_deliver can drop messages unrecorded"
+    );
+
+    // A consumer left by an older version (max_deliver 5) is updated in place.
+    let mut old = sspr_notification::delivery_worker::consumer_config();
+    old.max_deliver = 5;
+    stream.create_consumer(old).await?;
+    let info = stream
+        .consumer_info(sspr_bus::subjects::DELIVERY_CONSUMER)
+        .await?;
+    assert_eq!(info.config.max_deliver, 5);
+    sspr_notification::delivery_worker::ensure_consumer(h.bus.jetstream()).await?;
+    let info = stream
+        .consumer_info(sspr_bus::subjects::DELIVERY_CONSUMER)
+        .await?;
+    assert_eq!(
+        info.config.max_deliver,
+        sspr_notification::delivery_worker::MAX_DELIVER
+    );
     h.stop().await
 }
 
@@ -432,7 +678,8 @@ async fn files_transport_writes_an_eml_with_the_code() -> anyhow::Result<()> {
         "en",
     );
     h.publish(&d, &traceparent().0).await?;
-    h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    let record = h.wait_status(&d.delivery_id, DeliveryStatus::Sent).await?;
+    assert_eq!(record.provider, "files");
     let path = h
         .mail_dir
         .path()
@@ -550,5 +797,26 @@ async fn postgres_keeps_the_same_records() -> anyhow::Result<()> {
         .await?;
     h.wait_queue_drained().await?;
     assert_eq!(h.smtp.messages().len(), 1);
+
+    h.smtp.reject_next(1, 554);
+    let refused = delivery(
+        MethodKind::Email,
+        "refused@example.com",
+        "82828282",
+        CodePurpose::Reset,
+        "en",
+    );
+    h.publish(&refused, &traceparent().0).await?;
+    let record = h
+        .wait_status(&refused.delivery_id, DeliveryStatus::Failed)
+        .await?;
+    assert!(record.dead_lettered && record.finished_at.is_some());
+    let dead = h
+        .dead_letter(&refused.delivery_id)
+        .await?
+        .expect("a dead letter");
+    assert_eq!(dead.method_id, "method-1");
+    let (event, _) = h.wait_delivery_failed(&refused.delivery_id).await?;
+    assert_eq!(event.reason, "rejected");
     h.stop().await
 }

@@ -31,12 +31,18 @@ async fn refuses_to_start_without_an_smtp_server() {
 
 #[tokio::test]
 async fn rejects_unsupported_or_malformed_smtp_urls() {
-    let smtps = ("SSPR_SMTP_URL", "smtps://mail.example.com:465");
+    let http = ("SSPR_SMTP_URL", "http://mail.example.com:465");
     with_a_key()
-        .run_with(&[smtps])
+        .run_with(&[http])
         .await
         .assert_config_error("SSPR_SMTP_URL")
-        .assert_mentions("not supported yet");
+        .assert_mentions("not supported");
+    let bad_tls = ("SSPR_SMTP_URL", "smtp://mail.example.com:587?tls=sometimes");
+    with_a_key()
+        .run_with(&[bad_tls])
+        .await
+        .assert_config_error("SSPR_SMTP_URL")
+        .assert_mentions("tls=starttls");
     let bad_port = ("SSPR_SMTP_URL", "smtp://mail.example.com:99999");
     with_a_key()
         .run_with(&[bad_port])
@@ -49,6 +55,36 @@ async fn rejects_unsupported_or_malformed_smtp_urls() {
         .await
         .assert_config_error("SSPR_SMTP_URL")
         .assert_not_echoed("s3cret");
+}
+
+#[tokio::test]
+async fn rejects_bad_smtp_tls_and_login_settings_naming_the_variable() {
+    let smtps = ("SSPR_SMTP_URL", "smtps://mail.example.com:465");
+    let missing_ca = ("SSPR_SMTP_TLS_CA", "/nonexistent/sspr-ca.pem");
+    with_a_key()
+        .run_with(&[smtps, missing_ca])
+        .await
+        .assert_config_error("SSPR_SMTP_TLS_CA")
+        .assert_mentions("cannot read");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello\n").expect("write");
+    let not_pem = not_pem.display().to_string();
+    with_a_key()
+        .run_with(&[smtps, ("SSPR_SMTP_TLS_CA", not_pem.as_str())])
+        .await
+        .assert_config_error("SSPR_SMTP_TLS_CA")
+        .assert_mentions("no PEM certificate");
+    let password_only = ("SSPR_SMTP_PASSWORD", "s3cret-pw");
+    with_a_key()
+        .run_with(&[smtps, password_only])
+        .await
+        .assert_config_error("SSPR_SMTP_USER")
+        .assert_not_echoed("s3cret-pw");
+    with_a_key()
+        .run_with(&[smtps, ("SSPR_SMTP_USER", "mailer")])
+        .await
+        .assert_config_error("SSPR_SMTP_PASSWORD");
 }
 
 #[tokio::test]

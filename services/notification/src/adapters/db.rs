@@ -1,8 +1,10 @@
-//! Delivery records in the service's own database (sea-orm), and the `code.delivered` event
-//! written through the outbox in the same transaction as the SENT status.
+//! Delivery records in the service's own database (sea-orm), and the events written through the
+//! outbox in the same transaction as the status they announce: `code.delivered` with SENT,
+//! `code.delivery_failed` with EXPIRED, and with FAILED together with the dead-letter entry.
 //!
 //! Every write upserts by delivery id inside a transaction, so a record exists whatever step a
-//! delivery reaches first, and two writes for one delivery never interleave half-way.
+//! delivery reaches first, and two writes for one delivery never interleave half-way. A final
+//! status also sets `finished_at`; SENT sets `sent_at`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,7 +16,7 @@ use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed};
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
 use crate::domain::delivery::{Channel, DeliveryHeader, DeliveryId, DeliveryStatus, Purpose};
-use crate::ports::{DeliveryRecord, DeliveryStore, NoticeStore, StoreError};
+use crate::ports::{DeadLetter, DeliveryRecord, DeliveryStore, NoticeStore, StoreError};
 
 /// The `deliveries` table.
 pub mod entity {
@@ -34,6 +36,36 @@ pub mod entity {
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub last_error: Option<String>,
+        pub sent_at: Option<DateTimeUtc>,
+        pub finished_at: Option<DateTimeUtc>,
+        pub dead_lettered: bool,
+        pub provider: String,
+        pub provider_message_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The `dead_letters` table: deliveries given up, one row each.
+pub mod dead_letters {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dead_letters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery_id: String,
+        pub channel: String,
+        pub purpose: String,
+        pub user_id: String,
+        pub flow_id: String,
+        pub method_id: String,
+        pub reason: String,
+        pub attempts: i32,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -105,6 +137,11 @@ impl DbDeliveryStore {
                     created_at: Set(now),
                     updated_at: Set(now),
                     last_error: Set(None),
+                    sent_at: Set(None),
+                    finished_at: Set(None),
+                    dead_lettered: Set(false),
+                    provider: Set(String::new()),
+                    provider_message_id: Set(None),
                 };
                 change(&mut active, 0);
                 Ok(active.insert(txn).await?)
@@ -122,6 +159,9 @@ impl DbDeliveryStore {
         let txn = sspr_storage::begin_write(&self.db).await?;
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(status.as_str().to_owned());
+            if status.is_final() {
+                row.finished_at = Set(Some(now));
+            }
             if let Some(error) = error {
                 row.last_error = Set(Some(error.to_owned()));
             }
@@ -145,7 +185,16 @@ fn to_record(row: entity::Model) -> Result<DeliveryRecord, StoreError> {
         created_at: row.created_at,
         updated_at: row.updated_at,
         last_error: row.last_error,
+        sent_at: row.sent_at,
+        finished_at: row.finished_at,
+        dead_lettered: row.dead_lettered,
+        provider: row.provider,
+        provider_message_id: row.provider_message_id,
     })
+}
+
+fn event_id_of(meta: Option<&sspr_proto::events::v1::EventMeta>) -> String {
+    meta.map(|m| m.event_id.clone()).unwrap_or_default()
 }
 
 #[async_trait]
@@ -161,12 +210,14 @@ impl DeliveryStore for DbDeliveryStore {
     async fn start_attempt(
         &self,
         header: &DeliveryHeader,
+        provider: &str,
         now: DateTime<Utc>,
     ) -> Result<DeliveryRecord, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         let row = Self::upsert(&txn, header, now, |row, attempts| {
             row.status = Set(DeliveryStatus::Sending.as_str().to_owned());
             row.attempts = Set(attempts.saturating_add(1));
+            row.provider = Set(provider.to_owned());
         })
         .await?;
         txn.commit().await?;
@@ -179,14 +230,11 @@ impl DeliveryStore for DbDeliveryStore {
         event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let event_id = event
-            .meta
-            .as_ref()
-            .map(|m| m.event_id.clone())
-            .unwrap_or_default();
+        let event_id = event_id_of(event.meta.as_ref());
         let txn = sspr_storage::begin_write(&self.db).await?;
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(DeliveryStatus::Expired.as_str().to_owned());
+            row.finished_at = Set(Some(now));
             row.last_error = Set(Some("the code expired before it could be sent".to_owned()));
         })
         .await?;
@@ -214,27 +262,68 @@ impl DeliveryStore for DbDeliveryStore {
     async fn record_failed(
         &self,
         header: &DeliveryHeader,
-        error: &str,
+        dead: &DeadLetter,
+        event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.set_status(header, DeliveryStatus::Failed, Some(error), now)
-            .await
+        let event_id = event_id_of(event.meta.as_ref());
+        let txn = sspr_storage::begin_write(&self.db).await?;
+        let already = dead_letters::Entity::find_by_id(header.id.as_str().to_owned())
+            .one(&txn)
+            .await?
+            .is_some();
+        if already {
+            // Dead-lettered by an earlier delivery of the message whose ack was lost.
+            txn.commit().await?;
+            return Ok(());
+        }
+        Self::upsert(&txn, header, now, |row, _| {
+            row.status = Set(DeliveryStatus::Failed.as_str().to_owned());
+            row.finished_at = Set(Some(now));
+            row.dead_lettered = Set(true);
+            row.last_error = Set(Some(dead.reason.clone()));
+        })
+        .await?;
+        dead_letters::ActiveModel {
+            delivery_id: Set(header.id.as_str().to_owned()),
+            channel: Set(header.channel.as_str().to_owned()),
+            purpose: Set(header.purpose.as_str().to_owned()),
+            user_id: Set(header.user_id.clone()),
+            flow_id: Set(header.flow_id.clone()),
+            method_id: Set(header.method_id.clone()),
+            reason: Set(dead.reason.clone()),
+            attempts: Set(i32::try_from(dead.attempts).unwrap_or(i32::MAX)),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        outbox::enqueue(
+            &txn,
+            OutboxMessage::new(subjects::events::CODE_DELIVERY_FAILED, event_id, event),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.signal.notify();
+        Ok(())
     }
 
     async fn record_sent(
         &self,
         header: &DeliveryHeader,
         event: &CodeDelivered,
+        provider_message_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let event_id = event
-            .meta
-            .as_ref()
-            .map(|m| m.event_id.clone())
-            .unwrap_or_default();
+        let event_id = event_id_of(event.meta.as_ref());
         let txn = sspr_storage::begin_write(&self.db).await?;
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
+            row.sent_at = Set(Some(now));
+            row.finished_at = Set(Some(now));
+            if let Some(id) = provider_message_id {
+                row.provider_message_id = Set(Some(id.chars().take(128).collect()));
+            }
         })
         .await?;
         outbox::enqueue(
@@ -269,6 +358,12 @@ impl NoticeStore for DbDeliveryStore {
         Self::upsert(&txn, header, now, |row, attempts| {
             row.status = Set(status.as_str().to_owned());
             row.attempts = Set(attempts.saturating_add(1));
+            if status.is_final() {
+                row.finished_at = Set(Some(now));
+            }
+            if status == DeliveryStatus::Sent {
+                row.sent_at = Set(Some(now));
+            }
             if let Some(error) = error {
                 row.last_error = Set(Some(error.to_owned()));
             }
@@ -289,6 +384,8 @@ impl NoticeStore for DbDeliveryStore {
         for header in sent {
             Self::upsert(&txn, header, now, |row, _| {
                 row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
+                row.sent_at = Set(Some(now));
+                row.finished_at = Set(Some(now));
             })
             .await?;
         }
@@ -316,6 +413,8 @@ impl NoticeStore for DbDeliveryStore {
         for header in sent {
             Self::upsert(&txn, header, now, |row, _| {
                 row.status = Set(DeliveryStatus::Sent.as_str().to_owned());
+                row.sent_at = Set(Some(now));
+                row.finished_at = Set(Some(now));
             })
             .await?;
         }

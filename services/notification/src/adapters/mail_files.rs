@@ -42,6 +42,10 @@ impl Mailer for FileMailer {
         tracing::info!(file = %name, "mail written to the mail directory");
         Ok(())
     }
+
+    fn provider(&self) -> &'static str {
+        "files"
+    }
 }
 
 /// Writes each SMS as `<delivery id>.sms.txt` and each voice call as `<delivery id>.voice.txt`
@@ -70,6 +74,10 @@ impl SmsSender for FileSms {
         write_atomically(&self.dir, &name, text.as_bytes()).await?;
         tracing::info!(file = %name, channel = sms.channel.as_str(), "SMS or voice call written to the SMS directory");
         Ok(())
+    }
+
+    fn provider(&self) -> &'static str {
+        "files"
     }
 }
 

@@ -287,6 +287,9 @@ pub struct DeliveryHeader {
     pub purpose: Purpose,
     pub user_id: String,
     pub flow_id: String,
+    /// The flow's method the code is for (echoed in `code.delivery_failed`); empty when the
+    /// publisher did not say (deliveries queued before it existed, notices).
+    pub method_id: String,
 }
 
 /// A decrypted, checked delivery.
@@ -311,6 +314,7 @@ pub struct RawDelivery<'a> {
     pub locale: &'a str,
     pub user_id: &'a str,
     pub flow_id: &'a str,
+    pub method_id: &'a str,
     pub issued_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -318,20 +322,28 @@ pub struct RawDelivery<'a> {
 impl CodeDelivery {
     /// Checks every field. The header is returned with the error when it could be read, so the
     /// failure can be recorded against the delivery.
-    pub fn parse(raw: RawDelivery<'_>) -> Result<Self, (Option<DeliveryHeader>, InvalidDelivery)> {
+    pub fn parse(
+        raw: RawDelivery<'_>,
+    ) -> Result<Self, (Option<Box<DeliveryHeader>>, InvalidDelivery)> {
         let id = DeliveryId::parse(raw.id).map_err(|e| (None, e))?;
         let channel = raw.channel.ok_or((None, InvalidDelivery::Kind))?;
         let purpose = raw.purpose.ok_or((None, InvalidDelivery::Purpose))?;
         let user_id = bounded("user id", raw.user_id).map_err(|e| (None, e))?;
         let flow_id = bounded("flow id", raw.flow_id).map_err(|e| (None, e))?;
+        let method_id = if raw.method_id.is_empty() {
+            String::new()
+        } else {
+            bounded("method id", raw.method_id).map_err(|e| (None, e))?
+        };
         let header = DeliveryHeader {
             id,
             channel,
             purpose,
             user_id,
             flow_id,
+            method_id,
         };
-        let fail = |e| (Some(header.clone()), e);
+        let fail = |e| (Some(Box::new(header.clone())), e);
         let destination = Destination::parse(channel, raw.destination).map_err(fail)?;
         let code = Code::parse(raw.code).map_err(fail)?;
         let (issued_at, expires_at) = match (raw.issued_at, raw.expires_at) {
@@ -429,6 +441,7 @@ mod tests {
             locale: "fr-CA",
             user_id: "alice",
             flow_id: "flow-1",
+            method_id: "method-1",
             issued_at: Some(issued),
             expires_at: Some(issued + Duration::minutes(10)),
         }

@@ -3,7 +3,13 @@
 //! A send fails either transiently (the provider is unreachable, timed out, or answered "try
 //! later": SMTP 4xx, HTTP 5xx/408/429) or permanently (SMTP 5xx, other HTTP 4xx, a message that
 //! cannot be built). Transient failures are retried with exponential backoff and jitter, at most
-//! [`MAX_ATTEMPTS`] deliveries in all (the consumer's `max_deliver`); permanent ones never are.
+//! [`MAX_ATTEMPTS`] sends in all; permanent ones never are.
+//!
+//! The number of the attempt is notification's own count, never the queue's alone: the larger
+//! of the message's delivered count and the sends the delivery record has seen started
+//! ([`RetryPolicy::attempt_number`]). A send that started but never reported (the replica died,
+//! the ack wait ran out) therefore still counts, and once [`MAX_ATTEMPTS`] sends have started the
+//! next delivery of the message only records the failure ([`RetryPolicy::exhausted`]).
 //!
 //! [`SendFailure::detail`] is shown to operators (delivery records, logs): it must never hold
 //! the code or the destination, so adapters build it from status codes and error kinds only,
@@ -50,6 +56,68 @@ impl SendFailure {
     }
 }
 
+/// How often and how fast to retry; [`RetryPolicy::default`] is [`MAX_ATTEMPTS`],
+/// [`BASE_DELAY`], [`MAX_DELAY`] (tests shorten the delays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Sends of one delivery at most.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles with each attempt.
+    pub base_delay: Duration,
+    /// Longest delay between two attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: MAX_ATTEMPTS,
+            base_delay: BASE_DELAY,
+            max_delay: MAX_DELAY,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The number (1-based) of the attempt about to start: the queue's delivered count, or more
+    /// when the record saw more sends start (`sends_started`, before this one).
+    pub fn attempt_number(delivered: u32, sends_started: u32) -> u32 {
+        delivered.max(sends_started.saturating_add(1)).max(1)
+    }
+
+    /// True when attempt `attempt` must not send any more: every allowed send already started.
+    pub fn exhausted(&self, attempt: u32) -> bool {
+        attempt > self.max_attempts.max(1)
+    }
+
+    /// Decides after attempt number `attempt` (1-based) failed with `kind`. `jitter` is a random
+    /// number in `[0, 1)`.
+    pub fn after_failure(&self, kind: FailureKind, attempt: u32, jitter: f64) -> NextStep {
+        match kind {
+            FailureKind::Permanent => NextStep::GiveUp,
+            FailureKind::Transient if attempt >= self.max_attempts => NextStep::GiveUp,
+            FailureKind::Transient => NextStep::RetryAfter(self.backoff(attempt, jitter)),
+        }
+    }
+
+    /// Delay after attempt `attempt` (1-based): `base_delay * 2^(attempt-1)`, capped at
+    /// `max_delay`, then scaled by a factor in `[0.8, 1.2)` taken from `jitter` in `[0, 1)`, so
+    /// replicas that failed together do not retry together.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let nominal = self
+            .base_delay
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay);
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        nominal.mul_f64(0.8 + 0.4 * jitter)
+    }
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
@@ -62,25 +130,14 @@ pub enum NextStep {
 /// Decides after attempt number `attempt` (1-based) failed with `kind`. `jitter` is a random
 /// number in `[0, 1)`.
 pub fn after_failure(kind: FailureKind, attempt: u32, jitter: f64) -> NextStep {
-    match kind {
-        FailureKind::Permanent => NextStep::GiveUp,
-        FailureKind::Transient if attempt >= MAX_ATTEMPTS => NextStep::GiveUp,
-        FailureKind::Transient => NextStep::RetryAfter(backoff(attempt, jitter)),
-    }
+    RetryPolicy::default().after_failure(kind, attempt, jitter)
 }
 
 /// Delay after attempt `attempt` (1-based): `BASE_DELAY * 2^(attempt-1)`, capped at
 /// [`MAX_DELAY`], then scaled by a factor in `[0.8, 1.2)` taken from `jitter` in `[0, 1)`, so
 /// replicas that failed together do not retry together.
 pub fn backoff(attempt: u32, jitter: f64) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    let nominal = BASE_DELAY.saturating_mul(1u32 << exponent).min(MAX_DELAY);
-    let jitter = if jitter.is_finite() {
-        jitter.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    nominal.mul_f64(0.8 + 0.4 * jitter)
+    RetryPolicy::default().backoff(attempt, jitter)
 }
 
 #[cfg(test)]
@@ -123,6 +180,45 @@ mod tests {
         );
         assert_eq!(
             after_failure(FailureKind::Transient, MAX_ATTEMPTS + 3, 0.5),
+            NextStep::GiveUp
+        );
+    }
+
+    #[test]
+    fn the_attempt_number_counts_sends_the_queue_did_not_see_end() {
+        // First delivery, nothing recorded.
+        assert_eq!(RetryPolicy::attempt_number(1, 0), 1);
+        // Normal redelivery after a nak: both agree.
+        assert_eq!(RetryPolicy::attempt_number(3, 2), 3);
+        // A replica died mid-send and a lost ack made the queue count less than the record.
+        assert_eq!(RetryPolicy::attempt_number(2, 4), 5);
+        // Redeliveries after the record could not be written (the record lags).
+        assert_eq!(RetryPolicy::attempt_number(6, 1), 6);
+        assert_eq!(RetryPolicy::attempt_number(0, 0), 1);
+
+        let policy = RetryPolicy::default();
+        assert!(!policy.exhausted(MAX_ATTEMPTS));
+        assert!(policy.exhausted(MAX_ATTEMPTS + 1));
+        // The fifth send started and never reported: the sixth delivery sends nothing.
+        assert!(policy.exhausted(RetryPolicy::attempt_number(6, MAX_ATTEMPTS)));
+        assert!(policy.exhausted(RetryPolicy::attempt_number(1, MAX_ATTEMPTS)));
+    }
+
+    #[test]
+    fn a_shorter_policy_scales_the_same_way() {
+        let fast = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(30),
+        };
+        assert_eq!(fast.backoff(1, 0.5), Duration::from_millis(10));
+        assert_eq!(fast.backoff(5, 0.5), Duration::from_millis(30));
+        assert!(matches!(
+            fast.after_failure(FailureKind::Transient, 2, 0.5),
+            NextStep::RetryAfter(_)
+        ));
+        assert_eq!(
+            fast.after_failure(FailureKind::Transient, 3, 0.5),
             NextStep::GiveUp
         );
     }

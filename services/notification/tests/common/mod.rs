@@ -15,14 +15,17 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use prost::Message;
 use sspr_bus::{Bus, BusConfig, BusError, subjects};
-use sspr_notification::{Config, MailTransport, SmsWebhookUrl, SmtpUrl};
+use sspr_notification::adapters::db::{DbDeliveryStore, dead_letters};
+use sspr_notification::domain::retry::RetryPolicy;
+use sspr_notification::{Config, MailTransport, SmsWebhookUrl, SmtpTlsCa, SmtpUrl};
 use sspr_proto::common::v1::MethodKind;
-use sspr_proto::events::v1::{CodeDelivered, CodePurpose};
+use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed, CodePurpose};
 use sspr_proto::internal::notification::v1::{
     Delivery, DeliveryStatus, GetDeliveryRequest, GetDeliveryResponse,
 };
 use sspr_runtime::{Secret, ServiceContext};
-use sspr_testkit::{HttpSink, NatsServer, SmtpSink, TestDb};
+use sspr_storage::outbox::OutboxSignal;
+use sspr_testkit::{HttpSink, NatsServer, SmtpSink, SmtpSinkOptions, SmtpSinkTls, TestDb};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +39,8 @@ pub enum Setup {
     NoSms,
     /// Mail written as .eml files into the harness's mail dir.
     Files,
+    /// SMTP to a sink that offers STARTTLS (required by the URL), trusting the sink's CA.
+    StartTls,
 }
 
 pub struct Harness {
@@ -61,7 +66,16 @@ impl Harness {
         // Installs the OpenTelemetry layer (no exporter) so spans carry real trace ids.
         let _ = sspr_telemetry::init("sspr-notification-test");
         let nats = NatsServer::start().await?;
-        let smtp = SmtpSink::start().await?;
+        let smtp = match setup {
+            Setup::StartTls => {
+                SmtpSink::start_with(SmtpSinkOptions {
+                    tls: SmtpSinkTls::StartTls,
+                    login: None,
+                })
+                .await?
+            }
+            _ => SmtpSink::start().await?,
+        };
         let http = HttpSink::start().await?;
         let mail_dir = tempfile::tempdir()?;
         let key = sspr_testkit::random_code_key();
@@ -75,6 +89,10 @@ impl Harness {
             _ => MailTransport::Smtp { url: smtp_url },
         };
         let mut config = Config::new(mail, Secret::new(key));
+        config.retry = fast_retry();
+        if let Some(ca) = smtp.ca_file() {
+            config.smtp.tls_ca = Some(SmtpTlsCa::load(&ca).map_err(anyhow::Error::msg)?);
+        }
         if matches!(setup, Setup::Files) {
             // `sspr dev`: no SMS provider, SMS written as files.
             config.sms_files_dir = Some(mail_dir.path().join("sms"));
@@ -241,6 +259,77 @@ impl Harness {
         }
     }
 
+    /// The `code.delivery_failed` event for `delivery_id`, with its raw payload.
+    pub async fn wait_delivery_failed(
+        &self,
+        delivery_id: &str,
+    ) -> anyhow::Result<(CodeDeliveryFailed, Bytes)> {
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(subjects::EVENTS_STREAM)
+            .await?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                filter_subject: subjects::events::CODE_DELIVERY_FAILED.to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, messages.next())
+                .await
+                .with_context(|| format!("no code.delivery_failed event for {delivery_id}"))?;
+            let Some(message) = next else {
+                bail!("event stream ended")
+            };
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event = CodeDeliveryFailed::decode(message.payload.clone())?;
+            if event.delivery_id == delivery_id {
+                return Ok((event, message.payload.clone()));
+            }
+        }
+    }
+
+    /// How many `code.delivery_failed` events the stream holds.
+    pub async fn delivery_failed_count(&self) -> anyhow::Result<u64> {
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(subjects::EVENTS_STREAM)
+            .await?;
+        let mut consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                filter_subject: subjects::events::CODE_DELIVERY_FAILED.to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(consumer.info().await?.num_pending)
+    }
+
+    /// A second connection to the service's database, with its delivery store (as another
+    /// replica would see it).
+    pub async fn store(&self) -> anyhow::Result<(sea_orm::DatabaseConnection, DbDeliveryStore)> {
+        let conn = sspr_storage::connect(sspr_notification::SERVICE, &self.db.settings()).await?;
+        let store = DbDeliveryStore::new(conn.clone(), OutboxSignal::default());
+        Ok((conn, store))
+    }
+
+    /// The dead-letter entry of `delivery_id`, if any.
+    pub async fn dead_letter(
+        &self,
+        delivery_id: &str,
+    ) -> anyhow::Result<Option<dead_letters::Model>> {
+        use sea_orm::EntityTrait;
+        let (conn, _) = self.store().await?;
+        Ok(dead_letters::Entity::find_by_id(delivery_id.to_owned())
+            .one(&conn)
+            .await?)
+    }
+
     /// Waits until the delivery consumer has nothing pending and nothing awaiting an ack.
     pub async fn wait_queue_drained(&self) -> anyhow::Result<()> {
         let stream = self
@@ -339,6 +428,15 @@ pub fn delivery_issued_at(
             issued_at + chrono::Duration::minutes(10),
         )),
         method_id: "method-1".to_owned(),
+    }
+}
+
+/// Retries after 100 ms, 200 ms, ... (at most 1 s), five sends as in production.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        ..RetryPolicy::default()
     }
 }
 
