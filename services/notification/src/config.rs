@@ -15,6 +15,7 @@ use sspr_runtime::settings::{self, ConfigError, Secret};
 
 use crate::adapters::template_dir;
 use crate::domain::templates::Templates;
+use crate::sms_config::SmsSettings;
 
 pub const SMTP_URL_VAR: &str = "SSPR_SMTP_URL";
 pub const MAIL_FROM_VAR: &str = "SSPR_MAIL_FROM";
@@ -126,7 +127,7 @@ pub enum MailTransport {
     Files { dir: PathBuf },
 }
 
-/// An `http://` URL for the SMS webhook.
+/// An `http://` or `https://` URL for the SMS webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsWebhookUrl(reqwest::Url);
 
@@ -134,14 +135,8 @@ impl SmsWebhookUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let url = reqwest::Url::parse(raw.trim())
             .map_err(|e| format!("is not a valid URL ({e}); expected http://host:port/path"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(
-                    "https:// is not supported yet (this build has no TLS); use http://".to_owned(),
-                );
-            }
-            _ => return Err("expected an http:// URL".to_owned()),
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("expected an http:// or https:// URL".to_owned());
         }
         if url.host_str().is_none() {
             return Err("the host is missing; expected http://host:port/path".to_owned());
@@ -169,6 +164,10 @@ pub struct Config {
     pub code_keys: CodeKeys,
     /// The mail templates: built-in, with the overrides of `SSPR_TEMPLATE_DIR` when set.
     pub templates: Arc<Templates>,
+    /// `SSPR_SMS_PROVIDER`, Twilio's settings, and delivery receipts (`SSPR_RECEIPTS_*`).
+    pub sms: SmsSettings,
+    /// Told the receipts listener's bound address once it listens (tests bind port 0).
+    pub receipts_bound: Option<tokio::sync::mpsc::UnboundedSender<std::net::SocketAddr>>,
 }
 
 impl Config {
@@ -211,6 +210,8 @@ impl Config {
             sms_files_dir: None,
             code_keys: CodeKeys::single(code_key),
             templates: Arc::new(Templates::builtin()),
+            sms: SmsSettings::default(),
+            receipts_bound: None,
         }
     }
 
@@ -235,6 +236,7 @@ impl Config {
             Some(dir) => template_dir::load(std::path::Path::new(dir.trim()))?,
             None => Templates::builtin(),
         };
+        let sms = SmsSettings::from_env(sms_webhook_url.is_some())?;
         Ok(Config {
             mail,
             mail_from,
@@ -242,6 +244,8 @@ impl Config {
             sms_files_dir: None,
             code_keys,
             templates: Arc::new(templates),
+            sms,
+            receipts_bound: None,
         })
     }
 }
@@ -291,12 +295,7 @@ mod tests {
     #[test]
     fn sms_webhook_urls() {
         assert!(SmsWebhookUrl::parse("http://127.0.0.1:8080/sms").is_ok());
-        assert!(
-            SmsWebhookUrl::parse("https://sms.example.com/")
-                .err()
-                .unwrap_or_default()
-                .contains("not supported yet")
-        );
+        assert!(SmsWebhookUrl::parse("https://sms.example.com/").is_ok());
         assert!(SmsWebhookUrl::parse("ftp://x/").is_err());
         assert!(SmsWebhookUrl::parse("not a url").is_err());
     }

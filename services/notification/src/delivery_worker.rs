@@ -45,10 +45,12 @@ use tracing::Instrument;
 use crate::domain::delivery::{
     Channel, CodeDelivery, DeliveryHeader, Destination, Purpose, RawDelivery,
 };
+use crate::domain::receipt::ProviderMessageId;
 use crate::domain::retry::{self, FailureKind, NextStep, SendFailure};
 use crate::domain::templates;
 use crate::ports::{
-    OutgoingMail, OutgoingSms, SharedHelpdesk, SharedMailer, SharedSmsSender, SharedStore,
+    OutgoingMail, OutgoingSms, ProviderMessage, SharedHelpdesk, SharedMailer, SharedReceiptStore,
+    SharedSmsSender, SharedStore,
 };
 
 /// Deliveries processed at once by one replica.
@@ -110,6 +112,8 @@ pub struct DeliveryWorker {
     pub templates: Arc<templates::Templates>,
     /// The policy's helpdesk contact, for code mails.
     pub helpdesk: SharedHelpdesk,
+    /// Where messages handed to an SMS/voice provider are noted for their receipts.
+    pub provider_messages: Option<SharedReceiptStore>,
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -338,12 +342,20 @@ impl DeliveryWorker {
         };
 
         match self.send(&delivery).await {
-            Ok(()) => self.on_sent(&delivery, record.attempts).await,
+            Ok(message_id) => {
+                // Noted before SENT is committed, so a receipt never finds SENT without it.
+                self.note_provider_message(&delivery, message_id).await;
+                self.on_sent(&delivery, record.attempts).await
+            }
             Err(failure) => self.on_failure(&header, failure, attempt).await,
         }
     }
 
-    async fn send(&self, delivery: &CodeDelivery) -> Result<(), SendFailure> {
+    /// Sends; returns the SMS/voice provider's message id when it gave one.
+    async fn send(
+        &self,
+        delivery: &CodeDelivery,
+    ) -> Result<Option<ProviderMessageId>, SendFailure> {
         let (purpose, locale, minutes) = (
             delivery.header.purpose,
             delivery.locale,
@@ -363,7 +375,7 @@ impl DeliveryWorker {
                         &helpdesk,
                     ),
                 };
-                self.mailer.send(&mail).await
+                self.mailer.send(&mail).await.map(|()| None)
             }
             Destination::Sms(to) => {
                 let sms = OutgoingSms {
@@ -372,7 +384,7 @@ impl DeliveryWorker {
                     to: to.clone(),
                     body: templates::sms(purpose, locale, &delivery.code, minutes),
                 };
-                self.sms.send(&sms).await
+                self.sms.submit(&sms).await
             }
             Destination::Voice(to) => {
                 let call = OutgoingSms {
@@ -383,8 +395,38 @@ impl DeliveryWorker {
                         .templates
                         .voice(purpose, locale, &delivery.code, minutes),
                 };
-                self.sms.send(&call).await
+                self.sms.submit(&call).await
             }
+        }
+    }
+
+    /// Receipts: notes an SMS/voice message the provider accepted (provider, its message id,
+    /// when the code was issued), so its receipt can be checked and timed. Best effort: the
+    /// code is already out; without this note a receipt still applies, timed from the record's
+    /// creation and without the message-id check.
+    async fn note_provider_message(
+        &self,
+        delivery: &CodeDelivery,
+        message_id: Option<ProviderMessageId>,
+    ) {
+        let Some(store) = &self.provider_messages else {
+            return;
+        };
+        if delivery.header.channel == Channel::Email {
+            return;
+        }
+        let message = ProviderMessage {
+            delivery_id: delivery.header.id.clone(),
+            provider: self.sms.provider().to_owned(),
+            message_id,
+            // The header carries no method id on this branch; merged with the delivery
+            // helper's DeliveryHeader.method_id this becomes `delivery.header.method_id`.
+            method_id: String::new(),
+            issued_at: delivery.issued_at,
+            accepted_at: self.clock.now(),
+        };
+        if let Err(e) = store.record_provider_message(&message).await {
+            tracing::warn!(error = %e, "could not note the provider message for its receipt");
         }
     }
 

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateOutbox),
             Box::new(CreateDeliveries),
             Box::new(CreateProcessedEvents),
+            Box::new(crate::adapters::receipts_db::AddReceipts),
         ]
     }
 }
