@@ -109,8 +109,10 @@ pub fn decide(current: DeliveryStatus) -> Decision {
 /// Twilio's signature of a callback to `url` with the form parameters `params`.
 pub fn twilio_signature(auth_token: &[u8], url: &str, params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    // Sorted by name; equal names keep a stable order by value, as Twilio's libraries do.
+    // Sorted by name, then by value for repeated names; a repeated identical pair counts once
+    // (as Twilio's own validators do).
     sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    sorted.dedup();
     let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(auth_token)
         .unwrap_or_else(|_| unreachable_hmac());
     mac.update(url.as_bytes());
@@ -174,42 +176,43 @@ mod tests {
             .collect()
     }
 
-    /// The example of Twilio's "Webhooks security" page.
+    /// The vectors of Twilio's documentation and helper libraries' tests.
     #[test]
     fn twilio_signature_matches_the_documented_example() {
+        const SIG: &str = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
         let params = p(&[
             ("CallSid", "CA1234567890ABCDE"),
-            ("Caller", "+12349013030"),
+            ("Caller", "+14158675309"),
             ("Digits", "1234"),
-            ("From", "+12349013030"),
+            ("From", "+14158675309"),
             ("To", "+18005551212"),
         ]);
-        let url = "https://example.com/myapp.php?foo=1&bar=2";
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
         let token = b"12345";
-        assert_eq!(
-            twilio_signature(token, url, &params),
-            "GvWf1cFY/Q7PnoempGyD5oXAezc="
-        );
-        assert!(twilio_signature_ok(
-            token,
-            url,
-            &params,
-            "GvWf1cFY/Q7PnoempGyD5oXAezc="
-        ));
+        assert_eq!(twilio_signature(token, url, &params), SIG);
+        assert!(twilio_signature_ok(token, url, &params, SIG));
+        assert!(!twilio_signature_ok(b"54321", url, &params, SIG));
         assert!(!twilio_signature_ok(
-            b"54321",
-            url,
+            token,
+            &format!("{url}&x=1"),
             &params,
-            "GvWf1cFY/Q7PnoempGyD5oXAezc="
+            SIG
         ));
         let mut changed = params.clone();
         changed[2].1 = "1235".into();
-        assert!(!twilio_signature_ok(
-            token,
-            url,
-            &changed,
-            "GvWf1cFY/Q7PnoempGyD5oXAezc="
-        ));
+        assert!(!twilio_signature_ok(token, url, &changed, SIG));
+        // Repeated names: sorted by value, identical pairs once (Twilio's libraries' vector).
+        let repeated = p(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+            ("Digits", "1234"),
+        ]);
+        assert_eq!(
+            twilio_signature(token, url, &repeated),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
         // Parameter order on the wire does not matter.
         let mut reversed = params.clone();
         reversed.reverse();
