@@ -447,11 +447,25 @@ async fn twilio_receipts(db: TestDb) -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn webhook_receipts_are_signed_with_the_webhook_secret() -> anyhow::Result<()> {
+async fn webhook_receipts_are_signed_with_the_webhook_secret_sqlite() -> anyhow::Result<()> {
+    webhook_receipts(TestDb::sqlite()?).await
+}
+
+#[tokio::test]
+async fn webhook_receipts_are_signed_with_the_webhook_secret_postgres() -> anyhow::Result<()> {
+    let Some(db) = TestDb::postgres().await? else {
+        return Ok(());
+    };
+    webhook_receipts(db).await
+}
+
+/// The generic webhook's receipts: signature over the raw body, concurrent copies applied
+/// once, oversized and early receipts refused.
+async fn webhook_receipts(db: TestDb) -> anyhow::Result<()> {
     let port = sspr_testkit::free_port()?;
     let public = format!("http://127.0.0.1:{port}");
     let public_for_config = public.clone();
-    let h = Harness::start_configured(Setup::Standard, TestDb::sqlite()?, move |config, _| {
+    let h = Harness::start_configured(Setup::Standard, db, move |config, _| {
         config.sms = SmsSettings {
             provider: SmsProviderChoice::Webhook,
             receipts: Some(ReceiptSettings {
@@ -506,14 +520,46 @@ async fn webhook_receipts_are_signed_with_the_webhook_secret() -> anyhow::Result
         h.get_delivery(&sms.delivery_id).await?.status,
         DeliveryStatus::Sent as i32
     );
+    // Oversized bodies are refused before anything is parsed.
+    assert_eq!(post(String::new(), "x".repeat(20 * 1024)).await, 413);
+
+    // Eight copies of the same receipt at once (as from retrying providers or two replicas):
+    // one status change, one event.
     let good = webhook_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
-    assert_eq!(post(good.clone(), body.clone()).await, 204);
-    assert_eq!(post(good, body.clone()).await, 204);
+    let answers = futures::future::join_all((0..8).map(|_| post(good.clone(), body.clone()))).await;
+    assert!(answers.iter().all(|s| *s == 204), "{answers:?}");
     h.wait_status(&sms.delivery_id, DeliveryStatus::Delivered)
         .await?;
     let confirmed: Vec<CodeDeliveryConfirmed> =
         wait_events(&h, subjects::events::CODE_DELIVERY_CONFIRMED, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(confirmed.len(), 1);
+    let again: Vec<CodeDeliveryConfirmed> =
+        events(&h, subjects::events::CODE_DELIVERY_CONFIRMED).await;
+    assert_eq!(again.len(), 1, "one event for eight copies");
+
+    // A receipt for a delivery not recorded as sent yet (the provider answered 500, a retry is
+    // pending): 503, so the provider tries again later; nothing changes.
+    h.http.respond_next(1, 500, "{}")?;
+    let pending = delivery(MethodKind::Sms, PHONE, "12121212", CodePurpose::Reset, "en");
+    h.publish(&pending, &traceparent().0).await?;
+    h.wait_status(&pending.delivery_id, DeliveryStatus::Queued)
+        .await?;
+    let early =
+        serde_json::json!({"delivery_id": pending.delivery_id, "status": "failed"}).to_string();
+    let sig = webhook_signature(WEBHOOK_SECRET.as_bytes(), early.as_bytes());
+    let url = format!("{public}/receipts/webhook/{}", pending.delivery_id);
+    let status = client()
+        .post(url)
+        .header("x-sspr-signature", sig)
+        .body(early)
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    assert_eq!(status, 503);
+    h.wait_status(&pending.delivery_id, DeliveryStatus::Sent)
+        .await?;
 
     // Signed, but about another delivery than the URL names.
     let wrong = serde_json::json!({"delivery_id": "other", "status": "failed"}).to_string();

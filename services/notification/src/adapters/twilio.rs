@@ -221,6 +221,77 @@ mod tests {
     use super::*;
     use crate::domain::retry::FailureKind;
 
+    fn twilio(from: Option<&str>, service: Option<&str>, receipts: bool) -> TwilioSms {
+        TwilioSms::new(
+            TwilioSettings {
+                account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                auth_token: Secret::new("token-0123456789abcdef".into()),
+                sender: TwilioSender {
+                    from: from.map(str::to_owned),
+                    messaging_service_sid: service.map(str::to_owned),
+                },
+                api_url: reqwest::Url::parse("https://api.twilio.com").expect("url"),
+            },
+            receipts.then(|| ReceiptSettings {
+                addr: "127.0.0.1:8088".parse().expect("addr"),
+                public_url: reqwest::Url::parse("https://sspr.example.org/").expect("url"),
+            }),
+        )
+        .expect("client")
+    }
+
+    fn sms(channel: Channel) -> OutgoingSms {
+        OutgoingSms {
+            delivery_id: crate::domain::delivery::DeliveryId::parse("d-1").expect("id"),
+            channel,
+            to: crate::domain::delivery::PhoneNumber::parse("+33612345678").expect("phone"),
+            body: "Your code: 1234 & more".into(),
+        }
+    }
+
+    #[test]
+    fn fields_follow_the_sender_and_the_channel() {
+        let service = "MG0123456789abcdef0123456789abcdef";
+        let t = twilio(Some("+15005550006"), Some(service), true);
+        assert_eq!(
+            t.messages_url.as_str(),
+            "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+        );
+        let f = t.form(&sms(Channel::Sms)).expect("fields");
+        assert_eq!(
+            f,
+            vec![
+                ("To", "+33612345678".to_owned()),
+                ("MessagingServiceSid", service.to_owned()),
+                ("Body", "Your code: 1234 & more".to_owned()),
+                (
+                    "StatusCallback",
+                    "https://sspr.example.org/receipts/twilio/d-1".to_owned()
+                ),
+            ]
+        );
+        let f = t.form(&sms(Channel::Voice)).expect("fields");
+        assert_eq!(f[1], ("From", "+15005550006".to_owned()));
+        assert_eq!(
+            f[2].1,
+            "<Response><Say>Your code: 1234 &amp; more</Say></Response>"
+        );
+        // A messaging service alone cannot place calls: a clear, permanent failure.
+        let only_service = twilio(None, Some(service), false);
+        let e = only_service
+            .form(&sms(Channel::Voice))
+            .expect_err("refused");
+        assert_eq!(e.kind, FailureKind::Permanent);
+        assert!(e.detail.contains("SSPR_TWILIO_FROM"));
+        assert!(
+            only_service
+                .form(&sms(Channel::Sms))
+                .expect("fields")
+                .iter()
+                .all(|(k, _)| *k != "StatusCallback")
+        );
+    }
+
     #[test]
     fn twiml_is_escaped() {
         assert_eq!(
