@@ -11,7 +11,8 @@
 //! Answers: 204 when handled (applied, intermediate, or repeated), 403 for a missing or bad
 //! signature (nothing changes), 404 for an unknown route, provider or delivery, 400 for a
 //! malformed receipt, 413 over [`MAX_BODY_BYTES`], 503 when the delivery is not recorded as
-//! sent yet or the database failed (providers retry).
+//! sent yet (after a wait of up to 2 s while a send is finishing) or the database failed
+//! (providers that retry come back).
 //!
 //! Invariants: the signature is checked before anything else is read from the body; a receipt
 //! only moves a SENT delivery to DELIVERED (+ `code.delivery_confirmed` with the latency from
@@ -42,7 +43,7 @@ use sspr_runtime::settings::Secret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::delivery::{Channel, DeliveryId};
+use crate::domain::delivery::{Channel, DeliveryId, DeliveryStatus};
 use crate::domain::receipt::{
     self, Decision, ProviderMessageId, ReceiptOutcome, error_code, twilio_outcome, webhook_outcome,
 };
@@ -50,6 +51,9 @@ use crate::ports::{DeliveryRecord, ReceiptApplied, ReceiptEvent, SharedReceiptSt
 
 /// Largest receipt body read.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// How long a receipt for a SENDING delivery waits for SENT, in steps.
+const SENDING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const SENDING_WAITS: u32 = 20;
 /// The word stored in `code.delivery_failed.reason` for a failed receipt.
 pub const UNDELIVERABLE: &str = "undeliverable";
 
@@ -266,12 +270,23 @@ impl Receipts {
             tracing::error!(error = %e, "delivery records unavailable for a receipt");
             Refusal(StatusCode::SERVICE_UNAVAILABLE, "try again later")
         };
-        let record = self
-            .store
-            .get(id)
-            .await
-            .map_err(unavailable)?
-            .ok_or(Refusal(StatusCode::NOT_FOUND, "no such delivery"))?;
+        // A provider can report faster than SENT is committed (the send returned, the record
+        // follows at once): a SENDING record gets a short wait before the provider is told to
+        // come back (Twilio does not retry status callbacks by default).
+        let mut waits = 0;
+        let record = loop {
+            let record = self
+                .store
+                .get(id)
+                .await
+                .map_err(unavailable)?
+                .ok_or(Refusal(StatusCode::NOT_FOUND, "no such delivery"))?;
+            if record.status != DeliveryStatus::Sending || waits >= SENDING_WAITS {
+                break record;
+            }
+            waits += 1;
+            tokio::time::sleep(SENDING_WAIT).await;
+        };
         match receipt::decide(record.status) {
             Decision::AlreadyFinal => {
                 span.record("outcome", "unchanged");

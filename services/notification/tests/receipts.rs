@@ -129,7 +129,16 @@ async fn twilio_callback(
     params: &[(&str, &str)],
     token: &str,
 ) -> u16 {
-    let url = format!("{public}/receipts/twilio/{delivery_id}");
+    post_twilio(
+        format!("{public}/receipts/twilio/{delivery_id}"),
+        params,
+        token,
+    )
+    .await
+}
+
+/// POSTs a Twilio status callback to `url`, signed with `token`.
+async fn post_twilio(url: String, params: &[(&str, &str)], token: &str) -> u16 {
     let owned: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -261,6 +270,44 @@ async fn twilio_refusals_fail_with_the_code_only_and_429_500_are_retried() -> an
         .await?;
     assert_eq!(sent.attempts, 3);
     assert_eq!(h.http.requests().len(), 3);
+    Ok(())
+}
+
+/// Twilio can call back before the SENT record is committed: the fake sends the `delivered`
+/// callback while it is still answering the send (blocking 400 ms), so the receipt finds the
+/// delivery SENDING; it waits for SENT instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_racing_the_send_waits_for_sent() -> anyhow::Result<()> {
+    let (h, _) = start_twilio(TestDb::sqlite()?, true).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    h.http.set_responder(move |r| {
+        let callback = field(r, "StatusCallback")?;
+        let tx = tx.clone();
+        // A thread of its own: the sink's worker is blocked below, on purpose.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let status = runtime.block_on(post_twilio(
+                callback,
+                &[("MessageStatus", "delivered")],
+                TOKEN,
+            ));
+            let _ = tx.send(status);
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        Some((
+            201,
+            r#"{"sid": "SM0123456789abcdef0123456789abcdef"}"#.into(),
+        ))
+    });
+    let sms = delivery(MethodKind::Sms, PHONE, "48213790", CodePurpose::Reset, "en");
+    h.publish(&sms, &traceparent().0).await?;
+    let status = tokio::time::timeout(common::WAIT, rx.recv()).await?;
+    assert_eq!(status, Some(204));
+    h.wait_status(&sms.delivery_id, DeliveryStatus::Delivered)
+        .await?;
     Ok(())
 }
 
