@@ -15,6 +15,7 @@ use base64::Engine as _;
 use common::{Harness, Setup, delivery, traceparent};
 use futures::StreamExt;
 use prost::Message;
+use sea_orm::EntityTrait;
 use sspr_bus::subjects;
 use sspr_notification::domain::receipt::{twilio_signature, webhook_signature};
 use sspr_notification::sms_config::{
@@ -216,6 +217,17 @@ async fn twilio_gets_sms_and_calls_like_its_rest_api_and_its_sid_is_kept() -> an
     assert_eq!(field(&r, "From").as_deref(), Some(FROM));
     assert!(field(&r, "Body").unwrap().contains("48213790"));
     assert_eq!(field(&r, "StatusCallback"), None, "receipts are off");
+    // The SID of Twilio's answer is kept with the delivery.
+    let db = sspr_storage::connect(sspr_notification::SERVICE, &h.db.settings()).await?;
+    let noted = sspr_notification::adapters::receipts_db::entity::Entity::find_by_id(
+        sms.delivery_id.clone(),
+    )
+    .one(&db)
+    .await?
+    .expect("the provider message is noted");
+    assert_eq!(noted.provider, "twilio");
+    let sid = noted.provider_message_id.expect("sid");
+    assert!(sid.starts_with("SM") && sid.len() == 34, "{sid}");
 
     let call = delivery(
         MethodKind::Voice,
