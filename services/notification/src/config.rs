@@ -166,8 +166,6 @@ pub struct Config {
     pub templates: Arc<Templates>,
     /// `SSPR_SMS_PROVIDER`, Twilio's settings, and delivery receipts (`SSPR_RECEIPTS_*`).
     pub sms: SmsSettings,
-    /// Told the receipts listener's bound address once it listens (tests bind port 0).
-    pub receipts_bound: Option<tokio::sync::mpsc::UnboundedSender<std::net::SocketAddr>>,
 }
 
 impl Config {
@@ -211,7 +209,6 @@ impl Config {
             code_keys: CodeKeys::single(code_key),
             templates: Arc::new(Templates::builtin()),
             sms: SmsSettings::default(),
-            receipts_bound: None,
         }
     }
 
@@ -245,7 +242,6 @@ impl Config {
             code_keys,
             templates: Arc::new(templates),
             sms,
-            receipts_bound: None,
         })
     }
 }

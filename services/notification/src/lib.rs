@@ -166,9 +166,6 @@ pub async fn run(
                 .await
                 .with_context(|| format!("binding the receipts listener on {}", settings.addr))?;
             tracing::info!(%addr, "serving delivery receipts");
-            if let Some(tx) = &config.receipts_bound {
-                let _ = tx.send(addr);
-            }
             Some(tokio::spawn(serve))
         }
         None => None,
