@@ -212,6 +212,7 @@ impl World {
             trusted_proxy_hops: 0,
             challenge_verify_url: None,
             challenge_secret: None,
+            sms: Default::default(),
         })
     }
 

@@ -1,7 +1,10 @@
 //! An HTTP/1.1 server for tests (the SMS webhook's peer) that records every request.
 //!
 //! Any method and path is accepted. The answer is `200 {}` (JSON) unless changed with
-//! [`HttpSink::set_status`] (every later request) or [`HttpSink::respond_next`] (the next N).
+//! [`HttpSink::set_status`] (every later request) or [`HttpSink::respond_next`] (the next N),
+//! or computed from the request by a [`Responder`] ([`HttpSink::set_responder`]; e.g. a fake
+//! provider API that checks authentication and fields like the real one). Queued
+//! `respond_next` answers come first, then the responder, then the default.
 //! Invariant: every request is recorded, whatever the answer, in the order it arrived, with its
 //! whole body (so a test can check what a failed delivery attempt sent).
 
@@ -55,26 +58,48 @@ struct Reply {
     body: String,
 }
 
-#[derive(Debug)]
+/// Computes the answer to a request: `Some((status, JSON body))`, or `None` for the default.
+pub type Responder = Arc<dyn Fn(&ReceivedRequest) -> Option<(u16, String)> + Send + Sync>;
+
 struct HttpState {
     requests: Arc<Collector<ReceivedRequest>>,
     default_reply: Mutex<Reply>,
     next_replies: Mutex<VecDeque<Reply>>,
+    responder: Mutex<Option<Responder>>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpState {
-    fn reply(&self) -> Reply {
+    fn reply(&self, request: &ReceivedRequest) -> Reply {
         let next = self
             .next_replies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_front();
-        next.unwrap_or_else(|| {
-            self.default_reply
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        })
+        if let Some(next) = next {
+            return next;
+        }
+        let responder = self
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((status, body)) = responder.and_then(|r| r(request))
+            && let Ok(status) = StatusCode::from_u16(status)
+        {
+            return Reply { status, body };
+        }
+        self.default_reply
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -100,6 +125,7 @@ impl HttpSink {
                 body: "{}".to_owned(),
             }),
             next_replies: Mutex::new(VecDeque::new()),
+            responder: Mutex::new(None),
         });
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
         Ok(HttpSink {
@@ -165,6 +191,18 @@ impl HttpSink {
             body: "{}".to_owned(),
         };
         Ok(())
+    }
+
+    /// Computes later answers with `responder` (after any queued `respond_next` answers).
+    pub fn set_responder(
+        &self,
+        responder: impl Fn(&ReceivedRequest) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) {
+        *self
+            .state
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(responder));
     }
 
     /// Answers the next `n` requests with `status` and `body`, then goes back to the default.
@@ -243,13 +281,14 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             )
         })
         .collect();
-    state.requests.push(ReceivedRequest {
+    let request = ReceivedRequest {
         method: parts.method.to_string(),
         path,
         headers,
         body,
-    });
-    let reply = state.reply();
+    };
+    let reply = state.reply(&request);
+    state.requests.push(request);
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = reply.status;
     response.headers_mut().insert(

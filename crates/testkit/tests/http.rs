@@ -11,6 +11,8 @@ use sspr_testkit::HttpSink;
 async fn records_posts_and_answers_200_json() {
     let sink = HttpSink::start().await.unwrap();
     assert!(sink.url().starts_with("http://127.0.0.1:"));
+    // reqwest may be built with rustls (notification's https providers): give it ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
 
     let response = client
@@ -52,6 +54,8 @@ async fn records_posts_and_answers_200_json() {
 #[tokio::test]
 async fn status_is_configurable() {
     let sink = HttpSink::start().await.unwrap();
+    // reqwest may be built with rustls (notification's https providers): give it ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     sink.respond_next(2, 503, r#"{"error":"busy"}"#).unwrap();
     for _ in 0..2 {

@@ -305,6 +305,9 @@ pub enum AdminCommand {
     /// Create, delete or list groups (groups nest through --member).
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Show one code delivery (its id is in the code.issued event and the audit log): status
+    /// (queued, sending, sent, delivered, failed, expired), attempts, timestamps, provider.
+    Delivery { delivery_id: String },
     /// List audit records (flow steps and admin changes), oldest first, one page at a time.
     Audit {
         /// Only records about this user.
@@ -641,6 +644,38 @@ fn code_status_json(r: &reset::GetCodeStatusResponse) -> Value {
     json!({"state": state, "alternatives": methods_json(&r.alternatives)})
 }
 
+/// A delivery's status as the lowercase word the README uses.
+fn delivery_status_name(status: i32) -> &'static str {
+    match admin::DeliveryStatus::try_from(status) {
+        Ok(admin::DeliveryStatus::Queued) => "queued",
+        Ok(admin::DeliveryStatus::Sending) => "sending",
+        Ok(admin::DeliveryStatus::Sent) => "sent",
+        Ok(admin::DeliveryStatus::Delivered) => "delivered",
+        Ok(admin::DeliveryStatus::Failed) => "failed",
+        Ok(admin::DeliveryStatus::Expired) => "expired",
+        _ => "unspecified",
+    }
+}
+
+fn delivery_json(d: &admin::Delivery) -> Value {
+    json!({
+        "delivery_id": d.delivery_id,
+        "status": delivery_status_name(d.status),
+        "kind": kind_name(d.kind),
+        "attempts": d.attempts,
+        "created_at": time_json(&d.created_at),
+        "updated_at": time_json(&d.updated_at),
+        "sent_at": time_json(&d.sent_at),
+        "finished_at": time_json(&d.finished_at),
+        "last_error": d.last_error,
+        "dead_lettered": d.dead_lettered,
+        "provider": d.provider,
+        "provider_message_id": d.provider_message_id,
+        "user_id": d.user_id,
+        "flow_id": d.flow_id,
+    })
+}
+
 fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
     t.as_ref()
         .and_then(sspr_proto::time::from_timestamp)
@@ -865,6 +900,14 @@ pub async fn admin(args: &GatewayArgs, command: AdminCommand) -> anyhow::Result<
                 "blocked_until": time_json(&b.blocked_until),
                 "failed_verifications": b.failed_verifications,
             }));
+        }
+        AdminCommand::Delivery { delivery_id } => {
+            let d = client
+                .get_delivery(request(args, admin::GetDeliveryRequest { delivery_id }, t)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print(delivery_json(&d));
         }
         AdminCommand::User(UserCommand::ClearBlock { user_id }) => {
             let r = client
@@ -1479,6 +1522,44 @@ mod tests {
                 alternatives: Vec::new(),
             });
             assert_eq!(printed, json!({"state": word, "alternatives": []}));
+        }
+    }
+
+    #[test]
+    fn delivery_arguments_parse_and_print_lowercase_words() {
+        let cli = Cli::try_parse_from(["sspr", "delivery", "0190aaaa-bbbb"]).unwrap();
+        assert!(
+            matches!(cli.command, AdminCommand::Delivery { delivery_id } if delivery_id == "0190aaaa-bbbb")
+        );
+        assert!(Cli::try_parse_from(["sspr", "delivery"]).is_err());
+        let d = admin::Delivery {
+            delivery_id: "d-1".into(),
+            status: admin::DeliveryStatus::Delivered as i32,
+            kind: MethodKind::Sms as i32,
+            attempts: 2,
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600,
+                nanos: 0,
+            }),
+            provider: "twilio".into(),
+            provider_message_id: "SM1".into(),
+            ..Default::default()
+        };
+        let v = delivery_json(&d);
+        assert_eq!(v["status"], "delivered");
+        assert_eq!(v["kind"], "sms");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["created_at"], "2026-01-01T00:00:00+00:00");
+        assert_eq!(v["sent_at"], Value::Null);
+        assert_eq!(v["provider_message_id"], "SM1");
+        for (status, word) in [
+            (admin::DeliveryStatus::Queued, "queued"),
+            (admin::DeliveryStatus::Sending, "sending"),
+            (admin::DeliveryStatus::Sent, "sent"),
+            (admin::DeliveryStatus::Failed, "failed"),
+            (admin::DeliveryStatus::Expired, "expired"),
+        ] {
+            assert_eq!(delivery_status_name(status as i32), word);
         }
     }
 

@@ -60,6 +60,10 @@ pub struct StackOptions {
     /// secret (`SSPR_CHALLENGE_SECRET`); `None`: challenge tokens are never passed.
     pub challenge_verify_url: Option<String>,
     pub challenge_secret: Option<String>,
+    /// Notification's SMS provider (webhook or Twilio) and delivery receipts
+    /// (`SSPR_SMS_PROVIDER`, `SSPR_TWILIO_*`, `SSPR_RECEIPTS_*`); the default: the webhook
+    /// above, no receipts.
+    pub sms: sspr_notification::sms_config::SmsSettings,
 }
 
 /// How the service named by the argument (`directory`, ..., `gateway`) connects to NATS.
@@ -145,6 +149,7 @@ impl Stack {
                 .context("SSPR_MAIL_FROM is not a valid mailbox")?;
         }
         cfg.sms_files_dir = opts.sms_dir.clone();
+        cfg.sms = opts.sms.clone();
         if let Some(url) = &opts.sms_webhook_url {
             cfg.sms_webhook_url = Some(
                 sspr_notification::SmsWebhookUrl::parse(url)
@@ -442,6 +447,9 @@ pub async fn main(data_dir: PathBuf, grpc_addr: SocketAddr) -> anyhow::Result<()
         trusted_proxy_hops: 0,
         challenge_verify_url: sspr_runtime::settings::var("SSPR_CHALLENGE_VERIFY_URL"),
         challenge_secret: sspr_runtime::settings::var("SSPR_CHALLENGE_SECRET"),
+        sms: sspr_notification::sms_config::SmsSettings::from_env(
+            sspr_runtime::settings::var("SSPR_SMS_WEBHOOK_URL").is_some(),
+        )?,
     };
     let mut stack = Stack::start(opts).await?;
     let shutdown = sspr_runtime::shutdown_token();

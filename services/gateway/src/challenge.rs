@@ -59,6 +59,9 @@ pub struct ChallengeVerifier {
 
 impl ChallengeVerifier {
     pub fn new(config: ChallengeConfig) -> Result<Self, reqwest::Error> {
+        // When reqwest is built with rustls (notification's https providers share the build),
+        // it needs a crypto provider: ring, already in the tree. Harmless otherwise.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().timeout(VERIFY_TIMEOUT).build()?;
         Ok(Self { client, config })
     }

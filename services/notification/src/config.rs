@@ -16,6 +16,7 @@ use sspr_runtime::settings::{self, ConfigError, Secret};
 use crate::adapters::template_dir;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::templates::Templates;
+use crate::sms_config::SmsSettings;
 
 pub const SMTP_URL_VAR: &str = "SSPR_SMTP_URL";
 pub const SMTP_TLS_CA_VAR: &str = "SSPR_SMTP_TLS_CA";
@@ -283,7 +284,7 @@ pub enum MailTransport {
     Files { dir: PathBuf },
 }
 
-/// An `http://` URL for the SMS webhook.
+/// An `http://` or `https://` URL for the SMS webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsWebhookUrl(reqwest::Url);
 
@@ -291,14 +292,8 @@ impl SmsWebhookUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let url = reqwest::Url::parse(raw.trim())
             .map_err(|e| format!("is not a valid URL ({e}); expected http://host:port/path"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(
-                    "https:// is not supported yet (this build has no TLS); use http://".to_owned(),
-                );
-            }
-            _ => return Err("expected an http:// URL".to_owned()),
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("expected an http:// or https:// URL".to_owned());
         }
         if url.host_str().is_none() {
             return Err("the host is missing; expected http://host:port/path".to_owned());
@@ -331,6 +326,8 @@ pub struct Config {
     pub templates: Arc<Templates>,
     /// How failed code deliveries are retried (the defaults; tests shorten the delays).
     pub retry: RetryPolicy,
+    /// `SSPR_SMS_PROVIDER`, Twilio's settings, and delivery receipts (`SSPR_RECEIPTS_*`).
+    pub sms: SmsSettings,
 }
 
 impl Config {
@@ -376,6 +373,7 @@ impl Config {
             code_keys: CodeKeys::single(code_key),
             templates: Arc::new(Templates::builtin()),
             retry: RetryPolicy::default(),
+            sms: SmsSettings::default(),
         }
     }
 
@@ -404,6 +402,7 @@ impl Config {
             Some(dir) => template_dir::load(std::path::Path::new(dir.trim()))?,
             None => Templates::builtin(),
         };
+        let sms = SmsSettings::from_env(sms_webhook_url.is_some())?;
         Ok(Config {
             mail,
             smtp,
@@ -413,6 +412,7 @@ impl Config {
             code_keys,
             templates: Arc::new(templates),
             retry: RetryPolicy::default(),
+            sms,
         })
     }
 }
@@ -498,12 +498,7 @@ mod tests {
     #[test]
     fn sms_webhook_urls() {
         assert!(SmsWebhookUrl::parse("http://127.0.0.1:8080/sms").is_ok());
-        assert!(
-            SmsWebhookUrl::parse("https://sms.example.com/")
-                .err()
-                .unwrap_or_default()
-                .contains("not supported yet")
-        );
+        assert!(SmsWebhookUrl::parse("https://sms.example.com/").is_ok());
         assert!(SmsWebhookUrl::parse("ftp://x/").is_err());
         assert!(SmsWebhookUrl::parse("not a url").is_err());
     }

@@ -61,11 +61,12 @@ use tracing::Instrument;
 use crate::domain::delivery::{
     Channel, CodeDelivery, DeliveryHeader, Destination, Purpose, RawDelivery,
 };
+use crate::domain::receipt::ProviderMessageId;
 use crate::domain::retry::{FailureKind, NextStep, RetryPolicy, SendFailure};
 use crate::domain::templates;
 use crate::ports::{
-    DeadLetter, OutgoingMail, OutgoingSms, SharedHelpdesk, SharedMailer, SharedSmsSender,
-    SharedStore,
+    DeadLetter, OutgoingMail, OutgoingSms, ProviderMessage, SharedHelpdesk, SharedMailer,
+    SharedReceiptStore, SharedSmsSender, SharedStore,
 };
 
 /// Deliveries processed at once by one replica.
@@ -134,6 +135,8 @@ pub struct DeliveryWorker {
     pub helpdesk: SharedHelpdesk,
     /// How often and how fast failed sends are retried.
     pub retry: RetryPolicy,
+    /// Where messages handed to an SMS/voice provider are noted for their receipts.
+    pub provider_messages: Option<SharedReceiptStore>,
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -393,7 +396,12 @@ impl DeliveryWorker {
         let attempt = attempt.max(record.attempts);
 
         match self.send(&delivery).await {
-            Ok(()) => self.on_sent(&delivery, record.attempts).await,
+            Ok(message_id) => {
+                // Noted before SENT is committed, so a receipt never finds SENT without it.
+                self.note_provider_message(&delivery, message_id.clone())
+                    .await;
+                self.on_sent(&delivery, record.attempts, message_id).await
+            }
             Err(failure) => {
                 self.on_failure(&header, failure, attempt, record.attempts)
                     .await
@@ -401,7 +409,11 @@ impl DeliveryWorker {
         }
     }
 
-    async fn send(&self, delivery: &CodeDelivery) -> Result<(), SendFailure> {
+    /// Sends; returns the SMS/voice provider's message id when it gave one.
+    async fn send(
+        &self,
+        delivery: &CodeDelivery,
+    ) -> Result<Option<ProviderMessageId>, SendFailure> {
         let (purpose, locale, minutes) = (
             delivery.header.purpose,
             delivery.locale,
@@ -421,7 +433,7 @@ impl DeliveryWorker {
                         &helpdesk,
                     ),
                 };
-                self.mailer.send(&mail).await
+                self.mailer.send(&mail).await.map(|()| None)
             }
             Destination::Sms(to) => {
                 let sms = OutgoingSms {
@@ -430,7 +442,7 @@ impl DeliveryWorker {
                     to: to.clone(),
                     body: templates::sms(purpose, locale, &delivery.code, minutes),
                 };
-                self.sms.send(&sms).await
+                self.sms.submit(&sms).await
             }
             Destination::Voice(to) => {
                 let call = OutgoingSms {
@@ -441,8 +453,36 @@ impl DeliveryWorker {
                         .templates
                         .voice(purpose, locale, &delivery.code, minutes),
                 };
-                self.sms.send(&call).await
+                self.sms.submit(&call).await
             }
+        }
+    }
+
+    /// Receipts: notes an SMS/voice message the provider accepted (provider, its message id,
+    /// when the code was issued), so its receipt can be checked and timed. Best effort: the
+    /// code is already out; without this note a receipt still applies, timed from the record's
+    /// creation and without the message-id check.
+    async fn note_provider_message(
+        &self,
+        delivery: &CodeDelivery,
+        message_id: Option<ProviderMessageId>,
+    ) {
+        let Some(store) = &self.provider_messages else {
+            return;
+        };
+        if delivery.header.channel == Channel::Email {
+            return;
+        }
+        let message = ProviderMessage {
+            delivery_id: delivery.header.id.clone(),
+            provider: self.sms.provider().to_owned(),
+            message_id,
+            method_id: delivery.header.method_id.clone(),
+            issued_at: delivery.issued_at,
+            accepted_at: self.clock.now(),
+        };
+        if let Err(e) = store.record_provider_message(&message).await {
+            tracing::warn!(error = %e, "could not note the provider message for its receipt");
         }
     }
 
@@ -458,7 +498,12 @@ impl DeliveryWorker {
         }
     }
 
-    async fn on_sent(&self, delivery: &CodeDelivery, attempts: u32) -> Disposition {
+    async fn on_sent(
+        &self,
+        delivery: &CodeDelivery,
+        attempts: u32,
+        message_id: Option<ProviderMessageId>,
+    ) -> Disposition {
         let span = tracing::Span::current();
         let header = &delivery.header;
         let now = self.clock.now();
@@ -469,7 +514,8 @@ impl DeliveryWorker {
         let mut last_error = None;
         for pause_ms in [0u64, 100, 400, 1600] {
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-            match self.store.record_sent(header, &event, None, now).await {
+            let provider_id = message_id.as_ref().map(ProviderMessageId::as_str);
+            match self.store.record_sent(header, &event, provider_id, now).await {
                 Ok(()) => {
                     span.record("outcome", "sent");
                     tracing::info!(

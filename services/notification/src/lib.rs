@@ -3,12 +3,15 @@
 //! Verification publishes each code as a sealed (encrypted) delivery on the JetStream
 //! work-queue stream `SSPR_DELIVERY`; every replica of this service pulls from one shared
 //! durable consumer ([`delivery_worker`]), opens the delivery with `SSPR_CODE_KEY`, renders the
-//! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS webhook, and
-//! records the outcome ([`adapters::db`]). A successful send commits the SENT record and the
-//! `code.delivered` event in one transaction (outbox); a delivery given up commits FAILED, a
-//! dead letter and `code.delivery_failed` together. Mail goes through one bounded pool of SMTP
-//! connections per replica ([`adapters::smtp`]: `TCP_NODELAY`, optional STARTTLS or implicit
-//! TLS, optional login). The only request/reply endpoint is
+//! message ([`domain::templates`]), hands it to the SMTP server (lettre) or the SMS/voice
+//! provider (the JSON webhook or Twilio, [`sms_config`]), and records the outcome
+//! ([`adapters::db`]). A successful send commits the SENT record and the `code.delivered` event
+//! in one transaction (outbox); a delivery given up commits FAILED, a dead letter and
+//! `code.delivery_failed` together. With `SSPR_RECEIPTS_ADDR`, providers' signed delivery
+//! receipts move a SENT delivery to DELIVERED or FAILED with their events ([`receipts`]). Mail
+//! goes through one bounded pool of SMTP connections per replica ([`adapters::smtp`]:
+//! `TCP_NODELAY`, optional STARTTLS or implicit TLS, optional login). The only request/reply
+//! endpoint is
 //! `sspr.rpc.notification.get_delivery` ([`handlers`]). A second durable consumer
 //! ([`password_changed`]) mails "your password was changed" to the user's registered emails
 //! after every password change, and alerts the other administrators when the account is an
@@ -29,6 +32,8 @@ pub mod handlers;
 pub mod method_changes;
 pub mod password_changed;
 pub mod ports;
+pub mod receipts;
+pub mod sms_config;
 
 use std::sync::Arc;
 
@@ -46,10 +51,13 @@ use crate::adapters::accounts::BusAccounts;
 use crate::adapters::db::DbDeliveryStore;
 use crate::adapters::helpdesk::BusHelpdesk;
 use crate::adapters::mail_files::{FileMailer, FileSms};
+use crate::adapters::receipts_db::DbReceiptStore;
 use crate::adapters::sms_webhook::{NoSmsProvider, WebhookSms};
 use crate::adapters::smtp::SmtpMailer;
+use crate::adapters::twilio::TwilioSms;
 use crate::delivery_worker::DeliveryWorker;
-use crate::ports::{SharedMailer, SharedSmsSender};
+use crate::ports::{SharedMailer, SharedReceiptStore, SharedSmsSender};
+use crate::sms_config::SmsProviderChoice;
 
 /// Short name: database name, NATS service `sspr-notification`.
 pub const SERVICE: &str = "notification";
@@ -93,21 +101,42 @@ pub async fn run(
             )
         }
     };
-    let sms: SharedSmsSender = match (config.sms_webhook_url, config.sms_files_dir) {
-        (Some(url), _) => {
-            tracing::info!(host = %url.url().host_str().unwrap_or_default(), "SMS goes to the webhook");
-            Arc::new(WebhookSms::new(url).context("building the SMS webhook client")?)
+    let receipt_settings = config.sms.receipts.clone();
+    let twilio_auth_token = match &config.sms.provider {
+        SmsProviderChoice::Twilio(t) => Some(t.auth_token.clone()),
+        SmsProviderChoice::Webhook => None,
+    };
+    let sms: SharedSmsSender = match (
+        config.sms.provider,
+        config.sms_webhook_url,
+        config.sms_files_dir,
+    ) {
+        (SmsProviderChoice::Twilio(twilio), _, _) => {
+            tracing::info!(host = %twilio.api_url.host_str().unwrap_or_default(), receipts = receipt_settings.is_some(), "SMS and voice calls go to Twilio");
+            Arc::new(
+                TwilioSms::new(twilio, receipt_settings.clone())
+                    .context("building the Twilio client")?,
+            )
         }
-        (None, Some(dir)) => {
+        (SmsProviderChoice::Webhook, Some(url), _) => {
+            tracing::info!(host = %url.url().host_str().unwrap_or_default(), receipts = receipt_settings.is_some(), "SMS goes to the webhook");
+            Arc::new(
+                WebhookSms::with_receipts(url, receipt_settings.clone())
+                    .context("building the SMS webhook client")?,
+            )
+        }
+        (SmsProviderChoice::Webhook, None, Some(dir)) => {
             tracing::warn!(dir = %dir.display(), "development mode: SMS are written as text files, not sent");
             Arc::new(FileSms::new(dir))
         }
-        (None, None) => {
+        (SmsProviderChoice::Webhook, None, None) => {
             tracing::warn!("SSPR_SMS_WEBHOOK_URL is not set: SMS deliveries will fail");
             Arc::new(NoSmsProvider)
         }
     };
 
+    let receipt_store: SharedReceiptStore =
+        Arc::new(DbReceiptStore::new(ctx.db.clone(), emitter.signal()));
     let helpdesk = Arc::new(BusHelpdesk::new(ctx.bus.clone()));
     let worker = Arc::new(DeliveryWorker {
         keys: config.code_keys,
@@ -118,6 +147,7 @@ pub async fn run(
         templates: config.templates.clone(),
         helpdesk: helpdesk.clone(),
         retry: config.retry,
+        provider_messages: Some(receipt_store.clone()),
     });
     let notifier = Arc::new(password_changed::Notifier {
         store: store.clone(),
@@ -137,6 +167,28 @@ pub async fn run(
         helpdesk,
     });
     let stop = shutdown.child_token();
+    let receipts_server = match &receipt_settings {
+        Some(settings) => {
+            let receipts = Arc::new(receipts::Receipts {
+                store: store.clone(),
+                receipts: receipt_store,
+                clock: ctx.clock.clone(),
+                public_url: settings
+                    .public_url
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_owned(),
+                twilio_auth_token,
+                webhook_secret: config.sms.webhook_secret.clone(),
+            });
+            let (addr, serve) = receipts::bind(settings.addr, receipts, stop.clone())
+                .await
+                .with_context(|| format!("binding the receipts listener on {}", settings.addr))?;
+            tracing::info!(%addr, "serving delivery receipts");
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
     let consumer = tokio::spawn(delivery_worker::consume(
         ctx.bus.jetstream().clone(),
         worker,
@@ -171,6 +223,11 @@ pub async fn run(
     }
     if let Err(e) = announcements.await {
         tracing::error!(error = %e, "the method-change consumer panicked");
+    }
+    if let Some(server) = receipts_server
+        && let Err(e) = server.await
+    {
+        tracing::error!(error = %e, "the receipts listener panicked");
     }
     emitter.finish(&ctx).await;
     if let Some(smtp) = smtp {

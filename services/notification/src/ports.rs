@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed};
+use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryConfirmed, CodeDeliveryFailed};
 
 use crate::domain::delivery::{
     Channel, DeliveryHeader, DeliveryId, DeliveryStatus, EmailAddress, Locale, PhoneNumber, Purpose,
 };
+use crate::domain::receipt::ProviderMessageId;
 use crate::domain::retry::SendFailure;
 use crate::domain::templates::EmailContent;
 
@@ -53,11 +54,77 @@ pub trait SmsSender: Send + Sync {
     /// Returns once the provider accepted the message (or the call).
     async fn send(&self, sms: &OutgoingSms) -> Result<(), SendFailure>;
 
+    /// As [`SmsSender::send`], returning the provider's id of the message when it gives one
+    /// (Twilio's message or call SID). The default sends and has no id.
+    async fn submit(&self, sms: &OutgoingSms) -> Result<Option<ProviderMessageId>, SendFailure> {
+        self.send(sms).await.map(|()| None)
+    }
+
     /// The provider name stored in delivery records: `webhook`, `twilio` or `files`.
     fn provider(&self) -> &'static str {
         "webhook"
     }
 }
+
+/// What notification keeps about a message handed to an SMS/voice provider, for its receipts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMessage {
+    pub delivery_id: DeliveryId,
+    /// `webhook`, `twilio`, ...
+    pub provider: String,
+    /// The provider's id, when it gave one.
+    pub message_id: Option<ProviderMessageId>,
+    /// The flow's method the code was for; empty when unknown.
+    pub method_id: String,
+    /// When verification issued the code (the receipt latency starts there).
+    pub issued_at: DateTime<Utc>,
+    /// When the provider accepted it.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// The event a receipt emits, committed with its status change (outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiptEvent {
+    /// DELIVERED and `code.delivery_confirmed`.
+    Confirmed(CodeDeliveryConfirmed),
+    /// FAILED and `code.delivery_failed` (reason `undeliverable`).
+    Undeliverable(CodeDeliveryFailed),
+}
+
+/// What a receipt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptApplied {
+    /// The status moved from SENT and the event was enqueued.
+    Applied,
+    /// The delivery was no longer SENT (a repeated or late receipt): nothing changed.
+    Unchanged,
+}
+
+/// Provider messages and receipts (the `provider_messages` table, `m0005_add_receipts`).
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Notes a message the provider accepted (upsert by delivery id).
+    async fn record_provider_message(&self, message: &ProviderMessage) -> Result<(), StoreError>;
+
+    async fn provider_message(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<ProviderMessage>, StoreError>;
+
+    /// Applies a final receipt in one transaction: only when the delivery is still SENT, moves
+    /// it to DELIVERED or FAILED (with `reason` as the last error), notes the receipt
+    /// (`provider_status`, `error_code`) and enqueues `event`. Otherwise changes nothing.
+    async fn apply_receipt(
+        &self,
+        id: &DeliveryId,
+        event: &ReceiptEvent,
+        provider_status: &str,
+        error_code: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ReceiptApplied, StoreError>;
+}
+
+pub type SharedReceiptStore = Arc<dyn ReceiptStore>;
 
 /// A delivery record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -123,12 +123,36 @@ async fn rejects_a_bad_sender_or_sms_webhook() {
     let bad_sender = ("SSPR_MAIL_FROM", "not an address");
     let exited = with_a_key().run_with(&[SMTP, bad_sender]).await;
     exited.assert_config_error("SSPR_MAIL_FROM");
-    let https_webhook = ("SSPR_SMS_WEBHOOK_URL", "https://sms.example.com/x");
+    let ftp_webhook = ("SSPR_SMS_WEBHOOK_URL", "ftp://sms.example.com/x");
     with_a_key()
-        .run_with(&[SMTP, https_webhook])
+        .run_with(&[SMTP, ftp_webhook])
         .await
         .assert_config_error("SSPR_SMS_WEBHOOK_URL")
-        .assert_mentions("not supported yet");
+        .assert_mentions("http");
+}
+
+#[tokio::test]
+async fn rejects_incomplete_twilio_or_receipt_settings_without_printing_the_token() {
+    let twilio = ("SSPR_SMS_PROVIDER", "twilio");
+    with_a_key()
+        .run_with(&[SMTP, twilio])
+        .await
+        .assert_config_error("SSPR_TWILIO_ACCOUNT_SID");
+    let sid = (
+        "SSPR_TWILIO_ACCOUNT_SID",
+        "AC0123456789abcdef0123456789abcdef",
+    );
+    let token = ("SSPR_TWILIO_AUTH_TOKEN", "secret-auth-token-0123456789");
+    let exited = with_a_key().run_with(&[SMTP, twilio, sid, token]).await;
+    exited.assert_config_error("SSPR_TWILIO_FROM");
+    assert!(
+        !exited.stderr.contains("secret-auth-token")
+            && !exited.stdout.contains("secret-auth-token")
+    );
+    with_a_key()
+        .run_with(&[SMTP, ("SSPR_RECEIPTS_ADDR", "127.0.0.1:0")])
+        .await
+        .assert_config_error("SSPR_RECEIPTS_PUBLIC_URL");
 }
 
 #[tokio::test]

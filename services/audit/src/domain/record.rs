@@ -175,6 +175,19 @@ fn details(kind: &str, payload: &[u8]) -> Result<Details, Unrecordable> {
             });
             Details::ok(e.meta, summary)
         }
+        "code.delivery_confirmed" => {
+            // The provider's receipt: the code reached the handset (latency from issue).
+            let e: ev::CodeDeliveryConfirmed = decode(payload, "CodeDeliveryConfirmed")?;
+            let latency_ms = e
+                .latency
+                .map(|d| d.seconds.saturating_mul(1000) + i64::from(d.nanos / 1_000_000));
+            let summary = json!({
+                "delivery_id": e.delivery_id,
+                "kind": kind_name(e.kind),
+                "latency_ms": latency_ms,
+            });
+            Details::ok(e.meta, summary)
+        }
         "code.delivery_failed" => {
             let e: ev::CodeDeliveryFailed = decode(payload, "CodeDeliveryFailed")?;
             let summary = json!({
@@ -412,6 +425,30 @@ mod tests {
         .expect("recorded");
         assert_eq!(r.outcome, "failed:expired");
         assert_eq!(r.summary["reason"], "expired");
+    }
+
+    #[test]
+    fn delivery_receipts_are_recorded() {
+        let confirmed = ev::CodeDeliveryConfirmed {
+            meta: meta("alice"),
+            delivery_id: "d-2".into(),
+            kind: MethodKind::Sms as i32,
+            latency: Some(prost_types::Duration {
+                seconds: 4,
+                nanos: 250_000_000,
+            }),
+        };
+        let r = from_event(
+            "sspr.events.v1.code.delivery_confirmed",
+            &confirmed.encode_to_vec(),
+            None,
+        )
+        .expect("recorded");
+        assert_eq!(r.kind, "code.delivery_confirmed");
+        assert_eq!(r.outcome, OK);
+        assert_eq!(r.summary["delivery_id"], "d-2");
+        assert_eq!(r.summary["kind"], "sms");
+        assert_eq!(r.summary["latency_ms"], 4250);
     }
 
     #[test]

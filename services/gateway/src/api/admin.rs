@@ -1,5 +1,7 @@
 //! `sspr.admin.v1.Admin` -> `sspr.rpc.policy.*` (the SSPR policy and the password policy),
-//! `sspr.rpc.directory.*` and `sspr.rpc.audit.list_events`.
+//! `sspr.rpc.directory.*`, `sspr.rpc.audit.list_events` and
+//! `sspr.rpc.notification.get_delivery` (a code delivery's status; never the code nor the
+//! destination, which notification's records do not hold).
 //!
 //! Every call must carry `authorization: Bearer <admin token>`, one of the configured named
 //! tokens ([`AdminTokens`]). The token is checked first, before the body is looked at, and
@@ -20,20 +22,22 @@ use std::time::Instant;
 
 use sspr_bus::subjects::{
     self,
-    rpc::{audit, directory, policy, verification},
+    rpc::{audit, directory, notification, policy, verification},
 };
 use sspr_proto::admin::v1::admin_server::{Admin, SERVICE_NAME};
 use sspr_proto::admin::v1::{
     AuditRecord, ClearBlockRequest, ClearBlockResponse, DeleteGroupRequest, DeleteGroupResponse,
-    DeleteUserRequest, DeleteUserResponse, GetBlockRequest, GetBlockResponse,
-    GetPasswordPolicyRequest, GetPolicyRequest, GetUserRequest, Group, ListAuditEventsRequest,
-    ListAuditEventsResponse, ListGroupsRequest, ListGroupsResponse, PasswordPolicy, Policy,
-    PreviewPolicyRequest, PreviewPolicyResponse, SetPasswordPolicyRequest, SetPolicyRequest,
-    UnlockUserRequest, UpsertGroupRequest, UpsertUserRequest, User,
+    DeleteUserRequest, DeleteUserResponse, Delivery, DeliveryStatus, GetBlockRequest,
+    GetBlockResponse, GetDeliveryRequest, GetPasswordPolicyRequest, GetPolicyRequest,
+    GetUserRequest, Group, ListAuditEventsRequest, ListAuditEventsResponse, ListGroupsRequest,
+    ListGroupsResponse, PasswordPolicy, Policy, PreviewPolicyRequest, PreviewPolicyResponse,
+    SetPasswordPolicyRequest, SetPolicyRequest, UnlockUserRequest, UpsertGroupRequest,
+    UpsertUserRequest, User,
 };
 use sspr_proto::events::v1::{AdminAuthFailed, EventMeta};
 use sspr_proto::internal::audit::v1 as internal_audit;
 use sspr_proto::internal::directory::v1 as internal_directory;
+use sspr_proto::internal::notification::v1 as internal_notification;
 use sspr_proto::internal::policy::v1 as internal_policy;
 use sspr_proto::internal::verification::v1 as internal_verification;
 use tonic::metadata::MetadataMap;
@@ -676,9 +680,77 @@ impl Admin for AdminApi {
 
     async fn get_delivery(
         &self,
-        _request: Request<sspr_proto::admin::v1::GetDeliveryRequest>,
-    ) -> Result<Response<sspr_proto::admin::v1::Delivery>, Status> {
-        Err(Status::unimplemented("Admin.GetDelivery is not built yet"))
+        request: Request<GetDeliveryRequest>,
+    ) -> Result<Response<Delivery>, Status> {
+        let call = Call::start(SERVICE_NAME, "GetDelivery", request.metadata());
+        call.run(async {
+            self.authorize(&request, "GetDelivery")?;
+            let req = request.into_inner();
+            let internal = internal_notification::GetDeliveryRequest {
+                delivery_id: delivery_id(&req.delivery_id)?.to_owned(),
+            };
+            let resp: internal_notification::GetDeliveryResponse = self
+                .edge
+                .bus()
+                .request(notification::GET_DELIVERY, &internal)
+                .await?;
+            Ok(delivery_from_response(resp))
+        })
+        .await
+    }
+}
+
+/// Longest delivery id, in characters (notification's own bound).
+const MAX_DELIVERY_ID_CHARS: usize = 128;
+
+/// A delivery id: 1 to 128 characters of `[A-Za-z0-9._-]` (verification makes them UUIDs).
+/// Kept here rather than in `domain::input` because only this method takes one.
+fn delivery_id(raw: &str) -> Result<&str, input::InvalidField> {
+    let problem = if raw.is_empty() {
+        "is required"
+    } else if raw.len() > MAX_DELIVERY_ID_CHARS
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        "is not a valid delivery id (1 to 128 characters of A-Z a-z 0-9 . _ -)"
+    } else {
+        return Ok(raw);
+    };
+    Err(input::InvalidField {
+        field: "delivery_id",
+        problem: problem.to_owned(),
+    })
+}
+
+/// Notification's record as the public `Delivery`: the same fields, the status and kind enums
+/// mapped by name (the two enums share their numbering, but the mapping must not rely on it).
+fn delivery_from_response(r: internal_notification::GetDeliveryResponse) -> Delivery {
+    use internal_notification::DeliveryStatus as In;
+    let status = match In::try_from(r.status).unwrap_or(In::Unspecified) {
+        In::Unspecified => DeliveryStatus::Unspecified,
+        In::Queued => DeliveryStatus::Queued,
+        In::Sending => DeliveryStatus::Sending,
+        In::Sent => DeliveryStatus::Sent,
+        In::Delivered => DeliveryStatus::Delivered,
+        In::Failed => DeliveryStatus::Failed,
+        In::Expired => DeliveryStatus::Expired,
+    };
+    Delivery {
+        delivery_id: r.delivery_id,
+        status: status as i32,
+        kind: r.kind,
+        attempts: r.attempts,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        last_error: r.last_error,
+        user_id: r.user_id,
+        flow_id: r.flow_id,
+        sent_at: r.sent_at,
+        finished_at: r.finished_at,
+        dead_lettered: r.dead_lettered,
+        provider: r.provider,
+        provider_message_id: r.provider_message_id,
     }
 }
 
@@ -742,5 +814,45 @@ mod tests {
             ),
             Err(GatewayError::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn delivery_ids_are_checked_at_the_edge() {
+        assert_eq!(
+            delivery_id("0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000").ok(),
+            Some("0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000")
+        );
+        assert_eq!(delivery_id("a.b_c-1").ok(), Some("a.b_c-1"));
+        for bad in ["", "has space", "slash/", "é", &"x".repeat(129)] {
+            let e = delivery_id(bad).expect_err("refused");
+            assert_eq!(e.field, "delivery_id");
+            assert!(!e.to_string().contains("slash/"));
+        }
+        assert!(delivery_id(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn every_internal_delivery_status_has_its_public_name() {
+        use internal_notification::DeliveryStatus as In;
+        for (internal, public) in [
+            (In::Unspecified, DeliveryStatus::Unspecified),
+            (In::Queued, DeliveryStatus::Queued),
+            (In::Sending, DeliveryStatus::Sending),
+            (In::Sent, DeliveryStatus::Sent),
+            (In::Delivered, DeliveryStatus::Delivered),
+            (In::Failed, DeliveryStatus::Failed),
+            (In::Expired, DeliveryStatus::Expired),
+        ] {
+            let d = delivery_from_response(internal_notification::GetDeliveryResponse {
+                status: internal as i32,
+                ..Default::default()
+            });
+            assert_eq!(d.status, public as i32);
+        }
+        let unknown = delivery_from_response(internal_notification::GetDeliveryResponse {
+            status: 99,
+            ..Default::default()
+        });
+        assert_eq!(unknown.status, DeliveryStatus::Unspecified as i32);
     }
 }

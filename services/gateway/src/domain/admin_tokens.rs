@@ -27,11 +27,12 @@ pub const MAX_ADMIN_ID_CHARS: usize = 64;
 /// The admin id of the single `SSPR_ADMIN_TOKEN`.
 pub const SINGLE_TOKEN_ADMIN_ID: &str = "admin";
 /// What a helpdesk token may call (gRPC method names of `sspr.admin.v1.Admin`).
-pub const HELPDESK_METHODS: [&str; 5] = [
+pub const HELPDESK_METHODS: [&str; 6] = [
     "GetUser",
     "UnlockUser",
     "ClearBlock",
     "GetBlock",
+    "GetDelivery",
     "ListAuditEvents",
 ];
 
@@ -278,6 +279,9 @@ mod tests {
         for m in HELPDESK_METHODS {
             assert!(Role::Helpdesk.may_call(m));
         }
+        // Delivery look-ups are a helpdesk task ("did my code go out?").
+        assert!(Role::Helpdesk.may_call("GetDelivery"));
+        assert!(Role::Admin.may_call("GetDelivery"));
         for m in [
             "SetPolicy",
             "UpsertUser",

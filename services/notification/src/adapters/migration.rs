@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateProcessedEvents),
             Box::new(CreateDeadLetters),
             Box::new(AddDeliveryTimestampsAndProvider),
+            Box::new(crate::adapters::receipts_db::AddReceipts),
         ]
     }
 }

@@ -1,48 +1,55 @@
 //! SMS and voice calls through an HTTP webhook: `POST <SSPR_SMS_WEBHOOK_URL>` with the JSON body
 //! `{"channel": "sms" | "voice", "to": "+336…", "body": "…", "delivery_id": "…"}`; for `voice`
 //! the provider calls the number and reads `body` out. Any 2xx means the provider accepted it.
+//! When receipts are on, the body also has `"status_callback"`: the URL to POST the receipt to
+//! (`{"delivery_id", "status": "delivered" | "failed"}`, signed with `X-Sspr-Signature`, see
+//! [`crate::receipts`]).
 //!
 //! Transient: connection failures, timeouts, 408, 429 and 5xx. Permanent: other answers (4xx,
 //! and 3xx since redirects are not followed: the body carries a code and must not wander).
 //! Reasons carry the status code only, never the provider's body nor the URL (which may hold a
-//! provider token).
-
-use std::time::Duration;
+//! provider token). `https://` webhooks use the rustls client of [`http_client`].
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use tracing::Instrument;
 
+use crate::adapters::http_client::{self, HttpClientError};
 use crate::config::SmsWebhookUrl;
 use crate::domain::retry::SendFailure;
 use crate::ports::{OutgoingSms, SmsSender};
+use crate::sms_config::ReceiptSettings;
 
-/// Longest wait for the provider's answer (shorter than the queue's ack wait).
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::adapters::http_client::SEND_TIMEOUT;
+
+pub const PROVIDER: &str = "webhook";
 
 pub struct WebhookSms {
     client: reqwest::Client,
     url: SmsWebhookUrl,
+    receipts: Option<ReceiptSettings>,
 }
 
 impl WebhookSms {
-    pub fn new(url: SmsWebhookUrl) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(SEND_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { client, url })
+    pub fn new(url: SmsWebhookUrl) -> Result<Self, HttpClientError> {
+        Self::with_receipts(url, None)
+    }
+
+    /// A webhook that is told where to send receipts (`receipts` set).
+    pub fn with_receipts(
+        url: SmsWebhookUrl,
+        receipts: Option<ReceiptSettings>,
+    ) -> Result<Self, HttpClientError> {
+        Ok(Self {
+            client: http_client::provider_client()?,
+            url,
+            receipts,
+        })
     }
 
     /// host:port of the webhook, for spans and reasons (no path, no query).
     fn server(&self) -> String {
-        let url = self.url.url();
-        format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or(80)
-        )
+        http_client::server_of(self.url.url())
     }
 }
 
@@ -61,12 +68,17 @@ impl SmsSender for WebhookSms {
             http.response.status_code = tracing::field::Empty,
             delivery_id = %sms.delivery_id,
         );
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "channel": sms.channel.as_str(),
             "to": sms.to.expose(),
             "body": sms.body,
             "delivery_id": sms.delivery_id.as_str(),
         });
+        if let Some(receipts) = &self.receipts {
+            body["status_callback"] = serde_json::Value::String(
+                receipts.callback_url(PROVIDER, sms.delivery_id.as_str()),
+            );
+        }
         async {
             let result = self.client.post(url.clone()).json(&body).send().await;
             let span = tracing::Span::current();
@@ -97,6 +109,10 @@ impl SmsSender for WebhookSms {
         .instrument(span)
         .await
     }
+
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
 }
 
 fn classify_status(server: &str, status: StatusCode) -> SendFailure {
@@ -123,7 +139,7 @@ pub struct NoSmsProvider;
 impl SmsSender for NoSmsProvider {
     async fn send(&self, _sms: &OutgoingSms) -> Result<(), SendFailure> {
         Err(SendFailure::permanent(
-            "no SMS provider is configured: set SSPR_SMS_WEBHOOK_URL to send SMS codes",
+            "no SMS provider is configured: set SSPR_SMS_WEBHOOK_URL or SSPR_SMS_PROVIDER=twilio to send SMS codes",
         ))
     }
 }

@@ -63,6 +63,16 @@ impl Harness {
 
     /// On the given database (SQLite or PostgreSQL).
     pub async fn start_on(setup: Setup, db: TestDb) -> anyhow::Result<Harness> {
+        Self::start_configured(setup, db, |_, _| {}).await
+    }
+
+    /// As [`Harness::start_on`], with `configure` changing the service's settings last (it
+    /// gets the HTTP sink, e.g. to make it the Twilio API).
+    pub async fn start_configured(
+        setup: Setup,
+        db: TestDb,
+        configure: impl FnOnce(&mut Config, &HttpSink),
+    ) -> anyhow::Result<Harness> {
         // Installs the OpenTelemetry layer (no exporter) so spans carry real trace ids.
         let _ = sspr_telemetry::init("sspr-notification-test");
         let nats = NatsServer::start().await?;
@@ -100,6 +110,8 @@ impl Harness {
             config.sms_webhook_url =
                 Some(SmsWebhookUrl::parse(&http.url()).map_err(anyhow::Error::msg)?);
         }
+
+        configure(&mut config, &http);
 
         let service_bus = Bus::connect(&BusConfig::new(nats.url(), "sspr-notification")).await?;
         let db_conn = sspr_storage::connect(sspr_notification::SERVICE, &db.settings()).await?;
