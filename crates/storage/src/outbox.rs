@@ -288,9 +288,12 @@ pub async fn purge_published<C: ConnectionTrait>(
     cutoff: chrono::DateTime<chrono::Utc>,
     batch: u64,
 ) -> Result<u64, DbErr> {
+    published_before(cutoff).run(db, batch).await
+}
+
+/// The purge of rows published before `cutoff` (unpublished rows never match).
+pub fn published_before(cutoff: chrono::DateTime<chrono::Utc>) -> crate::retention::Purge {
     crate::retention::Purge::older_than("outbox", "id", "published_at", cutoff)
-        .run(db, batch)
-        .await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -465,6 +465,28 @@ impl RunningService {
         })
     }
 
+    /// Kills the process with SIGKILL — a crash: no shutdown code runs, nothing is flushed —
+    /// and waits for it to exit; fails if it had already exited.
+    pub async fn kill(mut self) -> anyhow::Result<Exited> {
+        self.fail_if_exited("before SIGKILL").await?;
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", self.name))?;
+        let status = self
+            .child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.name))?;
+        self.finish_draining().await;
+        Ok(Exited {
+            binary: self.name.clone(),
+            status,
+            stdout: snapshot(&self.stdout),
+            stderr: snapshot(&self.stderr),
+        })
+    }
+
     /// The `SSPR_DATA_DIR` that [`ServiceBinary::start`] gave the process (`None` after `spawn`).
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_ref().map(TempDir::path)

@@ -29,9 +29,11 @@ enum Command {
     /// per deployment and after upgrades, with the `provision` NATS identity from
     /// SSPR_NATS_USER/SSPR_NATS_PASSWORD, SSPR_NATS_CREDS or SSPR_NATS_NKEY_SEED).
     Provision {
-        /// Stream replicas (up to the number of servers in the NATS cluster).
-        #[arg(long, env = "SSPR_NATS_STREAM_REPLICAS", default_value_t = 1)]
-        replicas: usize,
+        /// Stream replicas (up to the number of servers in the NATS cluster); default
+        /// SSPR_STREAM_REPLICAS, else 1. Max age and duplicate window come from
+        /// SSPR_EVENTS_MAX_AGE_DAYS and SSPR_DUPLICATE_WINDOW_SECS, as for the services.
+        #[arg(long)]
+        replicas: Option<usize>,
     },
     /// Administration through the gateway's Admin API.
     Admin {
