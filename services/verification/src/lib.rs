@@ -19,6 +19,7 @@ mod config;
 pub mod domain;
 mod error;
 pub mod handlers;
+pub mod retention;
 pub mod user_deleted;
 
 use std::sync::Arc;
@@ -46,7 +47,9 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let emitter =
+        Emitter::start_with::<adapters::migration::Migrator>(SERVICE, &ctx, retention::purges)
+            .await?;
     let signal = emitter.signal();
 
     let store = adapters::store::Store::new(ctx.db.clone());
