@@ -140,47 +140,52 @@ impl EventDecoder {
             .get_message_by_name(&format!("{EVENTS_PACKAGE}.{name}"))
     }
 
-    /// The decoded event as JSON (proto field names, every field shown, enums by name), or
-    /// `None` when the subject has no known message or the payload does not decode.
-    pub fn event_json(&self, subject: &str, payload: &[u8]) -> Option<(String, serde_json::Value)> {
+    /// The decoded event as JSON text (proto field names in declaration order, every field
+    /// shown, enums by name), or `None` when the subject has no known message or the payload
+    /// does not decode.
+    pub fn event_json(&self, subject: &str, payload: &[u8]) -> Option<(String, String)> {
         let desc = self.message_for(subject)?;
         let message = DynamicMessage::decode(desc.clone(), payload).ok()?;
         let options = SerializeOptions::new()
             .use_proto_field_name(true)
             .skip_default_fields(false);
-        let value = message
-            .serialize_with_options(serde_json::value::Serializer, &options)
-            .ok()?;
-        Some((desc.full_name().to_owned(), value))
+        let mut out = serde_json::Serializer::new(Vec::new());
+        message.serialize_with_options(&mut out, &options).ok()?;
+        let text = String::from_utf8(out.into_inner()).ok()?;
+        Some((desc.full_name().to_owned(), text))
     }
 
-    /// One output line: the subject, stream sequence and time alongside the event.
+    /// One output line: the subject, stream sequence, time and message name, then the event
+    /// (in this order, so the line reads well in a terminal).
     pub fn line(
         &self,
         subject: &str,
         stream_sequence: u64,
         time: DateTime<Utc>,
         payload: &[u8],
-    ) -> serde_json::Value {
-        let mut line = serde_json::json!({
-            "subject": subject,
-            "stream_sequence": stream_sequence,
-            "time": time.to_rfc3339_opts(SecondsFormat::Micros, true),
-        });
+    ) -> String {
+        let json = |v: serde_json::Value| v.to_string();
+        let head = format!(
+            "{{\"subject\":{},\"stream_sequence\":{stream_sequence},\"time\":{}",
+            json(subject.into()),
+            json(time.to_rfc3339_opts(SecondsFormat::Micros, true).into()),
+        );
         match self.event_json(subject, payload) {
             Some((message, event)) => {
-                line["message"] = message.into();
-                line["event"] = event;
+                format!(
+                    "{head},\"message\":{},\"event\":{event}}}",
+                    json(message.into())
+                )
             }
-            None => {
-                line["message"] = serde_json::Value::Null;
-                line["event"] = serde_json::Value::Null;
-                line["payload_base64"] = base64::engine::general_purpose::STANDARD
-                    .encode(payload)
-                    .into();
-            }
+            None => format!(
+                "{head},\"message\":null,\"event\":null,\"payload_base64\":{}}}",
+                json(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(payload)
+                        .into()
+                )
+            ),
         }
-        line
     }
 }
 
@@ -234,11 +239,7 @@ pub async fn tail(
         let nanos = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX);
         let time = DateTime::from_timestamp_nanos(nanos);
         let sequence = info.stream_sequence;
-        print(
-            decoder
-                .line(&message.subject, sequence, time, &message.payload)
-                .to_string(),
-        );
+        print(decoder.line(&message.subject, sequence, time, &message.payload));
         Ok(sequence)
     };
     let done = |printed: u64| options.limit.is_some_and(|limit| printed >= limit);
@@ -379,6 +380,28 @@ mod tests {
     use super::*;
 
     const SUBJECTS_RS: &str = include_str!("../../../crates/bus/src/subjects.rs");
+    const README: &str = include_str!("../../../README.md");
+
+    /// The README's event catalogue lists every subject of `subjects::events` with its message
+    /// and emitter (a table row) and an example line as `sspr events tail` prints it.
+    #[test]
+    fn the_readme_catalogue_documents_every_event() {
+        let start = README.find("\n## Events").expect("an Events section");
+        let rest = &README[start + 1..];
+        let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+        let all = declared_event_subjects(SUBJECTS_RS);
+        assert!(!all.is_empty());
+        for subject in all {
+            assert!(
+                section.contains(&format!("| `{subject}` |")),
+                "README: no catalogue row for {subject}"
+            );
+            assert!(
+                section.contains(&format!("{{\"subject\":\"{subject}\",")),
+                "README: no example of {subject}"
+            );
+        }
+    }
 
     #[test]
     fn every_event_subject_has_a_message() {
@@ -398,6 +421,18 @@ mod tests {
                 .map(|m| m.full_name().to_owned())
                 .as_deref(),
             Some("sspr.events.v1.CodeDeliveryFailed")
+        );
+        // Fields in declaration order; undecodable payloads are shown, not dropped.
+        let t = DateTime::from_timestamp(0, 0).unwrap_or_default();
+        let line = decoder.line(subjects::events::USER_DELETED, 3, t, &[]);
+        assert_eq!(
+            line,
+            r#"{"subject":"sspr.events.v1.user.deleted","stream_sequence":3,"time":"1970-01-01T00:00:00.000000Z","message":"sspr.events.v1.UserDeleted","event":{}}"#
+        );
+        let line = decoder.line("sspr.events.v1.no.such", 4, t, &[1, 2]);
+        assert!(
+            line.ends_with(r#""message":null,"event":null,"payload_base64":"AQI="}"#),
+            "{line}"
         );
         assert!(decoder.message_for("sspr.events.v1.no.such").is_none());
     }
