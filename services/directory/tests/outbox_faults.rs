@@ -9,6 +9,7 @@
 //! - `SSPR_EVENTS_MAX_AGE_DAYS`, `SSPR_DUPLICATE_WINDOW_SECS`, `SSPR_STREAM_REPLICAS`: a
 //!   started process leaves both streams with exactly those settings, and a restart with other
 //!   values updates the existing streams.
+//! - `SSPR_RETENTION_DAYS`: the retention sweep runs at start and spares unpublished rows.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use async_nats::jetstream::stream;
 use sspr_bus::streams::{self, StreamSettings};
 use sspr_bus::subjects::{self, rpc::directory as rpc};
 use sspr_bus::{Bus, BusConfig};
-use sspr_proto::internal::directory::v1::{UpsertUserRequest, UpsertUserResponse};
+use sspr_proto::internal::directory::v1::{
+    GetUserRequest, GetUserResponse, UpsertUserRequest, UpsertUserResponse,
+};
 use sspr_storage::DbSettings;
 use sspr_storage::outbox::entity as outbox;
 use sspr_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -43,6 +46,16 @@ async fn start(
         .envs(vars.iter().copied())
         .spawn()?;
     service.wait_ready(port, LIMIT).await?;
+    // Ready (health) comes before the streams are set up; answering on NATS comes after.
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "outbox-faults-probe")).await?;
+    let nobody = GetUserRequest {
+        user_id: "nobody".into(),
+    };
+    service
+        .eventually(LIMIT, || {
+            bus.request::<_, GetUserResponse>(rpc::GET_USER, &nobody)
+        })
+        .await?;
     Ok(service)
 }
 
@@ -217,5 +230,75 @@ async fn streams_get_the_configured_settings_and_a_change_updates_them() -> anyh
         .run_with(&[("SSPR_DUPLICATE_WINDOW_SECS", "0")])
         .await
         .assert_config_error("SSPR_DUPLICATE_WINDOW_SECS");
+    Ok(())
+}
+
+/// The retention sweep runs at start (`SSPR_RETENTION_DAYS`): a published outbox row older than
+/// the retention is gone once the process is up; one still waiting to be published is never
+/// purged (the relay publishes it instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_sweep_runs_at_start_and_spares_unpublished_rows() -> anyhow::Result<()> {
+    use sspr_storage::outbox::{self as ob, OutboxMessage};
+    let nats = NatsServer::start().await?;
+    let data = tempfile::tempdir()?;
+    // First start creates the database; then rows are added while the process is down.
+    start(&nats, data.path(), &[])
+        .await?
+        .terminate(LIMIT)
+        .await?
+        .assert_clean_exit();
+    let settings = DbSettings {
+        data_dir: data.path().to_path_buf(),
+        database_url: None,
+    };
+    let db = sspr_storage::connect("directory", &settings).await?;
+    let old = chrono::Utc::now() - chrono::Duration::days(4);
+    let row = |id: &str| OutboxMessage {
+        subject: "sspr.events.v1.test.retention".into(),
+        msg_id: id.into(),
+        payload: vec![1],
+        traceparent: None,
+        decoy: false,
+    };
+    ob::enqueue(&db, row("old-published").decoy(), old).await?;
+    ob::enqueue(&db, row("old-unpublished"), old).await?;
+    db.close().await?;
+
+    let service = start(&nats, data.path(), &[("SSPR_RETENTION_DAYS", "3")]).await?;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (waiting, published) =
+            outbox_rows(data.path(), "sspr.events.v1.test.retention").await?;
+        if (waiting, published) == (0, 1) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "outbox rows (unpublished, published) = {:?}",
+            (waiting, published)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = sspr_storage::connect("directory", &settings).await?;
+    let left: Vec<String> = outbox::Entity::find()
+        .filter(outbox::Column::Subject.eq("sspr.events.v1.test.retention"))
+        .all(&db)
+        .await?
+        .into_iter()
+        .map(|r| r.msg_id)
+        .collect();
+    db.close().await?;
+    assert_eq!(
+        left,
+        ["old-unpublished"],
+        "published by the relay, not purged"
+    );
+    service.terminate(LIMIT).await?.assert_clean_exit();
+
+    directory()
+        .settings_only()
+        .run_with(&[("SSPR_RETENTION_DAYS", "0")])
+        .await
+        .assert_config_error("SSPR_RETENTION_DAYS");
     Ok(())
 }
