@@ -277,7 +277,7 @@ impl Cluster {
             .process
             .take()
             .with_context(|| format!("sspr-{service}#{index} is not running"))?;
-        process.kill_hard().await
+        process.kill().await
     }
 
     /// SIGTERM to one replica; returns how it exited and how long it took, failing when it

@@ -8,8 +8,14 @@ use async_nats::jetstream::{self, stream};
 use crate::error::BusError;
 use crate::subjects;
 
-/// Settings of the two streams; `replicas` > 1 needs a clustered server.
-#[derive(Debug, Clone)]
+/// Settings of the two streams; `replicas` > 1 needs a clustered server. Deployments set them
+/// with `SSPR_STREAM_REPLICAS`, `SSPR_EVENTS_MAX_AGE_DAYS` and `SSPR_DUPLICATE_WINDOW_SECS`
+/// (read by `sspr_runtime::settings::stream_settings`, used by every service and by
+/// `sspr provision`); the defaults below are theirs.
+///
+/// Neither stream is limited in bytes or message count: age alone bounds them, so no event is
+/// discarded before its time and no delivery is refused for space.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSettings {
     pub replicas: usize,
     /// How long public events stay replayable.

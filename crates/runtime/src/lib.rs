@@ -5,11 +5,14 @@
 //! - [`code_keys`]: the `SSPR_CODE_KEY` ring (current key with its id, previous keys).
 //! - [`ServiceContext`]: what a service needs to run (bus, database, clock), built by
 //!   [`connect`], which also starts `/healthz` and `/readyz`.
+//! - [`Emitter`]: migrations, streams, the outbox relay and the retention sweep
+//!   ([`retention`]) of a service that owns data.
 //! - [`shutdown_token`]: cancelled on SIGTERM or Ctrl-C.
 //! - [`exit_with`]: turns a failed start into one line on stderr and a non-zero exit.
 
 pub mod code_keys;
 mod emitter;
+pub mod retention;
 pub mod settings;
 
 use std::future::Future;

@@ -193,6 +193,101 @@ pub fn nats_tls() -> Result<sspr_bus::NatsTls, ConfigError> {
     Ok(sspr_bus::NatsTls { ca, client_cert })
 }
 
+/// Default of `SSPR_RETENTION_DAYS`.
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+/// Longest `SSPR_RETENTION_DAYS` and `SSPR_EVENTS_MAX_AGE_DAYS` accepted (10 years).
+pub const MAX_DAYS: u32 = 3650;
+/// Most replicas a JetStream stream can have.
+pub const MAX_STREAM_REPLICAS: usize = 5;
+/// Longest `SSPR_DUPLICATE_WINDOW_SECS` accepted: a day, which is also the delivery stream's
+/// max age (JetStream wants the window within the max age) and never more than
+/// `SSPR_RETENTION_DAYS`, so a consumer's processed-event ids outlive any re-publication
+/// the window could miss.
+pub const MAX_DUPLICATE_WINDOW_SECS: u64 = 24 * 3600;
+
+fn number_in<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = lookup(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(
+            name,
+            format!(
+                "expected a number of {unit} from {} to {}, got {raw:?}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// The JetStream stream settings from `SSPR_STREAM_REPLICAS` (default 1),
+/// `SSPR_EVENTS_MAX_AGE_DAYS` (30) and `SSPR_DUPLICATE_WINDOW_SECS` (120).
+pub fn stream_settings() -> Result<sspr_bus::streams::StreamSettings, ConfigError> {
+    stream_settings_from(var)
+}
+
+/// [`stream_settings`] reading variables through `lookup` (tests).
+pub fn stream_settings_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<sspr_bus::streams::StreamSettings, ConfigError> {
+    use std::time::Duration;
+    let defaults = sspr_bus::streams::StreamSettings::default();
+    let replicas = number_in(
+        &lookup,
+        "SSPR_STREAM_REPLICAS",
+        defaults.replicas,
+        1..=MAX_STREAM_REPLICAS,
+        "replicas",
+    )?;
+    let max_age_days = number_in(
+        &lookup,
+        "SSPR_EVENTS_MAX_AGE_DAYS",
+        (defaults.events_max_age.as_secs() / 86_400) as u32,
+        1..=MAX_DAYS,
+        "days",
+    )?;
+    let window = number_in(
+        &lookup,
+        "SSPR_DUPLICATE_WINDOW_SECS",
+        defaults.duplicate_window.as_secs(),
+        1..=MAX_DUPLICATE_WINDOW_SECS,
+        "seconds",
+    )?;
+    Ok(sspr_bus::streams::StreamSettings {
+        replicas,
+        events_max_age: Duration::from_secs(u64::from(max_age_days) * 86_400),
+        duplicate_window: Duration::from_secs(window),
+    })
+}
+
+/// `SSPR_RETENTION_DAYS` (default 7): how long finished sessions, codes, published outbox
+/// rows, processed-event ids, delivery records and dead letters are kept.
+pub fn retention_days() -> Result<u32, ConfigError> {
+    retention_days_from(var)
+}
+
+/// [`retention_days`] reading variables through `lookup` (tests).
+pub fn retention_days_from(lookup: impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    number_in(
+        &lookup,
+        "SSPR_RETENTION_DAYS",
+        DEFAULT_RETENTION_DAYS,
+        1..=MAX_DAYS,
+        "days",
+    )
+}
+
 /// Settings every service reads.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
@@ -207,6 +302,10 @@ pub struct CommonSettings {
     pub db: DbSettings,
     /// `SSPR_METRICS_ADDR`: where `/healthz` and `/readyz` are served; `None` when set to `off`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `SSPR_STREAM_REPLICAS`, `SSPR_EVENTS_MAX_AGE_DAYS`, `SSPR_DUPLICATE_WINDOW_SECS`.
+    pub streams: sspr_bus::streams::StreamSettings,
+    /// `SSPR_RETENTION_DAYS`.
+    pub retention_days: u32,
 }
 
 impl CommonSettings {
@@ -246,6 +345,8 @@ impl CommonSettings {
                 database_url,
             },
             metrics_addr,
+            streams: stream_settings()?,
+            retention_days: retention_days()?,
         })
     }
 }
@@ -277,6 +378,46 @@ mod tests {
         assert!(nats_auth_from(s("gateway"), s("pw"), s("x.creds"), None).is_err());
         let bad_seed = nats_auth_from(None, None, None, s("not-a-seed")).err();
         assert!(bad_seed.is_some_and(|e| !e.to_string().contains("not-a-seed")));
+    }
+
+    #[test]
+    fn stream_and_retention_settings_have_defaults_and_bounds() {
+        use std::time::Duration;
+        let none = |_: &str| None;
+        let s = stream_settings_from(none).expect("valid");
+        assert_eq!(s.replicas, 1);
+        assert_eq!(s.events_max_age, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.duplicate_window, Duration::from_secs(120));
+        assert_eq!(retention_days_from(none).expect("valid"), 7);
+        let given = |name: &str| match name {
+            "SSPR_STREAM_REPLICAS" => Some("3".to_owned()),
+            "SSPR_EVENTS_MAX_AGE_DAYS" => Some("90".to_owned()),
+            "SSPR_DUPLICATE_WINDOW_SECS" => Some(" 600 ".to_owned()),
+            "SSPR_RETENTION_DAYS" => Some("14".to_owned()),
+            _ => None,
+        };
+        let s = stream_settings_from(given).expect("valid");
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.events_max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.duplicate_window, Duration::from_secs(600));
+        assert_eq!(retention_days_from(given).expect("valid"), 14);
+        for (name, bad) in [
+            ("SSPR_STREAM_REPLICAS", "0"),
+            ("SSPR_STREAM_REPLICAS", "6"),
+            ("SSPR_EVENTS_MAX_AGE_DAYS", "0"),
+            ("SSPR_EVENTS_MAX_AGE_DAYS", "ten"),
+            ("SSPR_DUPLICATE_WINDOW_SECS", "0"),
+            ("SSPR_DUPLICATE_WINDOW_SECS", "86401"),
+        ] {
+            let err = stream_settings_from(|n: &str| (n == name).then(|| bad.to_owned()))
+                .err()
+                .map(|e| e.variable);
+            assert_eq!(err.as_deref(), Some(name), "{name}={bad}");
+        }
+        for bad in ["0", "3651", "-1", "week"] {
+            let err = retention_days_from(|_: &str| Some(bad.to_owned())).err();
+            assert!(err.is_some_and(|e| e.variable == "SSPR_RETENTION_DAYS"));
+        }
     }
 
     #[test]

@@ -133,16 +133,36 @@ pub async fn connect(
 }
 
 /// Applies the service's pending migrations.
+///
+/// On PostgreSQL, replicas of a service share its schema and may start together: the whole
+/// migration runs in one transaction holding `pg_advisory_xact_lock` on a key derived from the
+/// schema name, so one replica migrates while the others wait, then find nothing pending. The
+/// lock goes with the transaction (commit, rollback or a dropped connection), so a replica that
+/// dies while migrating cannot leave it held. PostgreSQL's DDL is transactional, so a failed
+/// migration leaves nothing half-applied. On SQLite a database is one file of one service
+/// instance (SQLite is not for replicas), and SQLite's own file lock serialises writers.
 pub async fn run_migrations<M: MigratorTrait>(
     service: &str,
     db: &DatabaseConnection,
 ) -> Result<(), StorageError> {
-    M::up(db, None)
-        .await
-        .map_err(|source| StorageError::Migrate {
-            service: service.to_owned(),
-            source,
-        })
+    let err = |source| StorageError::Migrate {
+        service: service.to_owned(),
+        source,
+    };
+    if db.get_database_backend() != DbBackend::Postgres {
+        return M::up(db, None).await.map_err(err);
+    }
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await.map_err(err)?;
+    // hashtext gives a stable 32-bit key per schema; the prefix keeps it apart from any other
+    // advisory lock an operator might take on the same schema name.
+    txn.execute_unprepared(
+        "SELECT pg_advisory_xact_lock(hashtext('sspr.migrations:' || current_schema()))",
+    )
+    .await
+    .map_err(err)?;
+    M::up(&txn, None).await.map_err(err)?;
+    txn.commit().await.map_err(err)
 }
 
 /// Begins a transaction that will write. On SQLite it takes the write lock at `BEGIN`

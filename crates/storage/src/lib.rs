@@ -6,10 +6,15 @@
 //!   rows. Replicas of one service share its schema.
 //! - [`outbox`]: the transactional outbox. A state change and the events it causes commit in
 //!   one transaction; [`outbox::OutboxRelay`] publishes them to JetStream with `Nats-Msg-Id` and
-//!   marks them sent only after the stream acknowledged them.
+//!   marks them sent only after the stream acknowledged them; [`outbox::purge_published`]
+//!   deletes published rows once they are old.
+//! - [`retention`]: batched deletes for retention purges (both backends).
+//! - [`run_migrations`]: on PostgreSQL under a transaction-scoped advisory lock keyed by the
+//!   schema, so replicas starting together migrate one after the other.
 
 mod connect;
 pub mod outbox;
+pub mod retention;
 
 pub use connect::{DbSettings, StorageError, begin_write, connect, run_migrations};
 pub use sea_orm;

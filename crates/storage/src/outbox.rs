@@ -7,6 +7,9 @@
 //!   id, and marks a row published only after JetStream acknowledged it. A crash between the ack
 //!   and the mark republishes the row; the stream's duplicate window drops the copy.
 //! - On a publish failure the relay stops at that row and retries later, so order is kept.
+//! - Published rows (and decoy stand-ins, stored as published) are deleted by
+//!   [`purge_published`] once older than the retention; an unpublished row is never purged,
+//!   however old, so an event cannot be lost to housekeeping.
 //! - Rows carry the `traceparent` of the span that wrote them, so the consumer's span joins the
 //!   trace of the request that caused the message.
 
@@ -276,6 +279,21 @@ impl OutboxRelay {
         }
         Ok(published)
     }
+}
+
+/// Deletes rows published before `cutoff`, `batch` per statement (see [`crate::retention`]);
+/// rows still waiting to be published stay whatever their age. Returns how many went.
+pub async fn purge_published<C: ConnectionTrait>(
+    db: &C,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    published_before(cutoff).run(db, batch).await
+}
+
+/// The purge of rows published before `cutoff` (unpublished rows never match).
+pub fn published_before(cutoff: chrono::DateTime<chrono::Utc>) -> crate::retention::Purge {
+    crate::retention::Purge::older_than("outbox", "id", "published_at", cutoff)
 }
 
 #[derive(Debug, thiserror::Error)]

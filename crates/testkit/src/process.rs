@@ -470,15 +470,18 @@ impl RunningService {
         self.child.id()
     }
 
-    /// Kills the process with SIGKILL (`kill -9`: no shutdown of any kind, as a crash or an OOM
-    /// kill would) and waits for it to be gone.
-    pub async fn kill_hard(mut self) -> anyhow::Result<Exited> {
+    /// Kills the process with SIGKILL — a crash: no shutdown code runs, nothing is flushed —
+    /// and waits for it to exit; fails if it had already exited.
+    pub async fn kill(mut self) -> anyhow::Result<Exited> {
+        self.fail_if_exited("before SIGKILL").await?;
         self.child
-            .start_kill()
-            .with_context(|| format!("sending SIGKILL to {}", self.name))?;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .kill()
             .await
-            .with_context(|| format!("{} still alive 10 s after SIGKILL", self.name))?
+            .with_context(|| format!("killing {}", self.name))?;
+        let status = self
+            .child
+            .wait()
+            .await
             .with_context(|| format!("waiting for {}", self.name))?;
         self.finish_draining().await;
         Ok(Exited {

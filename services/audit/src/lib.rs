@@ -85,7 +85,7 @@ pub async fn run(
     sspr_storage::run_migrations::<adapters::migration::Migrator>(SERVICE, &ctx.db).await?;
     sspr_bus::streams::ensure(
         ctx.bus.jetstream(),
-        &sspr_bus::streams::StreamSettings::default(),
+        &sspr_runtime::settings::stream_settings()?,
     )
     .await
     .context("setting up the JetStream streams")?;

@@ -4,9 +4,11 @@
 //!   end-to-end tests.
 //! - [`client`]: the `admin`, `register` and `reset` subcommands, thin gRPC clients of the
 //!   gateway that print JSON.
+//! - [`events`]: `sspr events tail`, the public events as JSON lines.
 //! - [`provision`]: `sspr provision`, the streams and durable consumers under their own identity.
 
 pub mod client;
 pub mod dev;
+pub mod events;
 pub mod nats_server;
 pub mod provision;

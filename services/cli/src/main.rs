@@ -29,9 +29,16 @@ enum Command {
     /// per deployment and after upgrades, with the `provision` NATS identity from
     /// SSPR_NATS_USER/SSPR_NATS_PASSWORD, SSPR_NATS_CREDS or SSPR_NATS_NKEY_SEED).
     Provision {
-        /// Stream replicas (up to the number of servers in the NATS cluster).
-        #[arg(long, env = "SSPR_NATS_STREAM_REPLICAS", default_value_t = 1)]
-        replicas: usize,
+        /// Stream replicas (up to the number of servers in the NATS cluster); default
+        /// SSPR_STREAM_REPLICAS, else 1. Max age and duplicate window come from
+        /// SSPR_EVENTS_MAX_AGE_DAYS and SSPR_DUPLICATE_WINDOW_SECS, as for the services.
+        #[arg(long)]
+        replicas: Option<usize>,
+    },
+    /// Watch the public events (SSPR_EVENTS) as JSON lines.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// Administration through the gateway's Admin API.
     Admin {
@@ -56,6 +63,28 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print every event as one JSON line (subject, stream sequence, time, decoded event) until
+    /// Ctrl-C or --limit; connects with SSPR_NATS_URL and the SSPR_NATS_* identity.
+    Tail {
+        /// Only these subjects (NATS wildcards within sspr.events.v1.>); repeatable.
+        #[arg(long = "subject", value_name = "SUBJECT")]
+        subjects: Vec<String>,
+        /// Start from this RFC 3339 time or this long ago (30s, 10m, 2h, 7d); default: new
+        /// events only.
+        #[arg(long)]
+        since: Option<String>,
+        /// Use (and create) a durable consumer of this name, acknowledging what was printed,
+        /// instead of an ephemeral ordered one.
+        #[arg(long)]
+        durable: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,6 +94,15 @@ async fn main() -> ExitCode {
             grpc_addr,
         } => sspr_cli::dev::main(data_dir, grpc_addr).await,
         Command::Provision { replicas } => sspr_cli::provision::main(replicas).await,
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    subjects,
+                    since,
+                    durable,
+                    limit,
+                },
+        } => events_tail(subjects, since, durable, limit).await,
         Command::Admin { gateway, command } => client::admin(&gateway, command).await,
         Command::Register { gateway, command } => client::register(&gateway, command).await,
         Command::Reset { gateway, command } => client::reset(&gateway, command).await,
@@ -76,4 +114,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn events_tail(
+    subjects: Vec<String>,
+    since: Option<String>,
+    durable: Option<String>,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let since = since
+        .map(|raw| sspr_cli::events::parse_since(&raw, chrono::Utc::now()))
+        .transpose()?;
+    sspr_cli::events::main(sspr_cli::events::TailOptions {
+        subjects,
+        since,
+        durable,
+        limit,
+    })
+    .await
 }

@@ -22,18 +22,25 @@ pub struct ProvisionOptions {
 
 impl ProvisionOptions {
     /// From `SSPR_NATS_URL` and the `SSPR_NATS_*` credential and TLS variables, as
-    /// `sspr-provision` with the inbox prefix `_INBOX_sspr-provision`.
-    pub fn from_env(replicas: usize) -> anyhow::Result<Self> {
+    /// `sspr-provision` with the inbox prefix `_INBOX_sspr-provision`; the stream settings from
+    /// `SSPR_STREAM_REPLICAS`, `SSPR_EVENTS_MAX_AGE_DAYS` and `SSPR_DUPLICATE_WINDOW_SECS`
+    /// (what the services read too), `replicas` overriding the first when given.
+    pub fn from_env(replicas: Option<usize>) -> anyhow::Result<Self> {
         let url = sspr_runtime::settings::var("SSPR_NATS_URL")
             .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
         let mut bus = BusConfig::new(url, "sspr-provision");
         bus.auth = sspr_runtime::settings::nats_auth()?;
         bus.tls = sspr_runtime::settings::nats_tls()?;
         bus.inbox_prefix = Some("_INBOX_sspr-provision".to_owned());
-        let streams = StreamSettings {
-            replicas,
-            ..StreamSettings::default()
-        };
+        let mut streams = sspr_runtime::settings::stream_settings()?;
+        if let Some(replicas) = replicas {
+            anyhow::ensure!(
+                (1..=sspr_runtime::settings::MAX_STREAM_REPLICAS).contains(&replicas),
+                "--replicas: expected 1 to {}, got {replicas}",
+                sspr_runtime::settings::MAX_STREAM_REPLICAS
+            );
+            streams.replicas = replicas;
+        }
         Ok(Self { bus, streams })
     }
 }
@@ -96,7 +103,7 @@ pub async fn provision(
 }
 
 /// `sspr provision`: connects with its own identity and provisions everything.
-pub async fn main(replicas: usize) -> anyhow::Result<()> {
+pub async fn main(replicas: Option<usize>) -> anyhow::Result<()> {
     let options = ProvisionOptions::from_env(replicas)?;
     let bus = connect(&options.bus).await?;
     for line in provision(bus.jetstream(), &options.streams).await? {

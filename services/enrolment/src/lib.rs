@@ -19,6 +19,7 @@ pub mod domain;
 mod error;
 pub mod handlers;
 pub mod ports;
+pub mod retention;
 pub mod security_questions;
 pub mod takeover;
 pub mod user_deleted;
@@ -55,7 +56,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // The storage error already says which database failed to migrate.
-    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let emitter =
+        Emitter::start_with::<adapters::migration::Migrator>(SERVICE, &ctx, retention::purges)
+            .await?;
     let signal = emitter.signal();
     let store: Arc<dyn ports::EnrolmentStore> =
         Arc::new(adapters::store::SeaOrmStore::new(ctx.db.clone(), signal));

@@ -34,6 +34,7 @@ pub mod password_changed;
 pub mod ports;
 pub mod receipts;
 pub mod sms_config;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -70,7 +71,9 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let emitter =
+        Emitter::start_with::<adapters::migration::Migrator>(SERVICE, &ctx, retention::purges)
+            .await?;
     let signal = emitter.signal();
     let store = Arc::new(DbDeliveryStore::new(ctx.db.clone(), signal));
 

@@ -24,7 +24,8 @@ use sspr_proto::internal::directory::v1::{
     GetUserRequest, GetUserResponse, ListAdminsRequest, ListAdminsResponse, UserRecord,
 };
 use sspr_proto::internal::enrolment::v1::{
-    GetDestinationRequest, GetDestinationResponse, ListMethodsRequest, ListMethodsResponse,
+    Destination, GetDestinationRequest, GetDestinationResponse, ListDestinationsRequest,
+    ListDestinationsResponse, ListMethodsRequest, ListMethodsResponse,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -103,10 +104,12 @@ fn people() -> Arc<HashMap<String, Person>> {
     )
 }
 
-/// Serves `get_user`, `list_admins`, `list_methods` and `get_destination` from `people`.
+/// Serves `get_user`, `list_admins`, `list_methods`, `get_destination` and
+/// `list_destinations` from `people`.
 fn stand_ins(h: &Harness, stop: &CancellationToken) {
     let people = people();
-    let (p1, p2, p3, p4) = (
+    let (p1, p2, p3, p4, p5) = (
+        people.clone(),
         people.clone(),
         people.clone(),
         people.clone(),
@@ -184,6 +187,29 @@ fn stand_ins(h: &Harness, stop: &CancellationToken) {
                         }),
                         None => Err(RpcError::not_found("no such method")),
                     }
+                }
+            },
+        )
+        .route(
+            rpc::enrolment::LIST_DESTINATIONS,
+            move |_: RequestContext, req: ListDestinationsRequest| {
+                let p = p5.clone();
+                async move {
+                    let destinations = p
+                        .get(&req.user_id)
+                        .map(|p| {
+                            p.methods
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (kind, dest))| Destination {
+                                    method_id: format!("m{i}"),
+                                    kind: *kind as i32,
+                                    destination: (*dest).into(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Ok::<_, RpcError>(ListDestinationsResponse { destinations })
                 }
             },
         );
@@ -321,6 +347,52 @@ async fn an_admin_reset_alerts_the_other_admins() {
     );
 
     // Records: one SENT delivery per mail.
+    stop.cancel();
+    h.stop().await.unwrap();
+}
+
+/// `method.registered` published twice under different message ids (a re-publication after the
+/// duplicate window): the user's other methods are told once.
+#[tokio::test]
+async fn a_method_change_published_twice_is_announced_once() {
+    let (mut h, stop) = start().await;
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let payload = sspr_proto::events::v1::MethodRegistered {
+        meta: Some(EventMeta {
+            event_id: event_id.clone(),
+            occurred_at: Some(sspr_proto::time::timestamp(Utc::now())),
+            user_id: "alice".into(),
+            flow_id: "flow-2".into(),
+            source: "enrolment".into(),
+            actor: String::new(),
+        }),
+        method_id: "m1".into(),
+        kind: MethodKind::Sms as i32,
+        masked_destination: "+•• •••• ••78".into(),
+        methods_registered: 3,
+    }
+    .encode_to_vec();
+    for msg_id in [event_id.clone(), format!("{event_id}-again")] {
+        h.bus
+            .publish_durable(
+                subjects::events::METHOD_REGISTERED,
+                &msg_id,
+                HeaderMap::new(),
+                Bytes::from(payload.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    let mails = h.smtp.wait_for_count(2, WAIT).await.unwrap();
+    let mut to: Vec<String> = mails.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, vec!["alice.home@example.org", "alice@example.com"]);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(h.smtp.messages().len(), 2, "no second announcement");
+    assert!(
+        h.http.requests().is_empty(),
+        "the new SMS method is not told"
+    );
     stop.cancel();
     h.stop().await.unwrap();
 }

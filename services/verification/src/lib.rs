@@ -22,6 +22,7 @@ pub mod delivery_events;
 pub mod domain;
 mod error;
 pub mod handlers;
+pub mod retention;
 pub mod user_deleted;
 
 use std::sync::Arc;
@@ -49,7 +50,9 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let emitter = Emitter::start::<adapters::migration::Migrator>(SERVICE, &ctx).await?;
+    let emitter =
+        Emitter::start_with::<adapters::migration::Migrator>(SERVICE, &ctx, retention::purges)
+            .await?;
     let signal = emitter.signal();
 
     let store = adapters::store::Store::new(ctx.db.clone());

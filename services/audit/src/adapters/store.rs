@@ -121,11 +121,18 @@ impl AuditStore {
 
     /// Deletes records that occurred before `cutoff`; returns how many.
     pub async fn delete_before(&self, cutoff: DateTime<Utc>) -> Result<u64, Error> {
-        let result = audit_records::Entity::delete_many()
-            .filter(audit_records::Column::OccurredAtUs.lt(cutoff.timestamp_micros()))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected)
+        // In batches (see `sspr_storage::retention`): a first sweep over a large log must not
+        // hold the table's locks against the projector for long.
+        use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+        let purge = sspr_storage::retention::Purge {
+            table: "audit_records",
+            key: "event_id",
+            condition: Condition::all()
+                .add(Expr::col(audit_records::Column::OccurredAtUs).lt(cutoff.timestamp_micros())),
+        };
+        Ok(purge
+            .run(&self.db, sspr_storage::retention::DEFAULT_BATCH)
+            .await?)
     }
 }
 
