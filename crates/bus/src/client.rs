@@ -85,7 +85,8 @@ impl Bus {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
         }
-        Ok(Self::from_client(client, config.request_timeout).with_max_in_flight(config.max_in_flight))
+        Ok(Self::from_client(client, config.request_timeout)
+            .with_max_in_flight(config.max_in_flight))
     }
 
     /// Wraps an existing client.

@@ -130,8 +130,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Claim, StoreError>>;
 
     /// Stores the sealed answer on the claimed row.
-    fn complete<'a>(&'a self, lookup: &'a str, sealed: Vec<u8>)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    fn complete<'a>(
+        &'a self,
+        lookup: &'a str,
+        sealed: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Deletes a pending row (the attempt failed transiently; a retry runs again).
     fn release<'a>(&'a self, lookup: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -299,7 +302,11 @@ fn hex(bytes: &[u8]) -> String {
 impl Keys {
     fn derive(secret: &[u8; 32], route: &str, key: &str, body: &[u8]) -> Self {
         let mut lookup = Sha256::new();
-        for part in [b"sspr-idempotency-v1".as_slice(), route.as_bytes(), key.as_bytes()] {
+        for part in [
+            b"sspr-idempotency-v1".as_slice(),
+            route.as_bytes(),
+            key.as_bytes(),
+        ] {
             lookup.update((part.len() as u64).to_be_bytes());
             lookup.update(part);
         }

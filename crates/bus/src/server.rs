@@ -246,7 +246,10 @@ async fn handle(
         .map(|budget| received + budget);
     if deadline.is_some_and(|d| Instant::now() >= d) {
         // The caller has stopped waiting: no work, no answer.
-        tracing::debug!(subject, "dropped: the caller's deadline passed before it was served");
+        tracing::debug!(
+            subject,
+            "dropped: the caller's deadline passed before it was served"
+        );
         return;
     }
     let raw_request_id = headers
@@ -268,7 +271,10 @@ async fn handle(
     async {
         let body = request.message.payload.clone();
         let run = async {
-            let request_id = match raw_request_id.as_deref().map(crate::idempotency::parse_request_id) {
+            let request_id = match raw_request_id
+                .as_deref()
+                .map(crate::idempotency::parse_request_id)
+            {
                 None => None,
                 Some(Ok(id)) => Some(id.to_owned()),
                 Some(Err(e)) => return Err(e),
@@ -281,7 +287,9 @@ async fn handle(
             match (&endpoint.idempotency, request_id) {
                 (Some(idempotency), Some(key)) => {
                     idempotency
-                        .run(subject, &key, &body, || (endpoint.handler)(ctx, body.clone()))
+                        .run(subject, &key, &body, || {
+                            (endpoint.handler)(ctx, body.clone())
+                        })
                         .await
                 }
                 _ => (endpoint.handler)(ctx, body.clone()).await,
