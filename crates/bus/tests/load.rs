@@ -289,8 +289,11 @@ async fn the_callers_budget_reaches_every_hop_and_ends_the_wait() {
 /// An idempotency store in memory, with the same semantics as the database one.
 #[derive(Default)]
 struct MemoryStore {
-    rows: Mutex<HashMap<String, (String, Option<Vec<u8>>)>>,
+    /// lookup -> (request hash, sealed answer once done)
+    rows: Mutex<HashMap<String, Row>>,
 }
+
+type Row = (String, Option<Vec<u8>>);
 
 impl IdempotencyStore for MemoryStore {
     fn claim<'a>(
@@ -363,7 +366,7 @@ async fn a_retry_with_the_same_key_gets_the_first_answer() {
                 }
                 let n = runs.fetch_add(1, Ordering::SeqCst);
                 match req.as_str() {
-                    "flaky" if n % 2 == 0 => Err(RpcError::unavailable("try again")),
+                    "flaky" if n.is_multiple_of(2) => Err(RpcError::unavailable("try again")),
                     "refused" => Err(RpcError::failed_precondition("no").with_reason("NOPE")),
                     "slow" => {
                         tokio::time::sleep(Duration::from_millis(400)).await;
