@@ -7,8 +7,11 @@
 //! - [`outbox`]: the transactional outbox. A state change and the events it causes commit in
 //!   one transaction; [`outbox::OutboxRelay`] publishes them to JetStream with `Nats-Msg-Id` and
 //!   marks them sent only after the stream acknowledged them.
+//! - [`idempotency`]: the `idempotency_keys` table behind the bus's idempotency keys: claims
+//!   and sealed answers of idempotent requests, purged after the retention.
 
 mod connect;
+pub mod idempotency;
 pub mod outbox;
 
 pub use connect::{DbSettings, StorageError, begin_write, connect, run_migrations};
