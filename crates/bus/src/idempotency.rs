@@ -140,6 +140,12 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     fn release<'a>(&'a self, lookup: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
+/// The idempotency secret derived from a 32-byte service key (e.g. verification's decoy key),
+/// so the key itself is used for nothing else.
+pub fn secret_from(service_key: &[u8; 32]) -> [u8; 32] {
+    mac(service_key, &[b"sspr-idempotency-secret-v1"])
+}
+
 /// A router's idempotency settings: the store and the service's secret.
 #[derive(Clone)]
 pub struct Idempotency {

@@ -13,6 +13,8 @@
 //! - Unknown, disabled, out-of-scope and unregistered users get decoy flows with the same shape,
 //!   statuses and messages as real ones; a decoy never delivers anything and never verifies.
 //! - A `user.deleted` event ([`user_deleted`]) deletes the user's reset sessions and codes, once.
+//! - The mutating calls ([`handlers::IDEMPOTENT`]) honour the client's idempotency key: a retry
+//!   gets the first attempt's answer (stored sealed in `idempotency_keys`).
 
 pub mod adapters;
 mod config;
@@ -67,6 +69,14 @@ pub async fn run(
         stop_forgetting.clone(),
     ));
 
+    // Keyed by the decoy key: stable across code-key rotations when SSPR_DECOY_KEY is set.
+    let idempotency = sspr_runtime::idempotency::start(
+        &ctx,
+        Some(sspr_bus::idempotency::secret_from(
+            config.decoy_key.expose(),
+        )),
+        &shutdown,
+    );
     let service = Arc::new(handlers::Verification::new(
         store,
         adapters::peers::Peers::new(ctx.bus.clone()),
@@ -78,7 +88,9 @@ pub async fn run(
     ));
     let served = sspr_bus::serve(
         &ctx.bus,
-        handlers::router(service),
+        handlers::router(service)
+            .idempotent(&handlers::IDEMPOTENT)
+            .with_idempotency(idempotency),
         shutdown.clone().cancelled_owned(),
     )
     .await;

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateThrottleTables),
             Box::new(AddKeyIdAndVerifiedAt),
             Box::new(super::phone_ledger::CreatePhoneLedger),
+            Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
         ]
     }
 }

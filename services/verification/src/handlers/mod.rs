@@ -58,6 +58,17 @@ pub struct Verification {
     phone_ledger: PhoneLedger,
 }
 
+/// The routes that honour the client's idempotency key (the mutating public calls).
+pub const IDEMPOTENT: [&str; 7] = [
+    rpc::START_RESET,
+    rpc::SEND_CODE,
+    rpc::VERIFY_CODE,
+    rpc::COMPLETE_RESET,
+    rpc::ANSWER_SECURITY_QUESTIONS,
+    rpc::UNLOCK_ACCOUNT,
+    rpc::CLEAR_BLOCK,
+];
+
 /// Maps every `sspr.rpc.verification.*` subject to its handler.
 pub fn router(service: Arc<Verification>) -> Router {
     let router = Router::new(
