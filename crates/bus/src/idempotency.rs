@@ -82,6 +82,18 @@ pub async fn scope<F: Future>(request_id: Option<String>, fut: F) -> F::Output {
     }
 }
 
+tokio::task_local! {
+    static SERVING: String;
+}
+
+/// While an idempotent handler runs: a tag naming (route, key) — the same hash the rows are
+/// found by, never the key itself — for handlers that record "done by request R" on their own
+/// state row in the same transaction as the change, so a retry after a crash between that
+/// commit and the stored answer can be answered from state. `None` outside such a handler.
+pub fn serving_tag() -> Option<String> {
+    SERVING.try_with(Clone::clone).ok()
+}
+
 /// The key to forward on requests made from this task, if any.
 pub(crate) fn outgoing() -> Option<String> {
     OUTGOING.try_with(Clone::clone).ok()
@@ -218,7 +230,7 @@ impl Idempotency {
             }
         }
 
-        let result = handler().await;
+        let result = SERVING.scope(keys.lookup.clone(), handler()).await;
         if is_transient(&result) {
             if let Err(e) = self.store.release(&keys.lookup).await {
                 tracing::warn!(error = %e, "releasing an idempotency claim failed");

@@ -65,6 +65,8 @@ pub mod code {
         pub delivery_id: String,
         /// Id of the code key that hashed the code (`0`: the bare key).
         pub key_id: String,
+        /// The idempotent request that issued it (`sspr_bus::idempotency::serving_tag`), if any.
+        pub request_tag: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddKeyIdAndVerifiedAt),
             Box::new(super::phone_ledger::CreatePhoneLedger),
             Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
+            Box::new(AddCodeRequestTag),
         ]
     }
 }
@@ -576,6 +577,50 @@ impl MigrationTrait for AddKeyIdAndVerifiedAt {
                 Table::alter()
                     .table(Codes::Table)
                     .drop_column(KeyIdColumns::KeyId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `codes.request_tag`: the idempotent request that issued a code, written with the code so a
+/// retried SendCode is answered from the code row when its stored answer is missing.
+struct AddCodeRequestTag;
+
+impl MigrationName for AddCodeRequestTag {
+    fn name(&self) -> &str {
+        "m0007_add_code_request_tag"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RequestTagColumn {
+    RequestTag,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCodeRequestTag {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::RequestTag)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(RequestTagColumn::RequestTag)
                     .to_owned(),
             )
             .await

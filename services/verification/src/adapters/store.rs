@@ -65,6 +65,9 @@ pub struct NewCode {
     pub delivery_id: String,
     /// Id of the code key that hashed it.
     pub key_id: String,
+    /// The idempotent request issuing it, recorded in the same transaction so a retry after a
+    /// crash before the answer was stored is answered from this row.
+    pub request_tag: Option<String>,
 }
 
 /// The latest active code of a binding.
@@ -149,6 +152,25 @@ impl Store {
 
     /// Voids earlier active codes of `key`, stores `new` and enqueues `messages`, in one
     /// transaction, unless a code was issued within `resend_after` (then nothing changes).
+    /// `(created_at, expires_at)` of the code of `key` in `flow_id` issued by the idempotent
+    /// request `request_tag`, if one was.
+    pub async fn code_issued_by(
+        &self,
+        key: CodeKey<'_>,
+        flow_id: &FlowId,
+        request_tag: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        let found = code::Entity::find()
+            .filter(code::Column::Purpose.eq(key.purpose.as_str()))
+            .filter(code::Column::UserId.eq(key.user_id.as_str()))
+            .filter(code::Column::MethodId.eq(key.method_id.as_str()))
+            .filter(code::Column::FlowId.eq(flow_id.as_str()))
+            .filter(code::Column::RequestTag.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.map(|row| (row.created_at, row.expires_at)))
+    }
+
     pub async fn issue_code(
         &self,
         key: CodeKey<'_>,
@@ -187,6 +209,7 @@ impl Store {
             voided: Set(false),
             delivery_id: Set(new.delivery_id),
             key_id: Set(new.key_id),
+            request_tag: Set(new.request_tag),
         }
         .insert(&txn)
         .await?;

@@ -325,6 +325,7 @@ impl Verification {
             created_at: now,
             delivery_id,
             key_id: current.id.clone(),
+            request_tag: sspr_bus::idempotency::serving_tag(),
         };
         let key = CodeKey {
             purpose: issue.purpose,

@@ -12,6 +12,7 @@
 //! `destination_mismatch`), and nothing is sent. A decoy session asks enrolment the same way
 //! and always answers as a mismatch, without spending or emitting anything.
 
+use chrono::SubsecRound;
 use sspr_bus::subjects;
 use sspr_proto::common::v1 as common;
 use sspr_proto::events::v1 as events;
@@ -280,6 +281,19 @@ impl Verification {
         }
         let limits = Effective::of(policy.limits.as_ref());
         let resend_after = self.resend_wait(&limits);
+        // A retry of a send whose code was issued (committed) but whose answer was never stored
+        // gets that code's answer: no second code, the first one stays valid.
+        if let Some(tag) = sspr_bus::idempotency::serving_tag()
+            && let Some((issued_at, expires_at)) = self
+                .store
+                .code_issued_by(key, &session.flow_id, &tag)
+                .await?
+        {
+            return Ok(SendCodeResponse {
+                expires_at: Some(timestamp(expires_at.trunc_subsecs(6))),
+                resend_after: Some(timestamp((issued_at + resend_after).trunc_subsecs(6))),
+            });
+        }
         self.ensure_may_resend(key, scope, resend_after).await?;
 
         // Enrolment is asked for decoys too (it finds nothing), so both take the same path.
@@ -325,9 +339,11 @@ impl Verification {
                 limits: &limits,
             })
             .await?;
+        // Whole microseconds, as PostgreSQL keeps them: the answer rebuilt from the code row
+        // for a retry (above) is then the same.
         Ok(SendCodeResponse {
-            expires_at: Some(timestamp(issued.expires_at)),
-            resend_after: Some(timestamp(issued.resend_after)),
+            expires_at: Some(timestamp(issued.expires_at.trunc_subsecs(6))),
+            resend_after: Some(timestamp(issued.resend_after.trunc_subsecs(6))),
         })
     }
 
