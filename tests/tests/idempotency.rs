@@ -153,11 +153,27 @@ async fn retried_calls_get_the_first_answer(backend: Backend) {
         .into_inner();
     assert_eq!(verified.methods_remaining, 0);
     let verified_again = client
-        .verify_code(keyed(verify, "verify-1"))
+        .verify_code(keyed(verify.clone(), "verify-1"))
         .await
         .expect("verify retried")
         .into_inner();
     assert_eq!(verified_again, verified);
+    // Its answer lost: the used code records this request, so the retry still succeeds.
+    sspr_storage::idempotency::forget_answers(&db, verification::VERIFY_CODE)
+        .await
+        .expect("forget");
+    let verified_from_state = client
+        .verify_code(keyed(verify.clone(), "verify-1"))
+        .await
+        .expect("verify retried after the answer was lost")
+        .into_inner();
+    assert_eq!(verified_from_state, verified);
+    // Another key with the used code is refused as before.
+    let status = client
+        .verify_code(keyed(verify, "verify-2"))
+        .await
+        .expect_err("a used code");
+    assert_ne!(status.code(), Code::Ok);
     let complete = reset::CompleteResetRequest {
         session_id,
         new_password: NEW_PASSWORD.into(),
@@ -173,6 +189,17 @@ async fn retried_calls_get_the_first_answer(backend: Backend) {
         .expect("complete retried")
         .into_inner();
     assert_eq!(completed_again, completed);
+    // Its answer lost: the session records the completion by this request; success again
+    // (without the strength estimate, which only the password check computes).
+    sspr_storage::idempotency::forget_answers(&db, verification::COMPLETE_RESET)
+        .await
+        .expect("forget");
+    let completed_from_state = client
+        .complete_reset(keyed(complete.clone(), "complete-1"))
+        .await
+        .expect("complete retried after the answer was lost")
+        .into_inner();
+    assert_eq!(completed_from_state.strength, None);
     // Without the key the completed session cannot be replayed.
     let replay = client
         .complete_reset(complete)

@@ -583,19 +583,23 @@ impl MigrationTrait for AddKeyIdAndVerifiedAt {
     }
 }
 
-/// `codes.request_tag`: the idempotent request that issued a code, written with the code so a
-/// retried SendCode is answered from the code row when its stored answer is missing.
+/// The idempotent request recorded on the state it changed, in the same transaction, so a
+/// retry whose stored answer is missing (a crash between the commit and storing it) is answered
+/// from state: `codes.request_tag` (issued by), `codes.used_by_request` (verified by) and
+/// `reset_sessions.completed_by_request` (completed by).
 struct AddCodeRequestTag;
 
 impl MigrationName for AddCodeRequestTag {
     fn name(&self) -> &str {
-        "m0007_add_code_request_tag"
+        "m0007_add_request_tags"
     }
 }
 
 #[derive(DeriveIden)]
 enum RequestTagColumn {
     RequestTag,
+    UsedByRequest,
+    CompletedByRequest,
 }
 
 #[async_trait::async_trait]
@@ -612,6 +616,30 @@ impl MigrationTrait for AddCodeRequestTag {
                     )
                     .to_owned(),
             )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::UsedByRequest)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::CompletedByRequest)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
             .await
     }
 
@@ -621,6 +649,22 @@ impl MigrationTrait for AddCodeRequestTag {
                 Table::alter()
                     .table(Codes::Table)
                     .drop_column(RequestTagColumn::RequestTag)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(RequestTagColumn::UsedByRequest)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .drop_column(RequestTagColumn::CompletedByRequest)
                     .to_owned(),
             )
             .await

@@ -122,6 +122,7 @@ impl Store {
             expires_at: Set(session.expires_at),
             question_challenge: Set(String::new()),
             verified_at: Set(session.verified_at),
+            completed_by_request: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -171,6 +172,39 @@ impl Store {
         Ok(found.map(|row| (row.created_at, row.expires_at)))
     }
 
+    /// Whether the code of `key` in `flow_id` was used by the idempotent request `request_tag`.
+    pub async fn code_used_by(
+        &self,
+        key: CodeKey<'_>,
+        flow_id: &FlowId,
+        request_tag: &str,
+    ) -> Result<bool, StoreError> {
+        let found = code::Entity::find()
+            .filter(code::Column::Purpose.eq(key.purpose.as_str()))
+            .filter(code::Column::UserId.eq(key.user_id.as_str()))
+            .filter(code::Column::MethodId.eq(key.method_id.as_str()))
+            .filter(code::Column::FlowId.eq(flow_id.as_str()))
+            .filter(code::Column::UsedByRequest.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Whether the session `token_hash` was completed by the idempotent request `request_tag`.
+    pub async fn completed_by(
+        &self,
+        token_hash: &str,
+        request_tag: &str,
+    ) -> Result<bool, StoreError> {
+        let found = reset_session::Entity::find()
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(reset_session::Column::Status.eq(SessionStatus::Completed.as_str()))
+            .filter(reset_session::Column::CompletedByRequest.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn issue_code(
         &self,
         key: CodeKey<'_>,
@@ -210,6 +244,7 @@ impl Store {
             delivery_id: Set(new.delivery_id),
             key_id: Set(new.key_id),
             request_tag: Set(new.request_tag),
+            used_by_request: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -291,10 +326,12 @@ impl Store {
         session: Option<(&str, &ResetSession, &ResetSession)>,
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
+        request_tag: Option<String>,
     ) -> Result<bool, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = code::Entity::update_many()
             .col_expr(code::Column::UsedAt, Expr::value(now))
+            .col_expr(code::Column::UsedByRequest, Expr::value(request_tag))
             .filter(still_usable(code, now))
             .exec(&txn)
             .await?;
@@ -422,12 +459,17 @@ impl Store {
         token_hash: &str,
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
+        request_tag: Option<String>,
     ) -> Result<bool, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = reset_session::Entity::update_many()
             .col_expr(
                 reset_session::Column::Status,
                 Expr::value(SessionStatus::Completed.as_str()),
+            )
+            .col_expr(
+                reset_session::Column::CompletedByRequest,
+                Expr::value(request_tag),
             )
             .filter(reset_session::Column::TokenHash.eq(token_hash))
             .filter(reset_session::Column::Status.eq(SessionStatus::Completing.as_str()))

@@ -406,7 +406,13 @@ impl Verification {
                     .map(|((hash, before), after)| (hash, before, after));
                 if !self
                     .store
-                    .record_accepted(&code, session, messages, now)
+                    .record_accepted(
+                        &code,
+                        session,
+                        messages,
+                        now,
+                        sspr_bus::idempotency::serving_tag(),
+                    )
                     .await?
                 {
                     return Ok(CheckPass::Raced);

@@ -452,6 +452,21 @@ impl Verification {
             self.ensure_not_blocked(&session.user_id).await?;
             let method = session.method(&req.method_id)?.clone();
             tracing::Span::current().record("method_id", method.method_id.as_str());
+            // A retry of a verification that committed but whose answer was never stored: the
+            // code was used by this very request, so it succeeded.
+            if let Some(tag) = sspr_bus::idempotency::serving_tag() {
+                let key = CodeKey {
+                    purpose: Purpose::Reset,
+                    user_id: &session.user_id,
+                    method_id: &method.method_id,
+                };
+                if self.store.code_used_by(key, &session.flow_id, &tag).await? {
+                    return Ok(VerifyCodeResponse {
+                        methods_remaining: session.methods_remaining(),
+                        unlock_available: self.unlock_available(&session).await,
+                    });
+                }
+            }
             // Any 6 to 10 digits: a code keeps the length it was issued with.
             let candidate = Code::parse_any_length(&req.code)?;
             self.ensure_new_destination(&session, &method).await?;
@@ -497,6 +512,14 @@ impl Verification {
         &self,
         req: CompleteResetRequest,
     ) -> Result<CompleteResetResponse, Error> {
+        // A retry of a completion that committed but whose answer was never stored succeeded
+        // (without the strength estimate, which only the directory's check computes).
+        if let Some(tag) = sspr_bus::idempotency::serving_tag()
+            && let Some(token) = SessionToken::parse(&req.session_id)
+            && self.store.completed_by(&token.hash(), &tag).await?
+        {
+            return Ok(CompleteResetResponse { strength: None });
+        }
         let (token_hash, session) = self.usable_session(&req.session_id).await?;
         // Fully verified, and within 10 minutes of the verification that completed it.
         session.ensure_completable(self.clock.now())?;
@@ -543,7 +566,12 @@ impl Verification {
         let messages = vec![self.event(subjects::events::RESET_COMPLETED, &meta, &completed)];
         if !self
             .store
-            .finish_completion(&token_hash, messages, now)
+            .finish_completion(
+                &token_hash,
+                messages,
+                now,
+                sspr_bus::idempotency::serving_tag(),
+            )
             .await?
         {
             // Only this call holds the claim; losing it means the row changed under us.
