@@ -156,11 +156,13 @@ impl Bus {
                     return Err(BusError::DeadlineExceeded(subject.to_owned()));
                 }
                 Some(left) => {
+                    // What we will wait, so the service never works longer than we listen.
+                    let wait = left.min(self.request_timeout);
                     headers.insert(
                         crate::deadline::DEADLINE_HEADER,
-                        crate::deadline::header_value(left).as_str(),
+                        crate::deadline::header_value(wait).as_str(),
                     );
-                    left.min(self.request_timeout)
+                    wait
                 }
                 None => self.request_timeout,
             };

@@ -237,6 +237,18 @@ async fn the_callers_budget_reaches_every_hop_and_ends_the_wait() {
         "inner {inner_left:?} after outer {outer_left:?}"
     );
 
+    // A budget beyond the request timeout (10 s) travels as the timeout: the caller waits no
+    // longer than that.
+    seen.lock().unwrap().clear();
+    let _: String =
+        sspr_bus::deadline::scope(Some(Instant::now() + Duration::from_secs(60)), async {
+            bus.request(OUTER, &"c".to_owned()).await
+        })
+        .await
+        .unwrap();
+    let outer_left = seen.lock().unwrap()[0].1.expect("a deadline");
+    assert!(outer_left <= Duration::from_secs(10), "{outer_left:?}");
+
     // A slow answer ends the wait at the deadline, not at the 10 s request timeout.
     let asked = Instant::now();
     let late =
