@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use sspr_bus::subjects::rpc::verification;
-use sspr_proto::admin::v1::Scope;
+use sspr_proto::admin::v1::{self as admin, Scope};
+use sspr_proto::common::v1::MethodKind;
+use sspr_proto::registration::v1 as registration;
 use sspr_proto::reset::v1 as reset;
+use sspr_storage::sea_orm::EntityTrait;
 use sspr_tests::{Backend, World, on_both_backends};
 use tonic::Code;
 
@@ -16,6 +19,7 @@ const ADDRESS: &str = "alice@example.com";
 
 on_both_backends! {
     retried_calls_get_the_first_answer => retried_calls_get_the_first_answer_sqlite, retried_calls_get_the_first_answer_postgres;
+    registration_and_admin_retries_act_once => registration_and_admin_retries_act_once_sqlite, registration_and_admin_retries_act_once_postgres;
 }
 
 fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -209,4 +213,97 @@ async fn retried_calls_get_the_first_answer(backend: Backend) {
     world.stop().await;
 }
 
-use sspr_storage::sea_orm::EntityTrait;
+async fn registration_and_admin_retries_act_once(backend: Backend) {
+    let Some(world) = World::start_or_skip(backend).await else {
+        return;
+    };
+    // Admin: a retried SetPolicy is not a second change (the version moves once).
+    let policy = admin::SetPolicyRequest {
+        policy: Some(admin::Policy {
+            scope: Scope::All as i32,
+            methods_required: 1,
+            allowed_methods: vec![MethodKind::Email as i32],
+            ..Default::default()
+        }),
+    };
+    let mut admin_client = world.admin();
+    let with_key = |body: admin::SetPolicyRequest, key: &str| {
+        let mut request = World::as_admin(body);
+        request
+            .metadata_mut()
+            .insert("x-request-id", key.parse().expect("ascii"));
+        request
+    };
+    let set = admin_client
+        .set_policy(with_key(policy.clone(), "policy-1"))
+        .await
+        .expect("set policy")
+        .into_inner();
+    let set_again = admin_client
+        .set_policy(with_key(policy, "policy-1"))
+        .await
+        .expect("set policy retried")
+        .into_inner();
+    assert_eq!(set_again, set);
+    let current = admin_client
+        .get_policy(World::as_admin(admin::GetPolicyRequest {}))
+        .await
+        .expect("get policy")
+        .into_inner();
+    assert_eq!(current.version, set.version, "changed once");
+
+    // Registration: a retried AddMethod sends one code and names the same method; a retried
+    // ConfirmMethod gets the same answer.
+    world
+        .upsert_user("bob", PASSWORD, &[], false)
+        .await
+        .expect("user");
+    let mut reg = world.registration();
+    let begin = reg
+        .begin_registration(registration::BeginRegistrationRequest {
+            user_id: "bob".into(),
+            password: PASSWORD.into(),
+            locale: "en".into(),
+        })
+        .await
+        .expect("begin")
+        .into_inner();
+    let address = "bob@example.com";
+    let seen = world.mail_count(address);
+    let add = registration::AddMethodRequest {
+        session_id: begin.session_id.clone(),
+        kind: MethodKind::Email as i32,
+        destination: address.into(),
+    };
+    let added = reg
+        .add_method(keyed(add.clone(), "add-1"))
+        .await
+        .expect("add")
+        .into_inner();
+    let code = world.next_code(address, seen).await.expect("code mail");
+    let added_again = reg
+        .add_method(keyed(add, "add-1"))
+        .await
+        .expect("add retried")
+        .into_inner();
+    assert_eq!(added_again, added);
+    let confirm = registration::ConfirmMethodRequest {
+        session_id: begin.session_id,
+        method_id: added.method_id,
+        code,
+    };
+    let confirmed = reg
+        .confirm_method(keyed(confirm.clone(), "confirm-1"))
+        .await
+        .expect("the first code confirms")
+        .into_inner();
+    let confirmed_again = reg
+        .confirm_method(keyed(confirm, "confirm-1"))
+        .await
+        .expect("confirm retried")
+        .into_inner();
+    assert_eq!(confirmed_again, confirmed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.mail_count(address), seen + 1, "one code mail");
+    world.stop().await;
+}
