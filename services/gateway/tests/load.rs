@@ -119,6 +119,39 @@ async fn a_full_gateway_refuses_at_once_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_full_service_is_passed_through_as_unavailable_with_retry_after() {
+    let gw = Gateway::start_with(Options {
+        stand_in_max_in_flight: Some(1),
+        ..Options::default()
+    })
+    .await;
+    gw.recorder
+        .delay(verification::SEND_CODE, Duration::from_secs(2));
+    let slow = {
+        let mut client = gw.reset();
+        tokio::spawn(async move { client.send_code(send_code()).await })
+    };
+    let waited = Instant::now();
+    while gw.recorder.seen().is_empty() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "the slow call never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = Instant::now();
+    let status = gw.reset().send_code(send_code()).await.unwrap_err();
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "refused at once"
+    );
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    assert_eq!(gw.recorder.seen().len(), 1, "the refused request never ran");
+    slow.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn mutating_calls_forward_a_valid_request_id_and_refuse_a_bad_one() {
     let gw = Gateway::start().await;
     gw.reset()

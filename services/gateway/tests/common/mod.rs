@@ -438,6 +438,8 @@ pub struct Options {
     pub trusted_proxy_hops: usize,
     /// `Config::max_in_flight` of the gateway.
     pub max_in_flight: usize,
+    /// In-flight limit of each stand-in service (`None`: the bus default).
+    pub stand_in_max_in_flight: Option<usize>,
 }
 
 impl Default for Options {
@@ -446,6 +448,7 @@ impl Default for Options {
             stand_ins: true,
             trusted_proxy_hops: 0,
             max_in_flight: sspr_gateway::DEFAULT_MAX_IN_FLIGHT,
+            stand_in_max_in_flight: None,
         }
     }
 }
@@ -494,6 +497,10 @@ impl Gateway {
                 directory_stand_in(&recorder),
                 audit_stand_in(&recorder),
             ] {
+                let router = match options.stand_in_max_in_flight {
+                    Some(n) => router.max_in_flight(n),
+                    None => router,
+                };
                 let bus = bus.clone();
                 let token = shutdown.clone();
                 tokio::spawn(async move {
