@@ -29,7 +29,13 @@ pub struct BusConfig {
     /// Prefix of this connection's reply subjects (`_INBOX` when `None`). Services use
     /// `_INBOX_<client name>` so the server can keep other identities off their replies.
     pub inbox_prefix: Option<String>,
+    /// Most requests a service served on this connection handles at once
+    /// (`SSPR_RPC_MAX_IN_FLIGHT`); more are refused with `UNAVAILABLE` at once.
+    pub max_in_flight: usize,
 }
+
+/// Default of [`BusConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 impl BusConfig {
     pub fn new(url: impl Into<String>, client_name: impl Into<String>) -> Self {
@@ -40,6 +46,7 @@ impl BusConfig {
             auth: NatsAuth::default(),
             tls: NatsTls::default(),
             inbox_prefix: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -50,6 +57,7 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     request_timeout: Duration,
+    max_in_flight: usize,
 }
 
 impl Bus {
@@ -77,7 +85,8 @@ impl Bus {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
         }
-        Ok(Self::from_client(client, config.request_timeout))
+        Ok(Self::from_client(client, config.request_timeout)
+            .with_max_in_flight(config.max_in_flight))
     }
 
     /// Wraps an existing client.
@@ -87,7 +96,19 @@ impl Bus {
             client,
             js,
             request_timeout,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// The same handle, serving at most `max_in_flight` requests at once (at least 1).
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.max(1);
+        self
+    }
+
+    /// Most requests a service served on this handle runs at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -105,6 +126,12 @@ impl Bus {
 
     /// Sends `request` to `subject` and decodes the protobuf reply. A refusal by the remote
     /// handler comes back as [`BusError::Rpc`] with its code, message and details.
+    ///
+    /// Inside a call with a deadline ([`crate::deadline`]) the request waits at most the time
+    /// left (never more than the configured timeout), carries it in the `Sspr-Deadline-Ms`
+    /// header, and is not sent at all once the deadline passed ([`BusError::DeadlineExceeded`]).
+    /// Inside the gateway's [`crate::idempotency::scope`] it carries the client's idempotency
+    /// key.
     pub async fn request<Req, Resp>(&self, subject: &str, request: &Req) -> Result<Resp, BusError>
     where
         Req: Message,
@@ -123,16 +150,39 @@ impl Bus {
         async {
             let mut headers = HeaderMap::new();
             trace::inject_current(&mut headers);
+            let budget = crate::deadline::remaining();
+            let timeout = match budget {
+                Some(left) if left < Duration::from_millis(1) => {
+                    return Err(BusError::DeadlineExceeded(subject.to_owned()));
+                }
+                Some(left) => {
+                    // What we will wait, so the service never works longer than we listen.
+                    let wait = left.min(self.request_timeout);
+                    headers.insert(
+                        crate::deadline::DEADLINE_HEADER,
+                        crate::deadline::header_value(wait).as_str(),
+                    );
+                    wait
+                }
+                None => self.request_timeout,
+            };
+            let budget_bound = budget.is_some_and(|left| left <= self.request_timeout);
+            if let Some(key) = crate::idempotency::outgoing() {
+                headers.insert(crate::idempotency::REQUEST_ID_HEADER, key.as_str());
+            }
             let req = async_nats::Request::new()
                 .payload(Bytes::from(request.encode_to_vec()))
                 .headers(headers)
-                .timeout(Some(self.request_timeout));
+                .timeout(Some(timeout));
             let reply = self
                 .client
                 .send_request(subject.to_owned(), req)
                 .await
                 .map_err(|e| match e.kind() {
                     RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_owned()),
+                    RequestErrorKind::TimedOut if budget_bound => {
+                        BusError::DeadlineExceeded(subject.to_owned())
+                    }
                     RequestErrorKind::TimedOut => BusError::Timeout(subject.to_owned()),
                     _ => BusError::Request {
                         subject: subject.to_owned(),

@@ -243,6 +243,9 @@ pub enum BusError {
     NoResponders(String),
     #[error("request to {0} timed out")]
     Timeout(String),
+    /// The caller's deadline passed before the answer came (or before the request was sent).
+    #[error("the caller's deadline passed while calling {0}")]
+    DeadlineExceeded(String),
     #[error("nats request to {subject} failed: {source}")]
     Request {
         subject: String,
@@ -268,6 +271,9 @@ impl BusError {
             BusError::NoResponders(_) | BusError::Timeout(_) => {
                 tracing::warn!(error = %self, "dependency unavailable");
                 RpcError::unavailable("a dependency is unavailable, try again shortly")
+            }
+            BusError::DeadlineExceeded(_) => {
+                RpcError::new(ErrorCode::DeadlineExceeded, "deadline exceeded")
             }
             other => {
                 tracing::error!(error = %other, "bus failure");

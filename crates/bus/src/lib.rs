@@ -8,13 +8,17 @@
 //!   `traceparent`, and reply with the result or a coded error.
 //! - [`streams`]: the JetStream streams, created or updated at start with explicit settings.
 //! - [`work`]: what each served request did (database statements, outgoing requests).
+//! - [`deadline`]: the caller's remaining budget, carried from hop to hop.
+//! - [`idempotency`]: a retried request with the same key gets the first attempt's answer.
 //!
 //! Nothing here logs payloads: requests carry passwords and codes.
 
 mod access;
 mod client;
 pub mod consumer;
+pub mod deadline;
 mod error;
+pub mod idempotency;
 pub mod sealed;
 mod server;
 pub mod streams;
@@ -23,7 +27,7 @@ pub mod trace;
 pub mod work;
 
 pub use access::{NatsAuth, NatsTls};
-pub use client::{Bus, BusConfig};
+pub use client::{Bus, BusConfig, DEFAULT_MAX_IN_FLIGHT};
 pub use error::{
     BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, REASON_HEADER,
     RETRY_AFTER_HEADER, RpcError,

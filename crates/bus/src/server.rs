@@ -6,7 +6,15 @@
 //! details go back in the `Sspr-Error-Details` header next to the micro-service error headers.
 //! On shutdown
 //! the endpoints stop taking requests and the ones in flight finish before `serve` returns.
+//!
+//! Load: at most [`Bus::max_in_flight`] requests (or [`Router::max_in_flight`]) run at once
+//! across all endpoints of the service; one more is answered `UNAVAILABLE` ("server busy",
+//! retry after 1 s) at once instead of queueing, so a slow dependency cannot pile up unbounded
+//! work. Deadlines: a request carrying `Sspr-Deadline-Ms` runs with that budget as its task's
+//! deadline ([`crate::deadline`]); one whose budget is spent before its handler starts is
+//! dropped unanswered (its caller stopped waiting). Idempotency: see [`crate::idempotency`].
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,14 +24,17 @@ use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::Bus;
 use crate::error::{
     BusError, DETAILS_HEADER, ErrorCode, REASON_HEADER, RETRY_AFTER_HEADER, RpcError,
 };
-use crate::{subjects, trace};
+use crate::idempotency::{Idempotency, REQUEST_ID_HEADER};
+use crate::{deadline, subjects, trace};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handler =
@@ -33,6 +44,10 @@ type Handler =
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub subject: String,
+    /// When the caller stops waiting, if it said (also the task's [`deadline::current`]).
+    pub deadline: Option<Instant>,
+    /// The client's idempotency key, if the request carried a valid one.
+    pub request_id: Option<String>,
 }
 
 /// Largest request body a service decodes. nats-server's own `max_payload` (1 MiB by default)
@@ -45,6 +60,9 @@ pub struct Router {
     service: String,
     description: String,
     routes: Vec<(&'static str, Handler)>,
+    max_in_flight: Option<usize>,
+    idempotency: Option<Idempotency>,
+    idempotent: HashSet<&'static str>,
 }
 
 impl Router {
@@ -54,7 +72,31 @@ impl Router {
             service: service.to_owned(),
             description: description.to_owned(),
             routes: Vec::new(),
+            max_in_flight: None,
+            idempotency: None,
+            idempotent: HashSet::new(),
         }
+    }
+
+    /// Serves at most `n` requests at once (at least 1) instead of the bus's
+    /// [`Bus::max_in_flight`].
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n.max(1));
+        self
+    }
+
+    /// Keeps idempotency claims and answers in `idempotency`'s store, for the routes marked
+    /// with [`Router::idempotent`].
+    pub fn with_idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// Marks `subjects` (mutating routes) as honouring the `Sspr-Request-Id` idempotency key.
+    /// Without [`Router::with_idempotency`] the mark has no effect.
+    pub fn idempotent(mut self, subjects: &[&'static str]) -> Self {
+        self.idempotent.extend(subjects.iter().copied());
+        self
     }
 
     /// Serves `subject` with `handler`, decoding `Req` and encoding `Resp` as protobuf. A body
@@ -110,6 +152,9 @@ pub async fn serve(
         .await
         .map_err(|e| BusError::JetStream(format!("starting service {name}: {e}")))?;
 
+    let limit = Arc::new(Semaphore::new(
+        router.max_in_flight.unwrap_or_else(|| bus.max_in_flight()),
+    ));
     let mut endpoints = Vec::new();
     for (subject, handler) in router.routes {
         let endpoint = nats_service
@@ -125,8 +170,22 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = JoinSet::new();
-    for (subject, handler, endpoint) in endpoints {
-        loops.spawn(endpoint_loop(subject, handler, endpoint, stop_rx.clone()));
+    for (subject, handler, nats_endpoint) in endpoints {
+        let idempotency = router
+            .idempotency
+            .clone()
+            .filter(|_| router.idempotent.contains(subject));
+        let endpoint = Arc::new(Endpoint {
+            subject,
+            handler,
+            idempotency,
+        });
+        loops.spawn(endpoint_loop(
+            endpoint,
+            nats_endpoint,
+            Arc::clone(&limit),
+            stop_rx.clone(),
+        ));
     }
     shutdown.await;
     SERVING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -138,10 +197,18 @@ pub async fn serve(
     Ok(())
 }
 
-async fn endpoint_loop(
+/// One served subject.
+struct Endpoint {
     subject: &'static str,
     handler: Handler,
-    mut endpoint: service::endpoint::Endpoint,
+    /// Set when the route is marked idempotent and the router has a store.
+    idempotency: Option<Idempotency>,
+}
+
+async fn endpoint_loop(
+    endpoint: Arc<Endpoint>,
+    mut nats_endpoint: service::endpoint::Endpoint,
+    limit: Arc<Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut in_flight = JoinSet::new();
@@ -149,17 +216,56 @@ async fn endpoint_loop(
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            next = endpoint.next() => {
+            next = nats_endpoint.next() => {
                 let Some(request) = next else { break };
-                in_flight.spawn(handle(subject, Arc::clone(&handler), request));
+                let received = Instant::now();
+                match Arc::clone(&limit).try_acquire_owned() {
+                    Ok(permit) => {
+                        in_flight.spawn(handle(Arc::clone(&endpoint), request, received, permit));
+                    }
+                    // Full: refuse now rather than queue; the reply is cheap and needs no permit.
+                    Err(_) => {
+                        in_flight.spawn(refuse_busy(endpoint.subject, request));
+                    }
+                }
             }
         }
     }
-    let _ = endpoint.stop().await;
+    let _ = nats_endpoint.stop().await;
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn handle(subject: &'static str, handler: Handler, request: service::Request) {
+/// Answers `UNAVAILABLE` without running the handler: the service is at its in-flight limit.
+async fn refuse_busy(subject: &'static str, request: service::Request) {
+    tracing::debug!(subject, "refused: too many requests in flight");
+    let busy = RpcError::unavailable("server busy, try again shortly").with_retry_after(1);
+    respond(request, Err(busy)).await;
+}
+
+async fn handle(
+    endpoint: Arc<Endpoint>,
+    request: service::Request,
+    received: Instant,
+    _permit: OwnedSemaphorePermit,
+) {
+    let subject = endpoint.subject;
+    let headers = request.message.headers.as_ref();
+    // The budget counts from when this process received the request.
+    let deadline = headers
+        .and_then(|h| h.get(deadline::DEADLINE_HEADER))
+        .and_then(|v| deadline::parse_header(v.as_str()))
+        .map(|budget| received + budget);
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        // The caller has stopped waiting: no work, no answer.
+        tracing::debug!(
+            subject,
+            "dropped: the caller's deadline passed before it was served"
+        );
+        return;
+    }
+    let raw_request_id = headers
+        .and_then(|h| h.get(REQUEST_ID_HEADER))
+        .map(|v| v.as_str().to_owned());
     let span = tracing::info_span!(
         "nats.process",
         otel.name = %format!("process {subject}"),
@@ -172,44 +278,74 @@ async fn handle(subject: &'static str, handler: Handler, request: service::Reque
         rpc.method = %subjects::method_of(subject),
         error.code = tracing::field::Empty,
     );
-    trace::set_parent_from(&span, request.message.headers.as_ref());
+    trace::set_parent_from(&span, headers);
     async {
-        let ctx = RequestContext {
-            subject: subject.to_owned(),
-        };
-        let (result, work) =
-            crate::work::measure(handler(ctx, request.message.payload.clone())).await;
-        crate::work::add(subject, &work);
-        let mut headers = HeaderMap::new();
-        let response = match result {
-            Ok(body) => Ok(body),
-            Err(e) => {
-                let span = tracing::Span::current();
-                span.record("error.code", e.code as i32);
-                if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
-                    span.record("otel.status_code", "ERROR");
+        let body = request.message.payload.clone();
+        let run = async {
+            let request_id = match raw_request_id
+                .as_deref()
+                .map(crate::idempotency::parse_request_id)
+            {
+                None => None,
+                Some(Ok(id)) => Some(id.to_owned()),
+                Some(Err(e)) => return Err(e),
+            };
+            let ctx = RequestContext {
+                subject: subject.to_owned(),
+                deadline,
+                request_id: request_id.clone(),
+            };
+            match (&endpoint.idempotency, request_id) {
+                (Some(idempotency), Some(key)) => {
+                    idempotency
+                        .run(subject, &key, &body, || {
+                            (endpoint.handler)(ctx, body.clone())
+                        })
+                        .await
                 }
-                if let Some(details) = &e.details {
-                    headers.insert(DETAILS_HEADER, details.to_header_value().as_str());
-                }
-                if let Some(secs) = e.retry_after_secs {
-                    headers.insert(RETRY_AFTER_HEADER, secs.to_string().as_str());
-                }
-                if let Some(reason) = &e.reason {
-                    headers.insert(REASON_HEADER, reason.as_str());
-                }
-                Err(service::error::Error {
-                    status: e.message,
-                    code: e.code as usize,
-                })
+                _ => (endpoint.handler)(ctx, body.clone()).await,
             }
         };
-        if let Err(e) = request.respond_with_headers(response, headers).await {
-            tracing::warn!(error = %e, "could not send the reply");
+        let (result, work) = crate::work::measure(deadline::scope(deadline, run)).await;
+        crate::work::add(subject, &work);
+        if let Err(e) = &result {
+            let span = tracing::Span::current();
+            span.record("error.code", e.code as i32);
+            if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+                span.record("otel.status_code", "ERROR");
+            }
         }
+        respond(request, result).await;
     }
     .instrument(span)
     .await
+}
+
+/// Sends `result` as the reply: the body, or the refusal in the micro-service error headers
+/// with its details, retry-after and reason headers.
+async fn respond(request: service::Request, result: Result<Bytes, RpcError>) {
+    let mut headers = HeaderMap::new();
+    let response = match result {
+        Ok(body) => Ok(body),
+        Err(e) => {
+            if let Some(details) = &e.details {
+                headers.insert(DETAILS_HEADER, details.to_header_value().as_str());
+            }
+            if let Some(secs) = e.retry_after_secs {
+                headers.insert(RETRY_AFTER_HEADER, secs.to_string().as_str());
+            }
+            if let Some(reason) = &e.reason {
+                headers.insert(REASON_HEADER, reason.as_str());
+            }
+            Err(service::error::Error {
+                status: e.message,
+                code: e.code as usize,
+            })
+        }
+    };
+    if let Err(e) = request.respond_with_headers(response, headers).await {
+        tracing::warn!(error = %e, "could not send the reply");
+    }
 }
 
 #[cfg(test)]

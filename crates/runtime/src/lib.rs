@@ -3,6 +3,7 @@
 //! - [`settings`]: typed settings from `SSPR_*` variables, with secrets wrapped so they never
 //!   print; a bad value is a [`settings::ConfigError`] naming the variable.
 //! - [`code_keys`]: the `SSPR_CODE_KEY` ring (current key with its id, previous keys).
+//! - [`idempotency`]: a service router's idempotency store and the purge of old keys.
 //! - [`ServiceContext`]: what a service needs to run (bus, database, clock), built by
 //!   [`connect`], which also starts `/healthz` and `/readyz`.
 //! - [`Emitter`]: migrations, streams, the outbox relay and the retention sweep
@@ -12,6 +13,7 @@
 
 pub mod code_keys;
 mod emitter;
+pub mod idempotency;
 pub mod retention;
 pub mod settings;
 
@@ -77,6 +79,7 @@ pub fn bus_config(service: &str, common: &CommonSettings) -> BusConfig {
     config.auth = common.nats_auth.clone();
     config.tls = common.nats_tls.clone();
     config.inbox_prefix = Some(format!("_INBOX_{name}"));
+    config.max_in_flight = common.rpc_max_in_flight;
     config
 }
 

@@ -306,6 +306,29 @@ pub struct CommonSettings {
     pub streams: sspr_bus::streams::StreamSettings,
     /// `SSPR_RETENTION_DAYS`.
     pub retention_days: u32,
+    /// `SSPR_RPC_MAX_IN_FLIGHT` (default 256): most NATS requests a service handles at once;
+    /// more are answered `UNAVAILABLE` at once.
+    pub rpc_max_in_flight: usize,
+    /// `SSPR_IDEMPOTENCY_HOURS` (default 24): how long idempotency keys and their answers are
+    /// kept before the purge deletes them.
+    pub idempotency_hours: u32,
+}
+
+/// Reads a whole number between `min` and `max` from `name`, `default` when unset.
+pub fn bounded<T>(name: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(ConfigError::new(
+                name,
+                format!("expected a whole number from {min} to {max}, got {raw:?}"),
+            )),
+        },
+    }
 }
 
 impl CommonSettings {
@@ -347,6 +370,13 @@ impl CommonSettings {
             metrics_addr,
             streams: stream_settings()?,
             retention_days: retention_days()?,
+            rpc_max_in_flight: bounded(
+                "SSPR_RPC_MAX_IN_FLIGHT",
+                sspr_bus::DEFAULT_MAX_IN_FLIGHT,
+                1,
+                1_000_000,
+            )?,
+            idempotency_hours: bounded("SSPR_IDEMPOTENCY_HOURS", 24, 1, 24 * 365)?,
         })
     }
 }

@@ -11,8 +11,11 @@
 //! - [`retention`]: batched deletes for retention purges (both backends).
 //! - [`run_migrations`]: on PostgreSQL under a transaction-scoped advisory lock keyed by the
 //!   schema, so replicas starting together migrate one after the other.
+//! - [`idempotency`]: the `idempotency_keys` table behind the bus's idempotency keys: claims
+//!   and sealed answers of idempotent requests, purged after the retention.
 
 mod connect;
+pub mod idempotency;
 pub mod outbox;
 pub mod retention;
 

@@ -34,6 +34,21 @@ pub struct GatewayArgs {
     /// W3C traceparent to send with the call, to tie several calls into one trace.
     #[arg(long, global = true)]
     pub traceparent: Option<String>,
+    /// Idempotency key (`x-request-id`, 1 to 128 visible ASCII characters) of the command's
+    /// call: run a command again with the same one after UNAVAILABLE or DEADLINE_EXCEEDED to
+    /// get the first attempt's answer instead of acting twice. Default: a fresh random one.
+    #[arg(long, global = true)]
+    pub request_id: Option<String>,
+}
+
+/// The command's idempotency key: `--request-id`, or one random UUID for this invocation.
+fn request_id(args: &GatewayArgs) -> String {
+    static FRESH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    args.request_id.clone().unwrap_or_else(|| {
+        FRESH
+            .get_or_init(|| uuid::Uuid::new_v4().to_string())
+            .clone()
+    })
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -588,6 +603,13 @@ fn request<T>(
         let value = MetadataValue::try_from(tp.as_str()).context("invalid traceparent")?;
         req.metadata_mut().insert("traceparent", value);
     }
+    // The gateway reads it on mutating calls only; reads ignore it.
+    let id = request_id(args);
+    let value = MetadataValue::try_from(id.as_str())
+        .ok()
+        .filter(|_| sspr_bus::idempotency::parse_request_id(&id).is_ok())
+        .context("--request-id must be 1 to 128 visible ASCII characters")?;
+    req.metadata_mut().insert("x-request-id", value);
     Ok(req)
 }
 
@@ -1480,6 +1502,38 @@ mod tests {
     struct RegisterCli {
         #[command(subcommand)]
         command: RegisterCommand,
+    }
+
+    #[derive(Parser)]
+    struct ArgsCli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    fn sent_id(args: &GatewayArgs) -> anyhow::Result<String> {
+        let req = request(args, (), None)?;
+        Ok(req
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    #[test]
+    fn every_call_of_a_command_carries_one_request_id() {
+        let fresh = ArgsCli::try_parse_from(["sspr"]).unwrap().gateway;
+        let id = sent_id(&fresh).unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert_eq!(sent_id(&fresh).unwrap(), id, "one key per command");
+        let chosen = ArgsCli::try_parse_from(["sspr", "--request-id", "retry-7"])
+            .unwrap()
+            .gateway;
+        assert_eq!(sent_id(&chosen).unwrap(), "retry-7");
+        let bad = ArgsCli::try_parse_from(["sspr", "--request-id", "has space"])
+            .unwrap()
+            .gateway;
+        assert!(sent_id(&bad).is_err());
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Stack {
                 opts.challenge_verify_url.clone(),
                 opts.challenge_secret.clone(),
             )?,
+            max_in_flight: sspr_gateway::DEFAULT_MAX_IN_FLIGHT,
         };
         let (grpc_addr, serve) = sspr_gateway::bind(bus.clone(), cfg, shutdown.clone()).await?;
         tasks.spawn(async move { ("gateway", serve.await) });

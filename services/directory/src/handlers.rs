@@ -578,6 +578,16 @@ fn record(user: &User) -> UserRecord {
     }
 }
 
+/// The routes that honour the client's idempotency key (the Admin API's changes). UpsertUser is
+/// not among them: it may carry a password and nothing unguessable, and the directory has no
+/// secret to key the stored request hash with; replaying the same upsert leaves the same state.
+pub const IDEMPOTENT: [&str; 4] = [
+    subjects::DELETE_USER,
+    subjects::UNLOCK,
+    subjects::UPSERT_GROUP,
+    subjects::DELETE_GROUP,
+];
+
 /// The service's NATS endpoints.
 pub fn router(handlers: DirectoryHandlers) -> Router {
     let get = handlers.clone();

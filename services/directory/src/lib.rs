@@ -96,9 +96,12 @@ pub async fn run(
         }
         None => handlers,
     };
+    let idempotency = sspr_runtime::idempotency::start(&ctx, None, &shutdown);
     let served = sspr_bus::serve(
         &ctx.bus,
-        handlers::router(handlers),
+        handlers::router(handlers)
+            .idempotent(&handlers::IDEMPOTENT)
+            .with_idempotency(idempotency),
         shutdown.cancelled_owned(),
     )
     .await;

@@ -580,6 +580,19 @@ fn contact_method(m: &RegisteredMethod) -> ContactMethod {
     }
 }
 
+/// The routes that honour the client's idempotency key. BeginRegistration is not among them:
+/// its request carries the user's password and nothing unguessable, and enrolment has no secret
+/// to key the stored request hash with, so a stored row would let someone holding the database
+/// test password guesses quickly; a retried BeginRegistration simply opens another session.
+pub const IDEMPOTENT: [&str; 6] = [
+    rpc::enrolment::ADD_METHOD,
+    rpc::enrolment::CONFIRM_METHOD,
+    rpc::enrolment::REMOVE_METHOD,
+    rpc::enrolment::SET_SECURITY_ANSWERS,
+    rpc::enrolment::SEND_STEP_UP_CODE,
+    rpc::enrolment::VERIFY_STEP_UP_CODE,
+];
+
 /// Routes every enrolment subject to `enrolment`.
 pub fn router(enrolment: Arc<Enrolment>) -> Router {
     macro_rules! endpoint {

@@ -75,9 +75,13 @@ pub async fn run(
         adapters::peers::Peers::new(ctx.bus.clone()),
         ctx.clock.clone(),
     ));
+    // No service secret: see handlers::IDEMPOTENT for why BeginRegistration is not listed.
+    let idempotency = sspr_runtime::idempotency::start(&ctx, None, &shutdown);
     let served = sspr_bus::serve(
         &ctx.bus,
-        handlers::router(enrolment),
+        handlers::router(enrolment)
+            .idempotent(&handlers::IDEMPOTENT)
+            .with_idempotency(idempotency),
         shutdown.cancelled_owned(),
     )
     .await;

@@ -53,6 +53,9 @@ impl From<GatewayError> for Status {
             }),
             GatewayError::NotFound(message) => Status::not_found(message),
             GatewayError::Bus(BusError::Rpc(rpc)) => refusal(rpc),
+            GatewayError::Bus(BusError::DeadlineExceeded(_)) => {
+                Status::deadline_exceeded("deadline exceeded")
+            }
             GatewayError::Bus(e @ (BusError::NoResponders(_) | BusError::Timeout(_))) => {
                 tracing::warn!(error = %e, "internal service unavailable");
                 Status::unavailable("service temporarily unavailable")
@@ -186,6 +189,12 @@ mod tests {
             GatewayError::Bus(BusError::JetStream("stream SSPR_EVENTS broke".into())).into();
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+        let status: Status = GatewayError::Bus(BusError::DeadlineExceeded(
+            "sspr.rpc.policy.get_policy".into(),
+        ))
+        .into();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(status.message(), "deadline exceeded");
         let status: Status = GatewayError::MalformedReply("policy missing").into();
         assert_eq!(status.message(), "internal error");
     }

@@ -5,7 +5,9 @@
 //! public input (an `INVALID_ARGUMENT` naming the field, before any NATS traffic), makes one
 //! NATS request to the service that owns the answer, and maps the reply or refusal back to gRPC.
 //! It determines the client IP (peer address, or `X-Forwarded-For` behind trusted proxies) and
-//! continues the caller's W3C trace.
+//! continues the caller's W3C trace. It passes the client's deadline (`grpc-timeout`) and, on
+//! mutating calls, its idempotency key (`x-request-id`) on to the services, and sheds load
+//! beyond `SSPR_GATEWAY_MAX_IN_FLIGHT` concurrent calls with `UNAVAILABLE`.
 //!
 //! Invariants: no password, code, session id or token is ever logged, traced or put in a status
 //! message; passwords are forwarded byte for byte (never trimmed or truncated); admin calls are
@@ -20,6 +22,7 @@ pub mod domain;
 mod error;
 mod oversized;
 mod server;
+mod shed;
 pub mod tls;
 
 use std::future::Future;
@@ -33,6 +36,7 @@ pub use domain::admin_tokens::{
     AdminId, AdminToken, AdminTokens, MIN_ADMIN_TOKEN_CHARS, Role, TokenError,
 };
 pub use error::GatewayError;
+pub use shed::DEFAULT_MAX_IN_FLIGHT;
 
 /// Short service name: the NATS client is `sspr-gateway`.
 pub const SERVICE: &str = "gateway";
@@ -57,6 +61,9 @@ pub struct Config {
     /// `SSPR_GRPC_TLS_CERT` and `SSPR_GRPC_TLS_KEY`: serve gRPC over TLS; `None`: plaintext
     /// (behind a TLS-terminating proxy, or for development).
     pub tls: Option<tls::GrpcTls>,
+    /// `SSPR_GATEWAY_MAX_IN_FLIGHT` (default [`DEFAULT_MAX_IN_FLIGHT`]): most public calls
+    /// served at once; more are answered `UNAVAILABLE` with `retry-after` at once.
+    pub max_in_flight: usize,
 }
 
 impl Config {
@@ -74,6 +81,12 @@ impl Config {
                 settings::var("SSPR_CHALLENGE_SECRET"),
             )?,
             tls: tls::GrpcTls::from_env()?,
+            max_in_flight: settings::bounded(
+                "SSPR_GATEWAY_MAX_IN_FLIGHT",
+                DEFAULT_MAX_IN_FLIGHT,
+                1,
+                1_000_000,
+            )?,
         })
     }
 }

@@ -94,6 +94,7 @@ pub(crate) async fn bind(
         .layer(tower::util::MapResponseLayer::new(
             crate::oversized::map_response,
         ))
+        .layer(crate::shed::ShedLayer::new(config.max_in_flight))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -121,6 +121,7 @@ async fn the_gateway_serves_grpc_over_tls_and_refuses_plaintext() {
             Some(dir.path().join("server.key").display().to_string()),
         )
         .expect("both files"),
+        max_in_flight: sspr_gateway::DEFAULT_MAX_IN_FLIGHT,
     };
     let shutdown = CancellationToken::new();
     let (addr, serve) = sspr_gateway::bind(bus, config, shutdown.clone())
@@ -200,6 +201,7 @@ async fn a_certificate_that_does_not_parse_stops_the_gateway_at_start() {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
         }),
+        max_in_flight: sspr_gateway::DEFAULT_MAX_IN_FLIGHT,
     };
     let started = sspr_gateway::bind(bus, config, CancellationToken::new()).await;
     assert!(

@@ -515,7 +515,11 @@ impl DeliveryWorker {
         for pause_ms in [0u64, 100, 400, 1600] {
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
             let provider_id = message_id.as_ref().map(ProviderMessageId::as_str);
-            match self.store.record_sent(header, &event, provider_id, now).await {
+            match self
+                .store
+                .record_sent(header, &event, provider_id, now)
+                .await
+            {
                 Ok(()) => {
                     span.record("outcome", "sent");
                     tracing::info!(

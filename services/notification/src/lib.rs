@@ -33,8 +33,8 @@ pub mod method_changes;
 pub mod password_changed;
 pub mod ports;
 pub mod receipts;
-pub mod sms_config;
 pub mod retention;
+pub mod sms_config;
 
 use std::sync::Arc;
 

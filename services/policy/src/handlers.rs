@@ -380,6 +380,9 @@ fn password_policy_to_proto(p: &PasswordPolicy) -> wire::PasswordPolicy {
     }
 }
 
+/// The routes that honour the client's idempotency key (the Admin API's changes).
+pub const IDEMPOTENT: [&str; 2] = [subjects::SET_POLICY, subjects::SET_PASSWORD_POLICY];
+
 /// The service's NATS endpoints.
 pub fn router(handlers: PolicyHandlers) -> Router {
     let get = handlers.clone();

@@ -95,6 +95,9 @@ pub async fn run(
             .with_population(population)
             .with_organisation_prefixes(config.organisation_phone_prefixes),
     );
+    let router = router
+        .idempotent(&handlers::IDEMPOTENT)
+        .with_idempotency(sspr_runtime::idempotency::start(&ctx, None, &shutdown));
     let served = sspr_bus::serve(&ctx.bus, router, shutdown.cancelled_owned()).await;
 
     emitter.finish(&ctx).await;

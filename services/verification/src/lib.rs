@@ -15,6 +15,8 @@
 //! - A `user.deleted` event ([`user_deleted`]) deletes the user's reset sessions and codes, once.
 //! - Notification's delivery events ([`delivery_events`]) move each code's delivery state
 //!   forward, once; GetCodeStatus answers from it and, after a failure, offers other methods.
+//! - The mutating calls ([`handlers::IDEMPOTENT`]) honour the client's idempotency key: a retry
+//!   gets the first attempt's answer (stored sealed in `idempotency_keys`).
 
 pub mod adapters;
 mod config;
@@ -79,6 +81,14 @@ pub async fn run(
         stop_forgetting.clone(),
     ));
 
+    // Keyed by the decoy key: stable across code-key rotations when SSPR_DECOY_KEY is set.
+    let idempotency = sspr_runtime::idempotency::start(
+        &ctx,
+        Some(sspr_bus::idempotency::secret_from(
+            config.decoy_key.expose(),
+        )),
+        &shutdown,
+    );
     let service = Arc::new(handlers::Verification::new(
         store,
         adapters::peers::Peers::new(ctx.bus.clone()),
@@ -90,7 +100,9 @@ pub async fn run(
     ));
     let served = sspr_bus::serve(
         &ctx.bus,
-        handlers::router(service),
+        handlers::router(service)
+            .idempotent(&handlers::IDEMPOTENT)
+            .with_idempotency(idempotency),
         shutdown.clone().cancelled_owned(),
     )
     .await;

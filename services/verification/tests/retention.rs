@@ -27,6 +27,7 @@ async fn session(db: &DatabaseConnection, id: &str, at: DateTime<Utc>) -> anyhow
         expires_at: Set(at + Duration::minutes(10)),
         question_challenge: Set(String::new()),
         verified_at: Set(None),
+        completed_by_request: Set(None),
     }
     .insert(db)
     .await?;
@@ -49,6 +50,8 @@ async fn a_code(db: &DatabaseConnection, id: &str, at: DateTime<Utc>) -> anyhow:
         delivery_id: Set(format!("d-{id}")),
         key_id: Set("0".into()),
         delivery_state: Set("sent".into()),
+        request_tag: Set(None),
+        used_by_request: Set(None),
     }
     .insert(db)
     .await?;

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateUsers),
             Box::new(CreatePasswordHistory),
             Box::new(CreateGroupsAndLock),
+            Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
         ]
     }
 }

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateSecurityQuestionTables),
             Box::new(AddReconfirmRequested),
             Box::new(AddTakeoverDefences),
+            Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
         ]
     }
 }

@@ -70,6 +70,18 @@ pub fn masked_email() -> ContactMethod {
 pub struct Recorder {
     calls: Mutex<Vec<(String, Vec<u8>)>>,
     failures: Mutex<HashMap<String, RpcError>>,
+    delays: Mutex<HashMap<String, Duration>>,
+    contexts: Mutex<Vec<Seen>>,
+}
+
+/// What a stand-in saw of a request besides its body.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub subject: String,
+    /// The budget left when the stand-in got the request (from `Sspr-Deadline-Ms`).
+    pub budget: Option<Duration>,
+    /// `Sspr-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 impl Recorder {
@@ -87,6 +99,23 @@ impl Recorder {
             .lock()
             .unwrap()
             .insert(subject.to_owned(), error);
+    }
+
+    /// Makes the stand-in on `subject` wait `delay` before answering.
+    pub fn delay(&self, subject: &str, delay: Duration) {
+        self.delays
+            .lock()
+            .unwrap()
+            .insert(subject.to_owned(), delay);
+    }
+
+    fn delay_of(&self, subject: &str) -> Option<Duration> {
+        self.delays.lock().unwrap().get(subject).copied()
+    }
+
+    /// What the stand-ins saw of each request besides its body, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.contexts.lock().unwrap().clone()
     }
 
     /// The requests received on `subject`, decoded.
@@ -114,6 +143,7 @@ impl Recorder {
 
     fn clear(&self) {
         self.calls.lock().unwrap().clear();
+        self.contexts.lock().unwrap().clear();
     }
 }
 
@@ -128,10 +158,20 @@ where
     Resp: Message + 'static,
 {
     let recorder = Arc::clone(recorder);
-    router.route(subject, move |_ctx, req: Req| {
+    router.route(subject, move |ctx: sspr_bus::RequestContext, req: Req| {
         let recorder = Arc::clone(&recorder);
         async move {
+            recorder.contexts.lock().unwrap().push(Seen {
+                subject: subject.to_owned(),
+                budget: ctx
+                    .deadline
+                    .map(|d| d.saturating_duration_since(tokio::time::Instant::now())),
+                request_id: ctx.request_id.clone(),
+            });
             recorder.record(subject, req.encode_to_vec());
+            if let Some(delay) = recorder.delay_of(subject) {
+                tokio::time::sleep(delay).await;
+            }
             match recorder.failure(subject) {
                 Some(error) => Err(error),
                 None => Ok(answer(req)),
@@ -405,6 +445,10 @@ pub struct Options {
     /// Start the stand-in services (false: nobody answers on the internal subjects).
     pub stand_ins: bool,
     pub trusted_proxy_hops: usize,
+    /// `Config::max_in_flight` of the gateway.
+    pub max_in_flight: usize,
+    /// In-flight limit of each stand-in service (`None`: the bus default).
+    pub stand_in_max_in_flight: Option<usize>,
 }
 
 impl Default for Options {
@@ -412,6 +456,8 @@ impl Default for Options {
         Self {
             stand_ins: true,
             trusted_proxy_hops: 0,
+            max_in_flight: sspr_gateway::DEFAULT_MAX_IN_FLIGHT,
+            stand_in_max_in_flight: None,
         }
     }
 }
@@ -460,6 +506,10 @@ impl Gateway {
                 directory_stand_in(&recorder),
                 audit_stand_in(&recorder),
             ] {
+                let router = match options.stand_in_max_in_flight {
+                    Some(n) => router.max_in_flight(n),
+                    None => router,
+                };
                 let bus = bus.clone();
                 let token = shutdown.clone();
                 tokio::spawn(async move {
@@ -485,6 +535,7 @@ impl Gateway {
             trusted_proxy_hops: options.trusted_proxy_hops,
             challenge: None,
             tls: None,
+            max_in_flight: options.max_in_flight,
         };
         let gateway_bus = connect_bus(&nats, "sspr-gateway").await;
         let (addr, serve) = sspr_gateway::bind(gateway_bus, config, shutdown.clone())

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddSecurityQuestions),
             Box::new(AddAllowUnlock),
             Box::new(AddLimits),
+            Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
         ]
     }
 }

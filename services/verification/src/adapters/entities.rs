@@ -31,6 +31,8 @@ pub mod reset_session {
         pub question_challenge: String,
         /// When the last required method was verified (starts the 10 minutes to complete).
         pub verified_at: Option<DateTimeUtc>,
+        /// The idempotent request that completed the reset, if any.
+        pub completed_by_request: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -68,6 +70,10 @@ pub mod code {
         /// `pending`, `sent`, `confirmed`, `failed` or `expired` (`domain::delivery`), from
         /// notification's events; a decoy's stays `pending`.
         pub delivery_state: String,
+        /// The idempotent request that issued it (`sspr_bus::idempotency::serving_tag`), if any.
+        pub request_tag: Option<String>,
+        /// The idempotent request whose verification used it, if any.
+        pub used_by_request: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(AddKeyIdAndVerifiedAt),
             Box::new(super::phone_ledger::CreatePhoneLedger),
             Box::new(AddDeliveryState),
+            Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
+            Box::new(AddCodeRequestTag),
         ]
     }
 }
@@ -644,6 +646,94 @@ impl MigrationTrait for AddDeliveryState {
                 Table::alter()
                     .table(Codes::Table)
                     .drop_column(DeliveryStateColumn::DeliveryState)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The idempotent request recorded on the state it changed, in the same transaction, so a
+/// retry whose stored answer is missing (a crash between the commit and storing it) is answered
+/// from state: `codes.request_tag` (issued by), `codes.used_by_request` (verified by) and
+/// `reset_sessions.completed_by_request` (completed by).
+struct AddCodeRequestTag;
+
+impl MigrationName for AddCodeRequestTag {
+    fn name(&self) -> &str {
+        "m0007_add_request_tags"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RequestTagColumn {
+    RequestTag,
+    UsedByRequest,
+    CompletedByRequest,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCodeRequestTag {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::RequestTag)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::UsedByRequest)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .add_column(
+                        ColumnDef::new(RequestTagColumn::CompletedByRequest)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(RequestTagColumn::RequestTag)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Codes::Table)
+                    .drop_column(RequestTagColumn::UsedByRequest)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .drop_column(RequestTagColumn::CompletedByRequest)
                     .to_owned(),
             )
             .await

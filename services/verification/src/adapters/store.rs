@@ -69,6 +69,9 @@ pub struct NewCode {
     pub delivery_id: String,
     /// Id of the code key that hashed it.
     pub key_id: String,
+    /// The idempotent request issuing it, recorded in the same transaction so a retry after a
+    /// crash before the answer was stored is answered from this row.
+    pub request_tag: Option<String>,
 }
 
 /// The latest active code of a binding.
@@ -143,6 +146,7 @@ impl Store {
             expires_at: Set(session.expires_at),
             question_challenge: Set(String::new()),
             verified_at: Set(session.verified_at),
+            completed_by_request: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -173,6 +177,58 @@ impl Store {
 
     /// Voids earlier active codes of `key`, stores `new` and enqueues `messages`, in one
     /// transaction, unless a code was issued within `resend_after` (then nothing changes).
+    /// `(created_at, expires_at)` of the code of `key` in `flow_id` issued by the idempotent
+    /// request `request_tag`, if one was.
+    pub async fn code_issued_by(
+        &self,
+        key: CodeKey<'_>,
+        flow_id: &FlowId,
+        request_tag: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        let found = code::Entity::find()
+            .filter(code::Column::Purpose.eq(key.purpose.as_str()))
+            .filter(code::Column::UserId.eq(key.user_id.as_str()))
+            .filter(code::Column::MethodId.eq(key.method_id.as_str()))
+            .filter(code::Column::FlowId.eq(flow_id.as_str()))
+            .filter(code::Column::RequestTag.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.map(|row| (row.created_at, row.expires_at)))
+    }
+
+    /// Whether the code of `key` in `flow_id` was used by the idempotent request `request_tag`.
+    pub async fn code_used_by(
+        &self,
+        key: CodeKey<'_>,
+        flow_id: &FlowId,
+        request_tag: &str,
+    ) -> Result<bool, StoreError> {
+        let found = code::Entity::find()
+            .filter(code::Column::Purpose.eq(key.purpose.as_str()))
+            .filter(code::Column::UserId.eq(key.user_id.as_str()))
+            .filter(code::Column::MethodId.eq(key.method_id.as_str()))
+            .filter(code::Column::FlowId.eq(flow_id.as_str()))
+            .filter(code::Column::UsedByRequest.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Whether the session `token_hash` was completed by the idempotent request `request_tag`.
+    pub async fn completed_by(
+        &self,
+        token_hash: &str,
+        request_tag: &str,
+    ) -> Result<bool, StoreError> {
+        let found = reset_session::Entity::find()
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(reset_session::Column::Status.eq(SessionStatus::Completed.as_str()))
+            .filter(reset_session::Column::CompletedByRequest.eq(request_tag))
+            .one(&self.db)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn issue_code(
         &self,
         key: CodeKey<'_>,
@@ -212,6 +268,8 @@ impl Store {
             delivery_id: Set(new.delivery_id),
             key_id: Set(new.key_id),
             delivery_state: Set(DeliveryState::Pending.as_str().to_owned()),
+            request_tag: Set(new.request_tag),
+            used_by_request: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -293,10 +351,12 @@ impl Store {
         session: Option<(&str, &ResetSession, &ResetSession)>,
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
+        request_tag: Option<String>,
     ) -> Result<bool, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = code::Entity::update_many()
             .col_expr(code::Column::UsedAt, Expr::value(now))
+            .col_expr(code::Column::UsedByRequest, Expr::value(request_tag))
             .filter(still_usable(code, now))
             .exec(&txn)
             .await?;
@@ -424,12 +484,17 @@ impl Store {
         token_hash: &str,
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
+        request_tag: Option<String>,
     ) -> Result<bool, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
         let updated = reset_session::Entity::update_many()
             .col_expr(
                 reset_session::Column::Status,
                 Expr::value(SessionStatus::Completed.as_str()),
+            )
+            .col_expr(
+                reset_session::Column::CompletedByRequest,
+                Expr::value(request_tag),
             )
             .filter(reset_session::Column::TokenHash.eq(token_hash))
             .filter(reset_session::Column::Status.eq(SessionStatus::Completing.as_str()))

@@ -60,6 +60,17 @@ pub struct Verification {
     phone_ledger: PhoneLedger,
 }
 
+/// The routes that honour the client's idempotency key (the mutating public calls).
+pub const IDEMPOTENT: [&str; 7] = [
+    rpc::START_RESET,
+    rpc::SEND_CODE,
+    rpc::VERIFY_CODE,
+    rpc::COMPLETE_RESET,
+    rpc::ANSWER_SECURITY_QUESTIONS,
+    rpc::UNLOCK_ACCOUNT,
+    rpc::CLEAR_BLOCK,
+];
+
 /// Maps every `sspr.rpc.verification.*` subject to its handler.
 pub fn router(service: Arc<Verification>) -> Router {
     let router = Router::new(
@@ -319,6 +330,7 @@ impl Verification {
             created_at: now,
             delivery_id,
             key_id: current.id.clone(),
+            request_tag: sspr_bus::idempotency::serving_tag(),
         };
         let key = CodeKey {
             purpose: issue.purpose,
@@ -399,7 +411,13 @@ impl Verification {
                     .map(|((hash, before), after)| (hash, before, after));
                 if !self
                     .store
-                    .record_accepted(&code, session, messages, now)
+                    .record_accepted(
+                        &code,
+                        session,
+                        messages,
+                        now,
+                        sspr_bus::idempotency::serving_tag(),
+                    )
                     .await?
                 {
                     return Ok(CheckPass::Raced);

@@ -12,6 +12,7 @@
 //! `destination_mismatch`), and nothing is sent. A decoy session asks enrolment the same way
 //! and always answers as a mismatch, without spending or emitting anything.
 
+use chrono::SubsecRound;
 use sspr_bus::subjects;
 use sspr_proto::common::v1 as common;
 use sspr_proto::events::v1 as events;
@@ -280,6 +281,19 @@ impl Verification {
         }
         let limits = Effective::of(policy.limits.as_ref());
         let resend_after = self.resend_wait(&limits);
+        // A retry of a send whose code was issued (committed) but whose answer was never stored
+        // gets that code's answer: no second code, the first one stays valid.
+        if let Some(tag) = sspr_bus::idempotency::serving_tag()
+            && let Some((issued_at, expires_at)) = self
+                .store
+                .code_issued_by(key, &session.flow_id, &tag)
+                .await?
+        {
+            return Ok(SendCodeResponse {
+                expires_at: Some(timestamp(expires_at.trunc_subsecs(6))),
+                resend_after: Some(timestamp((issued_at + resend_after).trunc_subsecs(6))),
+            });
+        }
         self.ensure_may_resend(key, scope, resend_after).await?;
 
         // Enrolment is asked for decoys too (it finds nothing), so both take the same path.
@@ -325,9 +339,11 @@ impl Verification {
                 limits: &limits,
             })
             .await?;
+        // Whole microseconds, as PostgreSQL keeps them: the answer rebuilt from the code row
+        // for a retry (above) is then the same.
         Ok(SendCodeResponse {
-            expires_at: Some(timestamp(issued.expires_at)),
-            resend_after: Some(timestamp(issued.resend_after)),
+            expires_at: Some(timestamp(issued.expires_at.trunc_subsecs(6))),
+            resend_after: Some(timestamp(issued.resend_after.trunc_subsecs(6))),
         })
     }
 
@@ -436,6 +452,21 @@ impl Verification {
             self.ensure_not_blocked(&session.user_id).await?;
             let method = session.method(&req.method_id)?.clone();
             tracing::Span::current().record("method_id", method.method_id.as_str());
+            // A retry of a verification that committed but whose answer was never stored: the
+            // code was used by this very request, so it succeeded.
+            if let Some(tag) = sspr_bus::idempotency::serving_tag() {
+                let key = CodeKey {
+                    purpose: Purpose::Reset,
+                    user_id: &session.user_id,
+                    method_id: &method.method_id,
+                };
+                if self.store.code_used_by(key, &session.flow_id, &tag).await? {
+                    return Ok(VerifyCodeResponse {
+                        methods_remaining: session.methods_remaining(),
+                        unlock_available: self.unlock_available(&session).await,
+                    });
+                }
+            }
             // Any 6 to 10 digits: a code keeps the length it was issued with.
             let candidate = Code::parse_any_length(&req.code)?;
             self.ensure_new_destination(&session, &method).await?;
@@ -481,6 +512,14 @@ impl Verification {
         &self,
         req: CompleteResetRequest,
     ) -> Result<CompleteResetResponse, Error> {
+        // A retry of a completion that committed but whose answer was never stored succeeded
+        // (without the strength estimate, which only the directory's check computes).
+        if let Some(tag) = sspr_bus::idempotency::serving_tag()
+            && let Some(token) = SessionToken::parse(&req.session_id)
+            && self.store.completed_by(&token.hash(), &tag).await?
+        {
+            return Ok(CompleteResetResponse { strength: None });
+        }
         let (token_hash, session) = self.usable_session(&req.session_id).await?;
         // Fully verified, and within 10 minutes of the verification that completed it.
         session.ensure_completable(self.clock.now())?;
@@ -527,7 +566,12 @@ impl Verification {
         let messages = vec![self.event(subjects::events::RESET_COMPLETED, &meta, &completed)];
         if !self
             .store
-            .finish_completion(&token_hash, messages, now)
+            .finish_completion(
+                &token_hash,
+                messages,
+                now,
+                sspr_bus::idempotency::serving_tag(),
+            )
             .await?
         {
             // Only this call holds the claim; losing it means the row changed under us.
