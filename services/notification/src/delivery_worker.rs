@@ -65,8 +65,8 @@ use crate::domain::receipt::ProviderMessageId;
 use crate::domain::retry::{FailureKind, NextStep, RetryPolicy, SendFailure};
 use crate::domain::templates;
 use crate::ports::{
-    DeadLetter, OutgoingMail, OutgoingSms, ProviderMessage, SharedHelpdesk, SharedMailer,
-    SharedReceiptStore, SharedSmsSender, SharedStore,
+    AttemptClaim, DeadLetter, OutgoingMail, OutgoingSms, ProviderMessage, SharedHelpdesk,
+    SharedMailer, SharedReceiptStore, SharedSmsSender, SharedStore,
 };
 
 /// Deliveries processed at once by one replica.
@@ -78,6 +78,21 @@ const _: () = assert!(crate::adapters::smtp::SEND_TIMEOUT.as_secs() < ACK_WAIT.a
 
 /// The consumer's `max_deliver`: unlimited (-1), see the module header.
 pub const MAX_DELIVER: i64 = -1;
+
+/// How long an attempt holds a delivery it started (status SENDING): longer than any send can
+/// take (the mailer's and the SMS provider's timeouts), shorter than [`ACK_WAIT`], so a copy of
+/// the message that arrives while the first attempt still sends waits instead of sending twice,
+/// and the redelivery after a crashed attempt (which comes after `ACK_WAIT`) finds the lease
+/// expired and sends.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(20);
+
+fn claim_lease() -> chrono::Duration {
+    chrono::Duration::from_std(CLAIM_LEASE).unwrap_or(chrono::Duration::seconds(20))
+}
+
+const _: () = assert!(CLAIM_LEASE.as_secs() < ACK_WAIT.as_secs());
+const _: () = assert!(crate::adapters::smtp::SEND_TIMEOUT.as_secs() < CLAIM_LEASE.as_secs());
+const _: () = assert!(crate::adapters::http_client::SEND_TIMEOUT.as_secs() < CLAIM_LEASE.as_secs());
 
 /// The durable pull consumer's settings.
 pub fn consumer_config() -> pull::Config {
@@ -389,8 +404,35 @@ impl DeliveryWorker {
             Channel::Email => self.mailer.provider(),
             Channel::Sms | Channel::Voice => self.sms.provider(),
         };
-        let record = match self.store.start_attempt(&header, provider, now).await {
-            Ok(r) => r,
+        let record = match self
+            .store
+            .start_attempt(&header, provider, claim_lease(), now)
+            .await
+        {
+            Ok(AttemptClaim::Started(r)) => r,
+            Ok(AttemptClaim::Final(record)) => {
+                span.record("outcome", "duplicate");
+                tracing::info!(
+                    status = record.status.as_str(),
+                    "delivery handled meanwhile by another attempt; acknowledging"
+                );
+                return Disposition::Ack;
+            }
+            Ok(AttemptClaim::Busy { since }) => {
+                // A copy of this message (redelivered after a NATS restart or an ack timeout)
+                // while an attempt is still sending it: sending now could mail the code twice.
+                // Come back once that attempt has ended or its lease has run out.
+                span.record("outcome", "in_progress");
+                let wait = (since + claim_lease() - now)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_secs(1));
+                tracing::info!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "another attempt is sending this delivery; not sending it twice"
+                );
+                return Disposition::Retry(wait);
+            }
             Err(e) => return self.store_unavailable(&e, attempt),
         };
         let attempt = attempt.max(record.attempts);

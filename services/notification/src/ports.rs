@@ -170,20 +170,35 @@ pub enum StoreError {
     Corrupt(String, &'static str),
 }
 
+/// The answer of [`DeliveryStore::start_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptClaim {
+    /// This attempt may send; the updated record.
+    Started(DeliveryRecord),
+    /// Another attempt is sending it, since `since`; do not send now.
+    Busy { since: DateTime<Utc> },
+    /// Already sent, delivered, failed or expired.
+    Final(DeliveryRecord),
+}
+
 /// Delivery records. Each `record_*` creates the record when it does not exist yet, so a
 /// delivery is recorded whatever step it reaches first.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     async fn get(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError>;
 
-    /// Marks an attempt as started: status SENDING, attempts + 1, `provider` noted. Returns the
-    /// updated record.
+    /// Claims the next attempt: status SENDING, attempts + 1, `provider` noted, unless another
+    /// attempt holds the delivery (SENDING, last changed less than `lease` ago: a copy of the
+    /// message redelivered while the first is still being sent) or it is already final. The
+    /// check and the claim are one transaction (the row is locked), so two replicas or two
+    /// copies never both send.
     async fn start_attempt(
         &self,
         header: &DeliveryHeader,
         provider: &str,
+        lease: chrono::Duration,
         now: DateTime<Utc>,
-    ) -> Result<DeliveryRecord, StoreError>;
+    ) -> Result<AttemptClaim, StoreError>;
 
     /// The code expired before it could be sent: status EXPIRED and the `code.delivery_failed`
     /// event (reason `expired`) in one transaction.

@@ -505,7 +505,12 @@ async fn a_delivery_past_its_last_attempt_is_dead_lettered_without_sending() -> 
     };
     for _ in 0..sspr_notification::domain::retry::MAX_ATTEMPTS {
         store
-            .start_attempt(&header, "smtp", chrono::Utc::now())
+            .start_attempt(
+                &header,
+                "smtp",
+                chrono::Duration::zero(),
+                chrono::Utc::now(),
+            )
             .await?;
     }
     h.publish(&d, &traceparent().0).await?;
@@ -819,4 +824,69 @@ async fn postgres_keeps_the_same_records() -> anyhow::Result<()> {
     let (event, _) = h.wait_delivery_failed(&refused.delivery_id).await?;
     assert_eq!(event.reason, "rejected");
     h.stop().await
+}
+
+/// A copy of a delivery message that arrives while an attempt is still sending it (a
+/// redelivery after a NATS restart or an ack timeout) must not send it a second time: the claim
+/// answers Busy while the attempt's lease runs, Started once it ran out (the attempt died), and
+/// Final once the delivery was recorded sent. On both backends.
+#[tokio::test]
+async fn an_attempt_in_progress_holds_the_delivery_against_a_second_send() -> anyhow::Result<()> {
+    use sspr_notification::domain::delivery::{Channel, DeliveryHeader, DeliveryId, Purpose};
+    use sspr_notification::ports::{AttemptClaim, DeliveryStore};
+    let mut dbs = vec![sspr_testkit::TestDb::sqlite()?];
+    if let Some(pg) = sspr_testkit::TestDb::postgres().await? {
+        dbs.push(pg);
+    }
+    for db in dbs {
+        let mut h = Harness::start_on(Setup::Standard, db).await?;
+        let (_conn, store) = h.store().await?;
+        let header = DeliveryHeader {
+            id: DeliveryId::parse(&uuid::Uuid::now_v7().to_string())?,
+            channel: Channel::Email,
+            purpose: Purpose::Reset,
+            user_id: "alice".into(),
+            flow_id: "flow-claim".into(),
+            method_id: "method-1".into(),
+        };
+        let lease = chrono::Duration::seconds(20);
+        let t0 = chrono::Utc::now();
+        let first = store.start_attempt(&header, "smtp", lease, t0).await?;
+        assert!(
+            matches!(first, AttemptClaim::Started(ref r) if r.attempts == 1),
+            "{first:?}"
+        );
+        let copy = store
+            .start_attempt(&header, "smtp", lease, t0 + chrono::Duration::seconds(5))
+            .await?;
+        assert!(
+            matches!(copy, AttemptClaim::Busy { .. }),
+            "a second send while the first runs: {copy:?}"
+        );
+        // The first attempt died: once its lease ran out the next one may send.
+        let after = store
+            .start_attempt(&header, "smtp", lease, t0 + chrono::Duration::seconds(21))
+            .await?;
+        assert!(
+            matches!(after, AttemptClaim::Started(ref r) if r.attempts == 2),
+            "{after:?}"
+        );
+        let sent = sspr_proto::events::v1::CodeDelivered {
+            meta: Some(sspr_proto::events::v1::EventMeta {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                ..Default::default()
+            }),
+            delivery_id: header.id.as_str().to_owned(),
+            ..Default::default()
+        };
+        store
+            .record_sent(&header, &sent, None, t0 + chrono::Duration::seconds(22))
+            .await?;
+        let late = store
+            .start_attempt(&header, "smtp", lease, t0 + chrono::Duration::seconds(60))
+            .await?;
+        assert!(matches!(late, AttemptClaim::Final(_)), "{late:?}");
+        h.stop().await?;
+    }
+    Ok(())
 }

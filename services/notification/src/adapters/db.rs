@@ -10,13 +10,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QuerySelect,
 };
 use sspr_bus::subjects;
 use sspr_proto::events::v1::{CodeDelivered, CodeDeliveryFailed};
 use sspr_storage::outbox::{self, OutboxMessage, OutboxSignal};
 
 use crate::domain::delivery::{Channel, DeliveryHeader, DeliveryId, DeliveryStatus, Purpose};
-use crate::ports::{DeadLetter, DeliveryRecord, DeliveryStore, NoticeStore, StoreError};
+use crate::ports::{
+    AttemptClaim, DeadLetter, DeliveryRecord, DeliveryStore, NoticeStore, StoreError,
+};
 
 /// The `deliveries` table.
 pub mod entity {
@@ -211,9 +214,29 @@ impl DeliveryStore for DbDeliveryStore {
         &self,
         header: &DeliveryHeader,
         provider: &str,
+        lease: chrono::Duration,
         now: DateTime<Utc>,
-    ) -> Result<DeliveryRecord, StoreError> {
+    ) -> Result<AttemptClaim, StoreError> {
         let txn = sspr_storage::begin_write(&self.db).await?;
+        // SQLite's write transaction is already exclusive; PostgreSQL locks the row.
+        let existing = entity::Entity::find_by_id(header.id.as_str().to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
+        if let Some(row) = &existing {
+            let status = DeliveryStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::Corrupt(row.delivery_id.clone(), "status"))?;
+            if status.is_final() {
+                let record = to_record(row.clone())?;
+                txn.commit().await?;
+                return Ok(AttemptClaim::Final(record));
+            }
+            if status == DeliveryStatus::Sending && row.updated_at > now - lease {
+                let since = row.updated_at;
+                txn.commit().await?;
+                return Ok(AttemptClaim::Busy { since });
+            }
+        }
         let row = Self::upsert(&txn, header, now, |row, attempts| {
             row.status = Set(DeliveryStatus::Sending.as_str().to_owned());
             row.attempts = Set(attempts.saturating_add(1));
@@ -221,7 +244,7 @@ impl DeliveryStore for DbDeliveryStore {
         })
         .await?;
         txn.commit().await?;
-        to_record(row)
+        Ok(AttemptClaim::Started(to_record(row)?))
     }
 
     async fn record_expired(
