@@ -8,8 +8,7 @@
 //!   the retry: notification drops it with `code.delivery_failed`, reason `expired`) shows
 //!   `EXPIRED` with the email method as the alternative, and the user finishes with it;
 //! - an SMS the provider refuses for good (HTTP 400) shows `FAILED` with the email method as the
-//!   alternative, and the user finishes the reset with it (needs notification to emit
-//!   `code.delivery_failed` for permanent failures: ignored until that lands, see below).
+//!   alternative, and the user finishes the reset with it.
 
 use std::time::Duration;
 
@@ -301,19 +300,14 @@ async fn expired_sms_offers_the_email_method(backend: Backend) {
     world.stop().await;
 }
 
-/// The end-to-end failure path. Notification must emit `code.delivery_failed` (reason
-/// `rejected`, with the method id) when the SMS provider refuses a code for good; that is being
-/// built on another branch. ENABLE AFTER MERGING IT: remove the `#[ignore]`s below. Until then
-/// the same path is covered with notification's real event bytes in
-/// `services/verification/tests/code_status.rs`.
+/// The end-to-end failure path: notification emits `code.delivery_failed` (reason `rejected`,
+/// with the method id) when the SMS provider refuses a code for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
 async fn refused_sms_offers_the_email_method_sqlite() {
     refused_sms_offers_the_email_method(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs notification to emit code.delivery_failed on permanent failures (other branch)"]
 async fn refused_sms_offers_the_email_method_postgres() {
     refused_sms_offers_the_email_method(Backend::Postgres).await;
 }
