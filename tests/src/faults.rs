@@ -31,7 +31,9 @@ use crate::code_in;
 /// Password of every member of a population.
 pub const PASSWORD: &str = "correct horse battery";
 /// How long a client keeps retrying one call.
-const RETRY_FOR: Duration = Duration::from_secs(60);
+/// (Longer than the idempotency lease, 60 s, after which a retry may take over a call whose
+/// replica died.)
+const RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// A user with one registered email method.
 #[derive(Debug, Clone)]

@@ -297,7 +297,11 @@ async fn any_replica_killed_every_reset_completes() {
     let members = faults::populate(&channel, &cluster.smtp, "anycrash", 40, 8)
         .await
         .expect("population");
-    let victim = sspr_tests::cluster::SERVICES[rand::rng().random_range(0..6)];
+    // At random, unless SSPR_FAULT_VICTIM names a service (to replay one case).
+    let victim = std::env::var("SSPR_FAULT_VICTIM")
+        .ok()
+        .and_then(|v| sspr_tests::cluster::SERVICES.iter().copied().find(|s| *s == v))
+        .unwrap_or_else(|| sspr_tests::cluster::SERVICES[rand::rng().random_range(0..6)]);
     eprintln!("  victim: sspr-{victim}#0");
 
     let runs = {

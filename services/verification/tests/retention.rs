@@ -28,6 +28,7 @@ async fn session(db: &DatabaseConnection, id: &str, at: DateTime<Utc>) -> anyhow
         question_challenge: Set(String::new()),
         verified_at: Set(None),
         completed_by_request: Set(None),
+        completing_since: Set(None),
     }
     .insert(db)
     .await?;
@@ -156,4 +157,49 @@ async fn old_sessions_codes_processed_ids_and_outbox_rows_are_purged() -> anyhow
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+/// A session left `completing` by a CompleteReset whose replica died (between its claim and the
+/// directory's answer) is claimed again once the claim is older than the lease, so the client's
+/// retry can finish the reset; a fresh claim is never taken over. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_completion_claim_is_taken_over_after_the_lease() -> anyhow::Result<()> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    use sspr_verification::adapters::store::Store;
+    for db in TestDb::all().await? {
+        let conn = sspr_storage::connect("verification", &db.settings()).await?;
+        sspr_storage::run_migrations::<Migrator>("verification", &conn).await?;
+        let store = Store::new(conn.clone());
+        let now = Utc::now();
+        let lease = Duration::seconds(45);
+        session(&conn, "claimed", now).await?;
+        assert!(
+            store.claim_completion("claimed", now, lease).await?,
+            "an active session is claimed"
+        );
+        assert!(
+            !store
+                .claim_completion("claimed", now + Duration::seconds(10), lease)
+                .await?,
+            "a claim within its lease is held: {}",
+            db.backend()
+        );
+        assert!(
+            store
+                .claim_completion("claimed", now + Duration::seconds(46), lease)
+                .await?,
+            "a claim older than the lease is taken over: {}",
+            db.backend()
+        );
+        let row = reset_session::Entity::find()
+            .filter(reset_session::Column::TokenHash.eq("claimed"))
+            .one(&conn)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("session gone"))?;
+        assert_eq!(row.status, "completing");
+        assert!(!store.claim_completion("nope", now, lease).await?);
+        drop(conn);
+        db.cleanup().await?;
+    }
+    Ok(())
 }

@@ -33,6 +33,9 @@ pub mod reset_session {
         pub verified_at: Option<DateTimeUtc>,
         /// The idempotent request that completed the reset, if any.
         pub completed_by_request: Option<String>,
+        /// When the CompleteReset that holds `completing` claimed it; a claim older than the
+        /// completion lease belongs to a call that died and may be taken over.
+        pub completing_since: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddDeliveryState),
             Box::new(sspr_storage::idempotency::CreateIdempotencyKeys),
             Box::new(AddCodeRequestTag),
+            Box::new(AddCompletingSince),
         ]
     }
 }
@@ -734,6 +735,50 @@ impl MigrationTrait for AddCodeRequestTag {
                 Table::alter()
                     .table(ResetSessions::Table)
                     .drop_column(RequestTagColumn::CompletedByRequest)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `reset_sessions.completing_since`: when the CompleteReset holding the `completing` claim
+/// took it, so a claim abandoned by a call that died can be taken over after a lease.
+struct AddCompletingSince;
+
+impl MigrationName for AddCompletingSince {
+    fn name(&self) -> &str {
+        "m0008_add_completing_since"
+    }
+}
+
+#[derive(DeriveIden)]
+enum CompletingSinceColumn {
+    CompletingSince,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCompletingSince {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .add_column(
+                        ColumnDef::new(CompletingSinceColumn::CompletingSince)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ResetSessions::Table)
+                    .drop_column(CompletingSinceColumn::CompletingSince)
                     .to_owned(),
             )
             .await

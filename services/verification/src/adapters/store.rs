@@ -147,6 +147,7 @@ impl Store {
             question_challenge: Set(String::new()),
             verified_at: Set(session.verified_at),
             completed_by_request: Set(None),
+            completing_since: Set(None),
         }
         .insert(&txn)
         .await?;
@@ -465,9 +466,42 @@ impl Store {
     /// Claims an active session for one CompleteReset call (`active` → `completing`); `false`
     /// when it was not active (completed, or claimed by a concurrent call). Only the claimer
     /// sets the password, so it is set at most once per session.
-    pub async fn claim_completion(&self, token_hash: &str) -> Result<bool, StoreError> {
-        self.move_status(token_hash, SessionStatus::Active, SessionStatus::Completing)
-            .await
+    ///
+    /// A session left `completing` by a call that died between its claim and its end (a replica
+    /// killed while the directory set the password) is claimed again once the claim is older
+    /// than `lease`, so the client's retry can still finish the reset.
+    pub async fn claim_completion(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        use sea_orm::Condition;
+        let abandoned = Condition::all()
+            .add(reset_session::Column::Status.eq(SessionStatus::Completing.as_str()))
+            .add(
+                Condition::any()
+                    .add(reset_session::Column::CompletingSince.is_null())
+                    .add(reset_session::Column::CompletingSince.lt(now - lease)),
+            );
+        let updated = reset_session::Entity::update_many()
+            .col_expr(
+                reset_session::Column::Status,
+                Expr::value(SessionStatus::Completing.as_str()),
+            )
+            .col_expr(
+                reset_session::Column::CompletingSince,
+                Expr::value(Some(now)),
+            )
+            .filter(reset_session::Column::TokenHash.eq(token_hash))
+            .filter(
+                Condition::any()
+                    .add(reset_session::Column::Status.eq(SessionStatus::Active.as_str()))
+                    .add(abandoned),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected == 1)
     }
 
     /// Gives a claimed session back (`completing` → `active`), e.g. when the directory refused

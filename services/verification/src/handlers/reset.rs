@@ -529,7 +529,11 @@ impl Verification {
         // Claim the session before touching the password: of concurrent calls only the one
         // that moved it from active to completing sets the password; the others are told the
         // session is unknown, as after completion.
-        if !self.store.claim_completion(&token_hash).await? {
+        if !self
+            .store
+            .claim_completion(&token_hash, self.clock.now(), completion_lease())
+            .await?
+        {
             return Err(Error::UnknownSession);
         }
         // The directory checks the password against the policy; a rejection ("password
@@ -584,3 +588,15 @@ impl Verification {
         })
     }
 }
+
+/// How long a CompleteReset holds its claim on a session: far longer than the call can run
+/// (its requests end with the caller's deadline, at most the bus's request timeout), shorter
+/// than the idempotency lease after which the client's retry of a call whose replica died is
+/// let through, so that retry finds the session claimable again.
+pub(crate) const COMPLETION_LEASE: std::time::Duration = std::time::Duration::from_secs(45);
+
+fn completion_lease() -> chrono::Duration {
+    chrono::Duration::from_std(COMPLETION_LEASE).unwrap_or(chrono::Duration::seconds(45))
+}
+
+const _: () = assert!(COMPLETION_LEASE.as_secs() < sspr_bus::idempotency::LEASE.as_secs());
