@@ -71,6 +71,14 @@ where
         match call(request_id.clone()).await {
             Ok(v) => return (Ok(v), attempts),
             Err(status) if retryable(&status) && tokio::time::Instant::now() < deadline => {
+                if std::env::var_os("SSPR_FAULT_TRACE").is_some() {
+                    eprintln!(
+                        "  retry {request_id} attempt {attempts} at {:?}: {:?} {}",
+                        SystemTime::now(),
+                        status.code(),
+                        status.message()
+                    );
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }

@@ -300,7 +300,12 @@ async fn any_replica_killed_every_reset_completes() {
     // At random, unless SSPR_FAULT_VICTIM names a service (to replay one case).
     let victim = std::env::var("SSPR_FAULT_VICTIM")
         .ok()
-        .and_then(|v| sspr_tests::cluster::SERVICES.iter().copied().find(|s| *s == v))
+        .and_then(|v| {
+            sspr_tests::cluster::SERVICES
+                .iter()
+                .copied()
+                .find(|s| *s == v)
+        })
         .unwrap_or_else(|| sspr_tests::cluster::SERVICES[rand::rng().random_range(0..6)]);
     eprintln!("  victim: sspr-{victim}#0");
 
@@ -320,6 +325,18 @@ async fn any_replica_killed_every_reset_completes() {
     )
     .await;
     let unfinished: Vec<_> = runs.iter().filter(|r| !r.completed).collect();
+    for run in &unfinished {
+        for row in cluster
+            .diagnose(&format!(
+                "SELECT status::text, completing_since::text, (completed_by_request IS NOT NULL)::text, verified_at::text, expires_at::text \
+                 FROM sspr_verification.reset_sessions WHERE flow_id = '{}'",
+                run.flow_id
+            ))
+            .await
+        {
+            eprintln!("  unfinished {} session: {row}", run.user_id);
+        }
+    }
     assert!(
         unfinished.is_empty(),
         "resets that did not complete: {unfinished:#?}"

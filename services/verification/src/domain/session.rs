@@ -156,6 +156,21 @@ impl ResetSession {
         }
     }
 
+    /// As [`ResetSession::ensure_usable`], also accepting a session a CompleteReset claimed:
+    /// whether that claim is still held (or was abandoned by a call that died) is the claim's
+    /// decision, made atomically by the store.
+    pub fn ensure_usable_for_completion(&self, now: DateTime<Utc>) -> Result<(), SessionError> {
+        let open = matches!(
+            self.status,
+            SessionStatus::Active | SessionStatus::Completing
+        );
+        if open && now < self.expires_at {
+            Ok(())
+        } else {
+            Err(SessionError::Unusable)
+        }
+    }
+
     /// The session's method with this id.
     pub fn method(&self, method_id: &str) -> Result<&SessionMethod, SessionError> {
         self.methods
@@ -197,6 +212,18 @@ impl ResetSession {
     /// [`COMPLETE_WITHIN`] of the verification that completed it.
     pub fn ensure_completable(&self, now: DateTime<Utc>) -> Result<(), SessionError> {
         self.ensure_usable(now)?;
+        self.ensure_verified_recently(now)
+    }
+
+    /// As [`ResetSession::ensure_completable`] for CompleteReset itself, which may also find the
+    /// session claimed by an earlier CompleteReset (see
+    /// [`ResetSession::ensure_usable_for_completion`]).
+    pub fn ensure_completable_by_claim(&self, now: DateTime<Utc>) -> Result<(), SessionError> {
+        self.ensure_usable_for_completion(now)?;
+        self.ensure_verified_recently(now)
+    }
+
+    fn ensure_verified_recently(&self, now: DateTime<Utc>) -> Result<(), SessionError> {
         self.ensure_complete()?;
         match self.verified_at {
             Some(at) if now < at + COMPLETE_WITHIN => Ok(()),

@@ -520,9 +520,19 @@ impl Verification {
         {
             return Ok(CompleteResetResponse { strength: None });
         }
-        let (token_hash, session) = self.usable_session(&req.session_id).await?;
+        // Active, or claimed by a CompleteReset that may have died (the claim below decides).
+        let token = SessionToken::parse(&req.session_id).ok_or(Error::UnknownSession)?;
+        let token_hash = token.hash();
+        let session = self
+            .store
+            .session(&token_hash)
+            .await?
+            .ok_or(Error::UnknownSession)?;
+        let span = tracing::Span::current();
+        span.record("user_id", session.user_id.as_str());
+        span.record("flow_id", session.flow_id.as_str());
         // Fully verified, and within 10 minutes of the verification that completed it.
-        session.ensure_completable(self.clock.now())?;
+        session.ensure_completable_by_claim(self.clock.now())?;
         if req.new_password.is_empty() || req.new_password.len() > MAX_PASSWORD_BYTES {
             return Err(InputError::new("new_password", "must be 1 to 1024 bytes").into());
         }
