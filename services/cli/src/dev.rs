@@ -143,6 +143,11 @@ impl Stack {
         let ctx = context(sspr_notification::SERVICE, &opts).await?;
         let mut cfg = sspr_notification::Config::new(opts.mail.clone(), Secret::new(opts.code_key));
         cfg.code_keys = ring;
+        if let sspr_notification::MailTransport::Smtp { url } = &opts.mail {
+            // SSPR_SMTP_TLS_CA, SSPR_SMTP_USER and SSPR_SMTP_PASSWORD, as the binary reads them.
+            cfg.smtp = sspr_notification::SmtpOptions::from_env(Some(url))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         if let Some(from) = &opts.mail_from {
             cfg.mail_from = from
                 .parse()
