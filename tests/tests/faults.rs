@@ -44,10 +44,30 @@ const WHOLE_RESET: ResetOptions = ResetOptions {
     complete: true,
 };
 
-async fn start(replicas: &[(&'static str, usize)]) -> Cluster {
-    match Cluster::start(replicas, &[]).await {
+/// A started cluster with the open policy and `n` registered users `<prefix>-<i>`.
+struct Prepared {
+    cluster: Cluster,
+    channel: tonic::transport::Channel,
+    smtp: std::sync::Arc<sspr_testkit::SmtpSink>,
+    members: Vec<faults::Member>,
+}
+
+async fn prepare(replicas: &[(&'static str, usize)], prefix: &str, n: usize) -> Prepared {
+    let cluster = match Cluster::start(replicas, &[]).await {
         Ok(c) => c,
         Err(e) => panic!("the cluster did not start: {e:#}"),
+    };
+    let channel = cluster.channel().await.expect("channel");
+    let smtp = cluster.smtp.clone();
+    faults::open_policy(&channel).await.expect("policy");
+    let members = faults::populate(&channel, &smtp, prefix, n, 8)
+        .await
+        .expect("population");
+    Prepared {
+        cluster,
+        channel,
+        smtp,
+        members,
     }
 }
 
@@ -73,13 +93,12 @@ async fn smtp_outage_loses_nothing_and_sends_nothing_twice() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let cluster = start(&[]).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "smtp", 50, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&[], "smtp", 50).await;
 
     // The outage begins as the resets do, so their first attempts meet it.
     cluster.smtp.set_refusing(Some(451));
@@ -124,13 +143,12 @@ async fn notification_kill_loses_nothing() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(&[("notification", 2)]).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "crash", 100, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        mut cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&[("notification", 2)], "crash", 100).await;
     // A slow relay keeps deliveries in flight, so the kill finds some unacknowledged.
     cluster.smtp.set_accept_delay(ACCEPT_DELAY);
 
@@ -202,13 +220,12 @@ async fn nats_restart_loses_no_event_and_no_delivery() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(&[]).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "natsrestart", 40, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        mut cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&[], "natsrestart", 40).await;
 
     let runs = {
         let resets = faults::run_resets(&channel, &smtp, &members, 20, WHOLE_RESET);
@@ -290,13 +307,12 @@ async fn any_replica_killed_every_reset_completes() {
         .iter()
         .map(|s| (*s, 2))
         .collect();
-    let mut cluster = start(&replicas).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "anycrash", 40, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        mut cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&replicas, "anycrash", 40).await;
     // At random, unless SSPR_FAULT_VICTIM names a service (to replay one case).
     let victim = std::env::var("SSPR_FAULT_VICTIM")
         .ok()
@@ -353,13 +369,12 @@ async fn postgres_restart_loses_nothing_acknowledged() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(&[]).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "pgrestart", 40, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        mut cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&[], "pgrestart", 40).await;
 
     let runs = {
         let resets = faults::run_resets(&channel, &smtp, &members, 20, WHOLE_RESET);
@@ -386,13 +401,12 @@ async fn sigterm_under_load_loses_nothing() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let mut cluster = start(&[("notification", 2), ("verification", 2)]).await;
-    let channel = cluster.channel().await.expect("channel");
-    let smtp = cluster.smtp.clone();
-    faults::open_policy(&channel).await.expect("policy");
-    let members = faults::populate(&channel, &cluster.smtp, "sigterm", 60, 8)
-        .await
-        .expect("population");
+    let Prepared {
+        mut cluster,
+        channel,
+        smtp,
+        members,
+    } = prepare(&[("notification", 2), ("verification", 2)], "sigterm", 60).await;
     cluster.smtp.set_accept_delay(Duration::from_millis(100));
     let bound = Duration::from_secs(15);
 
