@@ -48,6 +48,14 @@ impl Verification {
         &self,
         raw_token: &str,
     ) -> Result<(String, ResetSession), Error> {
+        let (token_hash, session) = self.caller_session(raw_token).await?;
+        session.ensure_usable(self.clock.now())?;
+        Ok((token_hash, session))
+    }
+
+    /// Loads the session behind a caller's token, whatever its state, and notes its user and
+    /// flow on the current span.
+    async fn caller_session(&self, raw_token: &str) -> Result<(String, ResetSession), Error> {
         let token = SessionToken::parse(raw_token).ok_or(Error::UnknownSession)?;
         let token_hash = token.hash();
         let session = self
@@ -55,7 +63,6 @@ impl Verification {
             .session(&token_hash)
             .await?
             .ok_or(Error::UnknownSession)?;
-        session.ensure_usable(self.clock.now())?;
         let span = tracing::Span::current();
         span.record("user_id", session.user_id.as_str());
         span.record("flow_id", session.flow_id.as_str());
@@ -521,16 +528,7 @@ impl Verification {
             return Ok(CompleteResetResponse { strength: None });
         }
         // Active, or claimed by a CompleteReset that may have died (the claim below decides).
-        let token = SessionToken::parse(&req.session_id).ok_or(Error::UnknownSession)?;
-        let token_hash = token.hash();
-        let session = self
-            .store
-            .session(&token_hash)
-            .await?
-            .ok_or(Error::UnknownSession)?;
-        let span = tracing::Span::current();
-        span.record("user_id", session.user_id.as_str());
-        span.record("flow_id", session.flow_id.as_str());
+        let (token_hash, session) = self.caller_session(&req.session_id).await?;
         // Fully verified, and within 10 minutes of the verification that completed it.
         session.ensure_completable_by_claim(self.clock.now())?;
         if req.new_password.is_empty() || req.new_password.len() > MAX_PASSWORD_BYTES {
