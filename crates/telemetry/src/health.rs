@@ -1,4 +1,4 @@
-//! `/healthz` and `/readyz` over plain HTTP/1.1.
+//! `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only when the readiness
 //! check passes (for a service: connected to NATS and its database answers), otherwise 503 with
@@ -55,8 +55,13 @@ async fn respond(
     req: Request<Incoming>,
     ready: ReadyCheck,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut content_type = "text/plain";
     let (status, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
+        "/metrics" => {
+            content_type = crate::metrics::CONTENT_TYPE;
+            (StatusCode::OK, crate::metrics::encode())
+        }
         "/readyz" => match ready().await {
             Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
             Err(reason) => (
@@ -70,7 +75,7 @@ async fn respond(
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     Ok(resp)
 }

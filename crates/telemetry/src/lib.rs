@@ -3,11 +3,14 @@
 //! - [`init`] installs the global `tracing` subscriber (logs to stderr, filter from `RUST_LOG`)
 //!   with an OpenTelemetry layer, so every span has a W3C trace id that the bus propagates.
 //!   Spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
-//! - [`health`] serves `/healthz` (the process is up) and `/readyz` (its dependencies answer).
+//! - [`health`] serves `/healthz` (the process is up), `/readyz` (its dependencies answer) and
+//!   `/metrics` (the Prometheus text format of [`metrics::catalogue`]).
+//! - [`metrics`]: every metric, recorded to Prometheus and to OpenTelemetry (OTLP) under one name.
 //!
 //! Never record a secret (code, password, session id, token, key) in a span field or log line.
 
 pub mod health;
+pub mod metrics;
 mod tracing_setup;
 
 pub use tracing_setup::{Telemetry, TelemetryError, init, init_with_exporter};

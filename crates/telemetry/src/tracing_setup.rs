@@ -2,6 +2,7 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -20,11 +21,17 @@ pub enum TelemetryError {
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes spans not yet exported.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Telemetry {
     /// Exports what is buffered and stops the exporter. Call once, at the end of `main`.
     pub fn shutdown(self) {
+        if let Some(meters) = self.meters {
+            if let Err(e) = meters.shutdown() {
+                eprintln!("telemetry: shutting down the metrics exporter failed: {e}");
+            }
+        }
         if let Some(provider) = self.provider {
             if let Err(e) = provider.force_flush() {
                 eprintln!("telemetry: flushing spans failed: {e}");
@@ -57,19 +64,42 @@ pub fn init(default_service_name: &str) -> Result<Telemetry, TelemetryError> {
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .map(|v| !v.trim().is_empty())
         .unwrap_or(false);
+    let mut meters = None;
     if exporting {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         builder = builder.with_batch_exporter(exporter);
+        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        meters = Some(
+            SdkMeterProvider::builder()
+                .with_resource(resource(&service_name))
+                .with_periodic_exporter(metric_exporter)
+                .build(),
+        );
     }
-    Ok(install(
+    let mut telemetry = install(
         builder.build(),
         filter,
         BoxMakeWriter::new(std::io::stderr),
         true,
-    ))
+    );
+    // The meter provider goes in before the first instrument is made (the catalogue), so every
+    // metric reaches OTLP as well as /metrics.
+    if telemetry.provider.is_some() {
+        if let Some(meters) = meters {
+            opentelemetry::global::set_meter_provider(meters.clone());
+            telemetry.meters = Some(meters);
+        }
+    } else if let Some(meters) = meters {
+        let _ = meters.shutdown();
+    }
+    let _ = crate::metrics::catalogue();
+    Ok(telemetry)
 }
 
 /// For tests that must see exactly what production emits (the secret-hygiene test): installs
@@ -107,12 +137,14 @@ fn no_protocol_dumps()
     })
 }
 
+fn resource(service_name: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build()
+}
+
 fn provider_builder(service_name: &str) -> opentelemetry_sdk::trace::TracerProviderBuilder {
-    SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service_name.to_owned())
-            .build(),
-    )
+    SdkTracerProvider::builder().with_resource(resource(service_name))
 }
 
 fn install(
@@ -141,9 +173,13 @@ fn install(
         opentelemetry::global::set_tracer_provider(provider.clone());
         Telemetry {
             provider: Some(provider),
+            meters: None,
         }
     } else {
         let _ = provider.shutdown();
-        Telemetry { provider: None }
+        Telemetry {
+            provider: None,
+            meters: None,
+        }
     }
 }
