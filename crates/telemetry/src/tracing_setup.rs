@@ -27,10 +27,8 @@ pub struct Telemetry {
 impl Telemetry {
     /// Exports what is buffered and stops the exporter. Call once, at the end of `main`.
     pub fn shutdown(self) {
-        if let Some(meters) = self.meters {
-            if let Err(e) = meters.shutdown() {
-                eprintln!("telemetry: shutting down the metrics exporter failed: {e}");
-            }
+        if let Some(Err(e)) = self.meters.map(|m| m.shutdown()) {
+            eprintln!("telemetry: shutting down the metrics exporter failed: {e}");
         }
         if let Some(provider) = self.provider {
             if let Err(e) = provider.force_flush() {
