@@ -1,7 +1,9 @@
 //! What every service that owns data and emits events does around serving: migrate its
 //! database, make sure the JetStream streams exist with the configured settings, run the outbox
 //! relay — which must keep running until the endpoints have stopped, so the events of the last
-//! requests still leave — and run the retention sweep (see [`crate::retention`]).
+//! requests still leave — and run the retention sweep (see [`crate::retention`]). The relay
+//! keeps the outbox metrics (`sspr_outbox_backlog`, `sspr_outbox_oldest_age_seconds`,
+//! `sspr_outbox_published_total`) under the service's short name as its `service` label.
 
 use anyhow::Context;
 use sspr_storage::outbox::{OutboxRelay, OutboxSignal};
@@ -48,7 +50,8 @@ impl Emitter {
         // Its own token, not the service's shutdown: see `finish`.
         let stop = CancellationToken::new();
         let relay = tokio::spawn(
-            OutboxRelay::new(ctx.db.clone(), ctx.bus.clone(), signal.clone()).run(stop.clone()),
+            OutboxRelay::new(service, ctx.db.clone(), ctx.bus.clone(), signal.clone())
+                .run(stop.clone()),
         );
         let sweep = tokio::spawn(retention::sweep(
             ctx.db.clone(),

@@ -12,14 +12,18 @@
 //!   however old, so an event cannot be lost to housekeeping.
 //! - Rows carry the `traceparent` of the span that wrote them, so the consumer's span joins the
 //!   trace of the request that caused the message.
+//! - The relay keeps `sspr_outbox_backlog{service}` and `sspr_outbox_oldest_age_seconds{service}`
+//!   current from one COUNT and one indexed lookup at most every [`SAMPLE_EVERY`] (also while
+//!   publishing fails, which is when they matter), and counts `sspr_outbox_published_total` per
+//!   row it marked published.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
@@ -200,8 +204,23 @@ impl OutboxSignal {
     }
 }
 
+/// How often the running relay samples its backlog (`sspr_outbox_backlog`,
+/// `sspr_outbox_oldest_age_seconds`).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What waits in the outbox, as [`OutboxRelay::sample_backlog`] read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Rows not yet published.
+    pub rows: u64,
+    /// Age of the oldest of them (zero when there is none).
+    pub oldest_age: Duration,
+}
+
 /// Publishes outbox rows to JetStream.
 pub struct OutboxRelay {
+    /// The service whose outbox this is: the `service` label of the outbox metrics.
+    service: String,
     db: DatabaseConnection,
     bus: Bus,
     signal: OutboxSignal,
@@ -210,8 +229,10 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn new(db: DatabaseConnection, bus: Bus, signal: OutboxSignal) -> Self {
+    /// The relay of `service`'s outbox (its short name, as in its database name).
+    pub fn new(service: &str, db: DatabaseConnection, bus: Bus, signal: OutboxSignal) -> Self {
         Self {
+            service: service.to_owned(),
             db,
             bus,
             signal,
@@ -222,8 +243,14 @@ impl OutboxRelay {
 
     /// Publishes until `shutdown` is cancelled, then drains what is left once.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut sampled: Option<Instant> = None;
         loop {
-            let more = match self.drain_once().await {
+            let drained = self.drain_once().await;
+            if sampled.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY) {
+                sampled = Some(Instant::now());
+                self.sample_quietly().await;
+            }
+            let more = match drained {
                 Ok(n) => n as u64 == self.batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay: publishing failed, will retry");
@@ -246,6 +273,41 @@ impl OutboxRelay {
         if let Err(e) = self.drain_once().await {
             tracing::warn!(error = %e, "outbox relay: final drain incomplete; rows stay for the next start");
         }
+        self.sample_quietly().await;
+    }
+
+    async fn sample_quietly(&self) {
+        if let Err(e) = self.sample_backlog().await {
+            tracing::debug!(error = %e, "outbox relay: could not sample the backlog");
+        }
+    }
+
+    /// Reads the backlog (a COUNT of the unpublished rows and the creation time of the first
+    /// of them, both on the `published_at, id` index) and sets `sspr_outbox_backlog` and
+    /// `sspr_outbox_oldest_age_seconds` for this service.
+    pub async fn sample_backlog(&self) -> Result<Backlog, DbErr> {
+        let unpublished = || entity::Entity::find().filter(entity::Column::PublishedAt.is_null());
+        let rows = unpublished().count(&self.db).await?;
+        let oldest: Option<chrono::DateTime<chrono::Utc>> = unpublished()
+            .order_by_asc(entity::Column::Id)
+            .select_only()
+            .column(entity::Column::CreatedAt)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let oldest_age = oldest
+            .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+            .unwrap_or_default();
+        let metrics = sspr_telemetry::metrics::catalogue();
+        let service = [self.service.as_str()];
+        metrics
+            .outbox_backlog
+            .set(&service, i64::try_from(rows).unwrap_or(i64::MAX));
+        metrics.outbox_oldest_age.set(
+            &service,
+            i64::try_from(oldest_age.as_secs()).unwrap_or(i64::MAX),
+        );
+        Ok(Backlog { rows, oldest_age })
     }
 
     /// Publishes one batch in order; returns how many rows were published.
@@ -275,6 +337,9 @@ impl OutboxRelay {
             active.published_at = Set(Some(chrono::Utc::now()));
             active.update(&self.db).await?;
             tracing::debug!(outbox_id = id, "outbox row published");
+            sspr_telemetry::metrics::catalogue()
+                .outbox_published
+                .inc(&[self.service.as_str()]);
             published += 1;
         }
         Ok(published)

@@ -45,6 +45,12 @@ fn message(subject: &str, msg_id: &str) -> OutboxMessage {
     }
 }
 
+fn published_total(service: &str) -> u64 {
+    sspr_telemetry::metrics::catalogue()
+        .outbox_published
+        .get(&[service])
+}
+
 async fn unpublished(conn: &DatabaseConnection) -> anyhow::Result<u64> {
     Ok(entity::Entity::find()
         .filter(entity::Column::PublishedAt.is_null())
@@ -99,16 +105,21 @@ async fn rows_committed_while_nats_is_down_are_published_in_order_once_it_is_bac
         streams::ensure(bus.jetstream(), &StreamSettings::default()).await?;
         let conn = database(&db).await?;
 
+        // Its own label, so the other tests of this binary do not move its series.
+        let service = format!("outbox-down-{}", db.backend());
+        let published_before = published_total(&service);
+
         nats.stop().await?;
         let ids: Vec<String> = (0..6).map(|i| format!("event-{i}")).collect();
+        let a_minute_ago = chrono::Utc::now() - chrono::Duration::seconds(60);
         for (i, id) in ids.iter().enumerate() {
             let subject = format!("sspr.events.v1.test.n{}", i % 3);
-            outbox::enqueue(&conn, message(&subject, id), chrono::Utc::now()).await?;
+            outbox::enqueue(&conn, message(&subject, id), a_minute_ago).await?;
         }
         let signal = OutboxSignal::default();
         let stop = CancellationToken::new();
         let relay = tokio::spawn(
-            OutboxRelay::new(conn.clone(), bus.clone(), signal.clone()).run(stop.clone()),
+            OutboxRelay::new(&service, conn.clone(), bus.clone(), signal.clone()).run(stop.clone()),
         );
         signal.notify();
         // Long enough for several failed attempts (ack time-outs, retries).
@@ -119,12 +130,40 @@ async fn rows_committed_while_nats_is_down_are_published_in_order_once_it_is_bac
             "{}: nothing is marked published while NATS is down",
             db.backend()
         );
+        let metrics = sspr_telemetry::metrics::catalogue();
+        assert_eq!(
+            metrics.outbox_backlog.get(&[&service]),
+            6,
+            "{}: the relay samples its backlog while it cannot publish",
+            db.backend()
+        );
+        assert!(
+            metrics.outbox_oldest_age.get(&[&service]) >= 60,
+            "{}: the oldest row's age",
+            db.backend()
+        );
+        assert_eq!(published_total(&service), published_before);
 
         nats.restart().await?;
         eventually("every row published", Duration::from_secs(60), || async {
             Ok(unpublished(&conn).await? == 0)
         })
         .await?;
+        eventually(
+            "the backlog sampled empty",
+            Duration::from_secs(10),
+            || async {
+                Ok(metrics.outbox_backlog.get(&[&service]) == 0
+                    && metrics.outbox_oldest_age.get(&[&service]) == 0)
+            },
+        )
+        .await?;
+        assert_eq!(
+            published_total(&service),
+            published_before + 6,
+            "{}: one count per published row",
+            db.backend()
+        );
         let seen = stream_messages(&bus).await?;
         let seen_ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
         assert_eq!(
@@ -153,7 +192,12 @@ async fn a_row_published_but_not_marked_is_dropped_as_a_duplicate() -> anyhow::R
             chrono::Utc::now(),
         )
         .await?;
-        let relay = OutboxRelay::new(conn.clone(), bus.clone(), OutboxSignal::default());
+        let relay = OutboxRelay::new(
+            "outboxtest",
+            conn.clone(),
+            bus.clone(),
+            OutboxSignal::default(),
+        );
         assert_eq!(relay.drain_once().await?, 1);
         // The crash window: the stream has the message, the row does not say so.
         entity::Entity::update_many()

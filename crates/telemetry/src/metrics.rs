@@ -306,6 +306,9 @@ catalogue! {
     throttled: Counter = "sspr_throttled_total"
         ["scope"]
         "Requests refused by a throttle, by the throttle's scope";
+    sms_sends_refused: Counter = "sspr_sms_sends_refused_total"
+        ["reason"]
+        "SMS and voice codes refused by the SMS-pumping defences, by the limit's name (phone_country_not_allowed, phone_budget_per_hour, phone_budget_per_prefix_per_hour, sms_breaker_open)";
 
     // --- RPC: NATS endpoints and gRPC methods ------------------------------------------------
     nats_server_duration: Histogram(CALL_BUCKETS) = "sspr_nats_server_duration_seconds"

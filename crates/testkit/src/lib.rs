@@ -23,6 +23,7 @@
 mod collector;
 mod db;
 mod http;
+pub mod metrics;
 mod nats;
 mod otlp;
 mod postgres;

@@ -16,6 +16,22 @@ use tokio::sync::Semaphore;
 use crate::domain::password::{self, Password, PasswordHash};
 use crate::error::Error;
 
+/// The Argon2 operation a measurement is for (the `operation` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Hash,
+    Verify,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Hash => "hash",
+            Operation::Verify => "verify",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
@@ -136,7 +152,9 @@ impl Hasher {
 
     /// Hashes `password` with a fresh salt.
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, Error> {
-        let hash = self.run(move || password::hash(&password)).await??;
+        let hash = self
+            .run(Some(Operation::Hash), move || password::hash(&password))
+            .await??;
         if let Some(log) = &self.log {
             log.push(Work::Hash(Cost::of_phc(hash.as_phc())));
         }
@@ -155,7 +173,9 @@ impl Hasher {
             .as_ref()
             .map(|_| Cost::of_verification(stored.as_ref()));
         let matches = self
-            .run(move || password::verify(&password, stored.as_ref()))
+            .run(Some(Operation::Verify), move || {
+                password::verify(&password, stored.as_ref())
+            })
             .await?;
         if let (Some(log), Some(cost)) = (&self.log, cost) {
             log.push(Work::Verify(cost));
@@ -167,14 +187,18 @@ impl Hasher {
     pub fn warm_up(&self) {
         let hasher = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = hasher.run(password::warm_up).await {
+            if let Err(e) = hasher.run(None, password::warm_up).await {
                 tracing::warn!(error = %e, "computing the dummy password hash failed");
             }
         });
     }
 
+    /// Runs `work` on the blocking pool once a permit is free. An `operation` is measured
+    /// there, around the computation alone (not the wait for a permit):
+    /// `sspr_argon2_duration_seconds{operation}` and `sspr_argon2_in_flight`.
     async fn run<T: Send + 'static>(
         &self,
+        operation: Option<Operation>,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
         let permit = Arc::clone(&self.permits)
@@ -182,7 +206,19 @@ impl Hasher {
             .await
             .map_err(|_| Error::HashPoolClosed)?;
         let result = tokio::task::spawn_blocking(move || {
-            let result = work();
+            let result = match operation {
+                Some(operation) => {
+                    let metrics = sspr_telemetry::metrics::catalogue();
+                    let _in_flight = metrics.argon2_in_flight.track(&[]);
+                    let started = std::time::Instant::now();
+                    let result = work();
+                    metrics
+                        .argon2_duration
+                        .observe_since(&[operation.as_str()], started);
+                    result
+                }
+                None => work(),
+            };
             drop(permit);
             result
         })
@@ -218,6 +254,36 @@ mod tests {
             }
         );
         assert_eq!(Cost::of_phc("plaintext").algorithm, "unreadable");
+    }
+
+    fn argon2_count(operation: &str) -> f64 {
+        sspr_testkit::metrics::series_value(
+            &sspr_telemetry::metrics::encode(),
+            "sspr_argon2_duration_seconds_count",
+            &[("operation", operation)],
+        )
+    }
+
+    #[tokio::test]
+    async fn every_hash_and_verify_is_measured_and_counted_in_flight() {
+        // Other tests of this binary hash too, in parallel: at least, never exactly.
+        let (hashes, verifies) = (argon2_count("hash"), argon2_count("verify"));
+        let hasher = Hasher::new(1);
+        let pw = Password::new("correct horse battery");
+        let stored = hasher.hash(pw.clone()).await.unwrap();
+        assert!(argon2_count("hash") >= hashes + 1.0);
+        assert!(hasher.verify(pw.clone(), Some(stored)).await.unwrap());
+        assert!(!hasher.verify(pw, None).await.unwrap());
+        assert!(argon2_count("verify") >= verifies + 2.0);
+        let in_flight = hasher
+            .run(Some(Operation::Hash), || {
+                sspr_telemetry::metrics::catalogue()
+                    .argon2_in_flight
+                    .get(&[])
+            })
+            .await
+            .unwrap();
+        assert!(in_flight >= 1, "counted while it runs");
     }
 
     #[tokio::test]

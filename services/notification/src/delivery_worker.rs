@@ -37,6 +37,13 @@
 //! - Each message is processed in a consumer span that continues the trace found in the
 //!   message's `traceparent` header (the SendCode call), and the SMTP/SMS call is a child of it.
 //! - On shutdown the consumer stops pulling and the messages in flight finish first.
+//! - Measured (the catalogue in `sspr_telemetry::metrics`): every send attempt and every
+//!   message dropped or given up counts once in `sspr_delivery_attempts_total{channel,result}`;
+//!   the time from the code's issue to its outcome goes once per delivery into
+//!   `sspr_code_delivery_duration_seconds{channel,outcome}` (accepted, failed, expired), when the
+//!   outcome was recorded by this attempt: a copy of the message for a delivery already final
+//!   records nothing there. A message the queue delivers again counts in
+//!   `sspr_jetstream_redeliveries_total`, and [`watch_consumer`] samples the consumer's lag.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +159,74 @@ pub struct DeliveryWorker {
     pub retry: RetryPolicy,
     /// Where messages handed to an SMS/voice provider are noted for their receipts.
     pub provider_messages: Option<SharedReceiptStore>,
+}
+
+/// How often [`watch_consumer`] samples the delivery consumer.
+pub const CONSUMER_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads the delivery consumer's info once into `sspr_jetstream_consumer_pending`,
+/// `_ack_pending` and `_redelivered` {stream, consumer}.
+pub async fn sample_consumer(js: &jetstream::Context) -> anyhow::Result<()> {
+    let stream = js
+        .get_stream(subjects::DELIVERY_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open stream {}: {e}", subjects::DELIVERY_STREAM))?;
+    let info = stream
+        .consumer_info(subjects::DELIVERY_CONSUMER)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot read consumer {}: {e}", subjects::DELIVERY_CONSUMER)
+        })?;
+    let metrics = sspr_telemetry::metrics::catalogue();
+    let labels = [subjects::DELIVERY_STREAM, subjects::DELIVERY_CONSUMER];
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics
+        .jetstream_consumer_pending
+        .set(&labels, gauge(info.num_pending));
+    metrics
+        .jetstream_consumer_ack_pending
+        .set(&labels, gauge(info.num_ack_pending as u64));
+    metrics
+        .jetstream_consumer_redelivered
+        .set(&labels, gauge(info.num_redelivered as u64));
+    Ok(())
+}
+
+/// Samples the delivery consumer at once and then every `every` until `shutdown` is cancelled.
+/// A failed sample (NATS away, consumer not created yet) keeps the last values.
+pub async fn watch_consumer(js: jetstream::Context, every: Duration, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = sample_consumer(&js).await {
+            tracing::debug!(error = %e, "could not sample the delivery consumer");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Counts one attempt, or one message dropped or given up (`sspr_delivery_attempts_total`).
+fn count_attempt(channel: Channel, result: &'static str) {
+    sspr_telemetry::metrics::catalogue()
+        .delivery_attempts
+        .inc(&[channel.as_str(), result]);
+}
+
+/// The delivery reached its outcome: the time since the code was issued, once per delivery
+/// (`sspr_code_delivery_duration_seconds`). Nothing without an issue time (malformed).
+fn observe_outcome(
+    channel: Channel,
+    outcome: &'static str,
+    issued_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) {
+    if let Some(issued_at) = issued_at {
+        let secs = (now - issued_at).to_std().map_or(0.0, |d| d.as_secs_f64());
+        sspr_telemetry::metrics::catalogue()
+            .code_delivery_duration
+            .observe(&[channel.as_str(), outcome], secs);
+    }
 }
 
 /// Pulls deliveries until `shutdown` is cancelled, then waits for those in flight.
@@ -277,6 +352,11 @@ impl DeliveryWorker {
             .and_then(|info| u32::try_from(info.delivered).ok())
             .unwrap_or(1)
             .max(1);
+        if attempt > 1 {
+            sspr_telemetry::metrics::catalogue()
+                .jetstream_redeliveries
+                .inc(&[subjects::DELIVERY_STREAM, subjects::DELIVERY_CONSUMER]);
+        }
         async {
             let disposition = self.process(&subject, &message.payload, attempt).await;
             let span = tracing::Span::current();
@@ -327,8 +407,10 @@ impl DeliveryWorker {
                 tracing::error!(reason = %reason, "dropping a malformed delivery");
                 return match header {
                     Some(header) => {
+                        let issued_at = delivery.issued_at.as_ref().and_then(from_timestamp);
                         self.dead_letter(
                             &header,
+                            issued_at,
                             "malformed",
                             format!("malformed delivery: {reason}"),
                             0,
@@ -355,13 +437,21 @@ impl DeliveryWorker {
             );
             tracing::error!(reason = %reason, "dropping a delivery on the wrong subject");
             return self
-                .dead_letter(&header, "malformed", reason, 0, delivered)
+                .dead_letter(
+                    &header,
+                    Some(delivery.issued_at),
+                    "malformed",
+                    reason,
+                    0,
+                    delivered,
+                )
                 .await;
         }
 
         let previous = match self.store.get(&header.id).await {
             Ok(Some(record)) if record.status.is_final() => {
                 span.record("outcome", "duplicate");
+                count_attempt(header.channel, "dropped");
                 tracing::info!(
                     status = record.status.as_str(),
                     "delivery already handled; acknowledging again"
@@ -379,8 +469,14 @@ impl DeliveryWorker {
         if delivery.is_expired(now) {
             span.record("outcome", "expired");
             let event = code_delivery_failed(&header, now, "expired", sends_started);
-            if let Err(e) = self.store.record_expired(&header, &event, now).await {
-                return self.store_unavailable(&e, attempt);
+            match self.store.record_expired(&header, &event, now).await {
+                Ok(recorded) => {
+                    count_attempt(header.channel, "dropped");
+                    if recorded {
+                        observe_outcome(header.channel, "expired", Some(delivery.issued_at), now);
+                    }
+                }
+                Err(e) => return self.store_unavailable(&e, attempt),
             }
             tracing::warn!("the code expired before it could be delivered; not sending it");
             return Disposition::Ack;
@@ -396,7 +492,14 @@ impl DeliveryWorker {
             let reason = format!("gave up after {sends_started} attempts: {last}");
             tracing::error!(reason = %reason, "delivery failed");
             return self
-                .dead_letter(&header, "retries_exhausted", reason, sends_started, attempt)
+                .dead_letter(
+                    &header,
+                    Some(delivery.issued_at),
+                    "retries_exhausted",
+                    reason,
+                    sends_started,
+                    attempt,
+                )
                 .await;
         }
 
@@ -412,6 +515,7 @@ impl DeliveryWorker {
             Ok(AttemptClaim::Started(r)) => r,
             Ok(AttemptClaim::Final(record)) => {
                 span.record("outcome", "duplicate");
+                count_attempt(header.channel, "dropped");
                 tracing::info!(
                     status = record.status.as_str(),
                     "delivery handled meanwhile by another attempt; acknowledging"
@@ -439,14 +543,21 @@ impl DeliveryWorker {
 
         match self.send(&delivery).await {
             Ok(message_id) => {
+                count_attempt(header.channel, "sent");
                 // Noted before SENT is committed, so a receipt never finds SENT without it.
                 self.note_provider_message(&delivery, message_id.clone())
                     .await;
                 self.on_sent(&delivery, record.attempts, message_id).await
             }
             Err(failure) => {
-                self.on_failure(&header, failure, attempt, record.attempts)
-                    .await
+                self.on_failure(
+                    &header,
+                    delivery.issued_at,
+                    failure,
+                    attempt,
+                    record.attempts,
+                )
+                .await
             }
         }
     }
@@ -564,6 +675,7 @@ impl DeliveryWorker {
             {
                 Ok(()) => {
                     span.record("outcome", "sent");
+                    observe_outcome(header.channel, "accepted", Some(delivery.issued_at), now);
                     tracing::info!(
                         latency_ms = latency.num_milliseconds(),
                         attempts,
@@ -586,6 +698,7 @@ impl DeliveryWorker {
     async fn on_failure(
         &self,
         header: &DeliveryHeader,
+        issued_at: DateTime<Utc>,
         failure: SendFailure,
         attempt: u32,
         sends: u32,
@@ -598,6 +711,7 @@ impl DeliveryWorker {
         {
             NextStep::RetryAfter(delay) => {
                 span.record("outcome", "retry");
+                count_attempt(header.channel, "retry");
                 tracing::warn!(reason = %failure.detail, retry_in_ms = delay.as_millis() as u64, "delivery attempt failed; will retry");
                 if let Err(e) = self.store.record_retry(header, &failure.detail, now).await {
                     tracing::warn!(error = %e, "could not record the failed attempt");
@@ -614,17 +728,20 @@ impl DeliveryWorker {
                     ),
                 };
                 tracing::error!(reason = %reason, "delivery failed");
-                self.dead_letter(header, word, reason, sends, attempt).await
+                self.dead_letter(header, Some(issued_at), word, reason, sends, attempt)
+                    .await
             }
         }
     }
 
     /// Gives the delivery up: FAILED, dead letter and `code.delivery_failed` (reason `word`) in
     /// one transaction, then terminates the message. When that cannot be written, the message
-    /// is retried later instead, so that it is never dropped unrecorded.
+    /// is retried later instead, so that it is never dropped unrecorded. Counts the give-up
+    /// (`failed`), and its duration from `issued_at` when this call recorded it.
     async fn dead_letter(
         &self,
         header: &DeliveryHeader,
+        issued_at: Option<DateTime<Utc>>,
         word: &'static str,
         reason: String,
         sends: u32,
@@ -637,7 +754,13 @@ impl DeliveryWorker {
             attempts: sends,
         };
         match self.store.record_failed(header, &dead, &event, now).await {
-            Ok(()) => Disposition::Term,
+            Ok(recorded) => {
+                count_attempt(header.channel, "failed");
+                if recorded {
+                    observe_outcome(header.channel, "failed", issued_at, now);
+                }
+                Disposition::Term
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not record the failed delivery; will retry recording it");
                 Disposition::Retry(self.retry.backoff(attempt, rand::random()))

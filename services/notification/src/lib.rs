@@ -198,6 +198,12 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let consumer_watch = tokio::spawn(delivery_worker::watch_consumer(
+        ctx.bus.jetstream().clone(),
+        delivery_worker::CONSUMER_SAMPLE_EVERY,
+        stop.clone(),
+    ));
+
     let notices = tokio::spawn(password_changed::consume(
         ctx.bus.clone(),
         notifier,
@@ -220,6 +226,9 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = consumer.await {
         tracing::error!(error = %e, "the delivery consumer panicked");
+    }
+    if let Err(e) = consumer_watch.await {
+        tracing::error!(error = %e, "the delivery consumer sampler panicked");
     }
     if let Err(e) = notices.await {
         tracing::error!(error = %e, "the password.changed consumer panicked");

@@ -201,13 +201,14 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<AttemptClaim, StoreError>;
 
     /// The code expired before it could be sent: status EXPIRED and the `code.delivery_failed`
-    /// event (reason `expired`) in one transaction.
+    /// event (reason `expired`) in one transaction. Returns false, writing nothing, when the
+    /// delivery was already final (another copy of the message got there first).
     async fn record_expired(
         &self,
         header: &DeliveryHeader,
         event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// An attempt failed and will be retried: status QUEUED with the reason.
     async fn record_retry(
@@ -219,14 +220,14 @@ pub trait DeliveryStore: Send + Sync {
 
     /// Given up: status FAILED with the reason, a dead-letter entry and the
     /// `code.delivery_failed` event, in one transaction (outbox). Idempotent: a delivery is
-    /// dead-lettered at most once.
+    /// dead-lettered at most once; returns false, writing nothing, when it already was.
     async fn record_failed(
         &self,
         header: &DeliveryHeader,
         dead: &DeadLetter,
         event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The provider accepted the message: status SENT (with `sent_at`, and the provider's
     /// message id when it gave one) and the `code.delivered` event, in one transaction (outbox).

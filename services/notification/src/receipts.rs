@@ -20,7 +20,9 @@
 //! transaction; repeated or late receipts change nothing and emit nothing (see
 //! [`crate::domain::receipt::decide`] and [`ReceiptStore::apply_receipt`]). No phone number,
 //! provider text, token or secret is logged or stored: only ids, fixed status words and
-//! numeric error codes.
+//! numeric error codes. The receipt that changed the state (only it) is timed from the code's
+//! issue in `sspr_code_delivery_receipt_duration_seconds{channel,outcome}` (delivered,
+//! undeliverable).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -328,6 +330,11 @@ impl Receipts {
         match applied {
             ReceiptApplied::Applied => {
                 span.record("outcome", outcome.as_str());
+                // Only the receipt that changed the state is timed.
+                let secs = (now - issued_at).to_std().map_or(0.0, |d| d.as_secs_f64());
+                sspr_telemetry::metrics::catalogue()
+                    .code_delivery_receipt_duration
+                    .observe(&[record.channel.as_str(), outcome.as_str()], secs);
                 tracing::info!(outcome = outcome.as_str(), "delivery receipt applied");
                 Ok("applied")
             }

@@ -890,3 +890,45 @@ async fn an_attempt_in_progress_holds_the_delivery_against_a_second_send() -> an
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_expired_delivery_is_recorded_once_by_racing_copies() -> anyhow::Result<()> {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use sspr_notification::domain::delivery::{Channel, DeliveryHeader, DeliveryId, Purpose};
+    use sspr_notification::ports::DeliveryStore;
+    let mut h = Harness::start(Setup::Standard).await?;
+    let (conn, store) = h.store().await?;
+    let header = DeliveryHeader {
+        id: DeliveryId::parse(&uuid::Uuid::now_v7().to_string())?,
+        channel: Channel::Email,
+        purpose: Purpose::Reset,
+        user_id: "alice".into(),
+        flow_id: "flow-expired".into(),
+        method_id: "method-1".into(),
+    };
+    // Two copies of the message both found the delivery open and its code expired.
+    let event = || sspr_proto::events::v1::CodeDeliveryFailed {
+        meta: Some(sspr_proto::events::v1::EventMeta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        }),
+        delivery_id: header.id.as_str().to_owned(),
+        reason: "expired".into(),
+        ..Default::default()
+    };
+    let now = chrono::Utc::now();
+    assert!(store.record_expired(&header, &event(), now).await?);
+    assert!(
+        !store.record_expired(&header, &event(), now).await?,
+        "the second copy finds it final"
+    );
+    let failed_events = sspr_storage::outbox::entity::Entity::find()
+        .filter(
+            sspr_storage::outbox::entity::Column::Subject
+                .eq(sspr_bus::subjects::events::CODE_DELIVERY_FAILED),
+        )
+        .count(&conn)
+        .await?;
+    assert_eq!(failed_events, 1, "one code.delivery_failed");
+    h.stop().await
+}

@@ -138,17 +138,34 @@ pub fn parse_answers<'a>(
     Ok(parsed)
 }
 
+/// Runs one Argon2id computation, measured as `sspr_argon2_duration_seconds{operation}` and
+/// counted in `sspr_argon2_in_flight` while it runs (callers run it on the blocking pool).
+fn measured<T>(operation: &'static str, work: impl FnOnce() -> T) -> T {
+    let metrics = sspr_telemetry::metrics::catalogue();
+    let _in_flight = metrics.argon2_in_flight.track(&[]);
+    let started = std::time::Instant::now();
+    let result = work();
+    metrics.argon2_duration.observe_since(&[operation], started);
+    result
+}
+
 /// Hashes an answer with a fresh random salt.
 pub fn hash_answer(answer: &NormalisedAnswer) -> Result<AnswerHash, String> {
-    argon2()
-        .hash_password(answer.0.as_bytes())
-        .map(|h| AnswerHash(h.to_string()))
-        .map_err(|e| e.to_string())
+    measured("hash", || {
+        argon2()
+            .hash_password(answer.0.as_bytes())
+            .map(|h| AnswerHash(h.to_string()))
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// True when `answer` matches `stored`. Without a stored hash (unknown question) it does the
 /// same work against a dummy hash and returns false.
 pub fn verify_answer(answer: &NormalisedAnswer, stored: Option<&AnswerHash>) -> bool {
+    measured("verify", || verify_unmeasured(answer, stored))
+}
+
+fn verify_unmeasured(answer: &NormalisedAnswer, stored: Option<&AnswerHash>) -> bool {
     let parsed = stored.and_then(|h| argon2::PasswordHash::new(h.as_phc()).ok());
     match parsed {
         Some(parsed) => argon2()
@@ -295,6 +312,32 @@ mod tests {
             ),
             1
         );
+    }
+
+    fn argon2_count(operation: &str) -> f64 {
+        sspr_testkit::metrics::series_value(
+            &sspr_telemetry::metrics::encode(),
+            "sspr_argon2_duration_seconds_count",
+            &[("operation", operation)],
+        )
+    }
+
+    #[test]
+    fn every_hash_and_verify_is_measured() {
+        // Other tests of this binary hash too, in parallel: at least, never exactly.
+        let (hashes, verifies) = (argon2_count("hash"), argon2_count("verify"));
+        let answer = NormalisedAnswer::new("Rex");
+        let stored = hash_answer(&answer).expect("hash");
+        assert!(argon2_count("hash") >= hashes + 1.0);
+        assert!(verify_answer(&answer, Some(&stored)));
+        assert!(!verify_answer(&answer, None));
+        assert!(argon2_count("verify") >= verifies + 2.0);
+        let in_flight = measured("hash", || {
+            sspr_telemetry::metrics::catalogue()
+                .argon2_in_flight
+                .get(&[])
+        });
+        assert!(in_flight >= 1, "counted while it runs");
     }
 
     #[test]

@@ -252,9 +252,21 @@ impl DeliveryStore for DbDeliveryStore {
         header: &DeliveryHeader,
         event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let event_id = event_id_of(event.meta.as_ref());
         let txn = sspr_storage::begin_write(&self.db).await?;
+        // SQLite's write transaction is already exclusive; PostgreSQL locks the row.
+        let existing = entity::Entity::find_by_id(header.id.as_str().to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
+        if let Some(row) = existing
+            && DeliveryStatus::parse(&row.status).is_some_and(DeliveryStatus::is_final)
+        {
+            // Another copy of the message already finished it: no second event.
+            txn.commit().await?;
+            return Ok(false);
+        }
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(DeliveryStatus::Expired.as_str().to_owned());
             row.finished_at = Set(Some(now));
@@ -269,7 +281,7 @@ impl DeliveryStore for DbDeliveryStore {
         .await?;
         txn.commit().await?;
         self.signal.notify();
-        Ok(())
+        Ok(true)
     }
 
     async fn record_retry(
@@ -288,7 +300,7 @@ impl DeliveryStore for DbDeliveryStore {
         dead: &DeadLetter,
         event: &CodeDeliveryFailed,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let event_id = event_id_of(event.meta.as_ref());
         let txn = sspr_storage::begin_write(&self.db).await?;
         let already = dead_letters::Entity::find_by_id(header.id.as_str().to_owned())
@@ -298,7 +310,7 @@ impl DeliveryStore for DbDeliveryStore {
         if already {
             // Dead-lettered by an earlier delivery of the message whose ack was lost.
             txn.commit().await?;
-            return Ok(());
+            return Ok(false);
         }
         Self::upsert(&txn, header, now, |row, _| {
             row.status = Set(DeliveryStatus::Failed.as_str().to_owned());
@@ -328,7 +340,7 @@ impl DeliveryStore for DbDeliveryStore {
         .await?;
         txn.commit().await?;
         self.signal.notify();
-        Ok(())
+        Ok(true)
     }
 
     async fn record_sent(

@@ -7,9 +7,10 @@
 //! delivery stands (from the states [`crate::delivery_events`] keeps).
 //!
 //! Spans carry only `user_id`, `flow_id` and `method_id`; never a code, token, destination or
-//! password.
+//! password. The reset steps' answers are counted by [`outcomes`] (decoys as real flows).
 
 mod code_status;
+mod outcomes;
 mod password_check;
 pub(crate) mod phone_guard;
 mod questions;
@@ -33,6 +34,7 @@ use sspr_proto::time::timestamp;
 use sspr_storage::outbox::{OutboxMessage, OutboxSignal};
 use uuid::Uuid;
 
+use self::outcomes::Step;
 use crate::adapters::peers::Peers;
 use crate::adapters::phone_ledger::PhoneLedger;
 use crate::adapters::store::{CodeKey, NewCode, ResendScope, Store};
@@ -78,19 +80,19 @@ pub fn router(service: Arc<Verification>) -> Router {
         "sspr verification: reset flow, one-time codes, code deliveries",
     );
     let router = route(router, rpc::START_RESET, &service, |s, r| async move {
-        s.start_reset(r).await
+        measured(Step::Start, s.start_reset(r).await)
     });
     let router = route(router, rpc::SEND_CODE, &service, |s, r| async move {
-        s.send_code(r).await
+        measured(Step::SendCode, s.send_code(r).await)
     });
     let router = route(router, rpc::VERIFY_CODE, &service, |s, r| async move {
-        s.verify_code(r).await
+        measured(Step::Verify, s.verify_code(r).await)
     });
     let router = route(router, rpc::GET_CODE_STATUS, &service, |s, r| async move {
         s.get_code_status(r).await
     });
     let router = route(router, rpc::COMPLETE_RESET, &service, |s, r| async move {
-        s.complete_reset(r).await
+        measured(Step::Complete, s.complete_reset(r).await)
     });
     let router = route(router, rpc::CHECK_PASSWORD, &service, |s, r| async move {
         s.check_password(r).await
@@ -108,7 +110,7 @@ pub fn router(service: Arc<Verification>) -> Router {
         router,
         rpc::ANSWER_SECURITY_QUESTIONS,
         &service,
-        |s, r| async move { s.answer_security_questions(r).await },
+        |s, r| async move { measured(Step::Verify, s.answer_security_questions(r).await) },
     );
     let router = route(router, rpc::ISSUE_CODE, &service, |s, r| async move {
         s.issue_code(r).await
@@ -122,6 +124,12 @@ pub fn router(service: Arc<Verification>) -> Router {
     route(router, rpc::CHECK_CODE, &service, |s, r| async move {
         s.check_code(r).await
     })
+}
+
+/// Counts a reset step's answer (`sspr_reset_outcomes_total`, see [`outcomes`]).
+fn measured<T>(step: Step, result: Result<T, Error>) -> Result<T, Error> {
+    outcomes::record(step, &result);
+    result
 }
 
 fn route<Req, Resp, F, Fut>(

@@ -18,10 +18,11 @@
 //!   `phone_budget_per_hour` or `phone_budget_per_prefix_per_hour`).
 //! - The breaker's changes are announced once (`sms.breaker_opened` / `sms.breaker_closed`,
 //!   through the outbox) and measured: `sspr_sms_breaker_open` (gauge, 1 open, 0 closed) and
-//!   `sspr_sms_sends_refused_total{reason}` (counter), on the OpenTelemetry global meter.
+//!   `sspr_sms_sends_refused_total{reason}` (counter), from the metrics catalogue
+//!   (`sspr_telemetry::metrics`); a budget refusal also counts in `sspr_throttled_total{scope}`
+//!   with the budget's name.
 
 use chrono::{DateTime, Utc};
-use opentelemetry::KeyValue;
 use sspr_bus::{RpcError, subjects};
 use sspr_proto::events::v1 as events;
 use sspr_proto::limits::Effective;
@@ -36,9 +37,6 @@ use crate::domain::phone_guard::{
 };
 use crate::domain::{MethodKind, UserId};
 use crate::{Error, SERVICE};
-
-/// The meter of the service's own metrics.
-const METER: &str = "sspr-verification";
 
 impl From<&Effective> for PhoneRules {
     fn from(limits: &Effective) -> Self {
@@ -70,19 +68,20 @@ pub(crate) fn refusal_status(refusal: PhoneRefusal) -> RpcError {
 }
 
 fn record_refusal(refusal: PhoneRefusal) {
-    opentelemetry::global::meter(METER)
-        .u64_counter("sspr_sms_sends_refused_total")
-        .with_description("SMS and voice codes refused by the SMS-pumping defences")
-        .build()
-        .add(1, &[KeyValue::new("reason", refusal.limit())]);
+    let metrics = sspr_telemetry::metrics::catalogue();
+    metrics.sms_sends_refused.inc(&[refusal.limit()]);
+    if matches!(
+        refusal,
+        PhoneRefusal::BudgetExhausted { .. } | PhoneRefusal::PrefixBudgetExhausted { .. }
+    ) {
+        metrics.throttled.inc(&[refusal.limit()]);
+    }
 }
 
 fn record_breaker(open: bool) {
-    opentelemetry::global::meter(METER)
-        .u64_gauge("sspr_sms_breaker_open")
-        .with_description("1 while the SMS circuit breaker stops phone codes, else 0")
-        .build()
-        .record(u64::from(open), &[]);
+    sspr_telemetry::metrics::catalogue()
+        .sms_breaker_open
+        .set(&[], i64::from(open));
 }
 
 impl Verification {

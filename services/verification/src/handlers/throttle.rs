@@ -13,7 +13,8 @@
 //!   when the client IP is known, the IP's SendCode counter; all or none are counted.
 //! - The block stops only self-service reset (StartReset, SendCode, VerifyCode and the
 //!   security-question endpoints); sign-in and the directory's lock are never touched.
-//! - Every refusal carries the seconds until a retry may succeed.
+//! - Every refusal carries the seconds until a retry may succeed, and counts once in
+//!   `sspr_throttled_total{scope}`: the limit's name, or `reset_block` for the block.
 
 use chrono::{DateTime, Duration, Utc};
 use sspr_bus::subjects;
@@ -164,6 +165,9 @@ impl Verification {
             Taken::Refused { limit, retry_at } => {
                 self.signal.notify();
                 tracing::info!(limit = limit.name(), "throttled");
+                sspr_telemetry::metrics::catalogue()
+                    .throttled
+                    .inc(&[limit.name()]);
                 Err(Error::Throttled {
                     retry_after_secs: retry_after_secs(now, retry_at),
                 })
@@ -178,6 +182,9 @@ impl Verification {
             None => Ok(()),
             Some(until) => {
                 tracing::info!("reset refused: the user id is blocked");
+                sspr_telemetry::metrics::catalogue()
+                    .throttled
+                    .inc(&["reset_block"]);
                 Err(Error::Blocked {
                     retry_after_secs: retry_after_secs(now, until),
                 })
