@@ -14,10 +14,13 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-/// The steps of a one-method reset.
-const FLOW_STEPS: [&str; 5] = [
+/// The steps of a one-method reset, from every service that takes part: verification, notification
+/// (the delivery, reached through the JetStream delivery queue and notification's own outbox) and
+/// directory. Each must carry the trace id of the client's calls.
+const FLOW_STEPS: [&str; 6] = [
     "reset.started",
     "code.issued",
+    "code.delivered",
     "code.verified",
     "reset.completed",
     "password.changed",
@@ -167,6 +170,7 @@ async fn reset_steps_are_audited(backend: Backend) {
             .expect("record of kind")
     };
     assert_eq!(by_kind("reset.started").source, "verification");
+    assert_eq!(by_kind("code.delivered").source, "notification");
     assert_eq!(by_kind("password.changed").source, "directory");
 
     // A kind filter through the gateway.

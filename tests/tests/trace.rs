@@ -380,6 +380,64 @@ async fn one_trace_across_processes() {
         services.contains("sspr-enrolment") || services.contains("sspr-directory"),
         "trace lacks a fourth service: {services:?}"
     );
+    // Span names, kinds and attributes follow the OpenTelemetry RPC and messaging conventions.
+    let one = |service: &str, name: &str| {
+        ours.iter()
+            .find(|s| s.service_name == service && s.name == name)
+            .unwrap_or_else(|| {
+                let names: BTreeSet<(&str, &str)> = ours
+                    .iter()
+                    .map(|s| (s.service_name.as_str(), s.name.as_str()))
+                    .collect();
+                panic!("no span {name} in {service}: {names:?}")
+            })
+    };
+    let grpc = one("sspr-gateway", "sspr.reset.v1.PasswordReset/StartReset");
+    assert_eq!(grpc.kind, "server");
+    for (key, value) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "sspr.reset.v1.PasswordReset"),
+        ("rpc.method", "StartReset"),
+        ("rpc.grpc.status_code", "0"),
+    ] {
+        assert_eq!(grpc.attribute(key), Some(value), "{key}: {grpc:?}");
+    }
+    let request = one("sspr-gateway", "send sspr.rpc.verification.start_reset");
+    assert_eq!(request.kind, "client");
+    assert_eq!(request.parent_span_id, grpc.span_id);
+    let process = one(
+        "sspr-verification",
+        "process sspr.rpc.verification.start_reset",
+    );
+    assert_eq!(process.kind, "server");
+    assert_eq!(process.parent_span_id, request.span_id);
+    for span in [request, process] {
+        for (key, value) in [
+            ("messaging.system", "nats"),
+            (
+                "messaging.destination.name",
+                "sspr.rpc.verification.start_reset",
+            ),
+            ("rpc.service", "verification"),
+            ("rpc.method", "start_reset"),
+        ] {
+            assert_eq!(span.attribute(key), Some(value), "{key}: {span:?}");
+        }
+    }
+    // The outbox relay publishes rows of many requests in a batch: its publish of the code's
+    // delivery is a producer span of its own, linked to this trace rather than inside it.
+    let publish = spans
+        .iter()
+        .find(|s| {
+            s.service_name == "sspr-verification"
+                && s.name.starts_with("send sspr.delivery.v1.")
+                && s.links_to_trace(&trace_id)
+        })
+        .expect("the relay's publish of the delivery, linked to the reset's trace");
+    assert_eq!(publish.kind, "producer");
+    assert_ne!(publish.trace_id, trace_id);
+    assert_eq!(publish.attribute("messaging.operation.type"), Some("send"));
+
     // The delivery span in notification is a child of a span of the SendCode call.
     let span_ids: BTreeSet<&str> = ours.iter().map(|s| s.span_id.as_str()).collect();
     let delivery_span = ours

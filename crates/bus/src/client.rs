@@ -1,4 +1,9 @@
 //! The client side of the bus: protobuf request/reply and JetStream publishing.
+//!
+//! Every request is a client span (`send <subject>`) and is recorded in
+//! `sspr_nats_client_duration_seconds{endpoint,status}`: `status` is `ok`, the refusal's code
+//! word, or what the bus saw (`timeout`, `no_responders`, `deadline_exceeded`, ...; see
+//! [`BusError::status_word`]). Every JetStream publish is a producer span.
 
 use std::time::Duration;
 
@@ -137,17 +142,56 @@ impl Bus {
         Req: Message,
         Resp: Message + Default,
     {
+        // OpenTelemetry messaging conventions (a request is a message sent to the subject) with
+        // the RPC attributes of the call. Callers pass a constant of `subjects`: no id, no secret.
+        let endpoint = crate::subjects::endpoint_of(subject);
         let span = tracing::info_span!(
             "nats.request",
             otel.name = %format!("send {subject}"),
             otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
             messaging.system = "nats",
             messaging.operation.type = "send",
+            messaging.operation.name = "request",
             messaging.destination.name = %subject,
             rpc.system = "nats",
+            rpc.service = endpoint.split_once('.').map_or("other", |(service, _)| service),
+            rpc.method = %crate::subjects::method_of(subject),
+            error.type = tracing::field::Empty,
         );
         crate::work::record_request(subject);
-        async {
+        let started = std::time::Instant::now();
+        let result = self
+            .send_request(subject, request)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                span.record("error.type", e.status_word());
+                let server_fault = match e {
+                    BusError::Rpc(rpc) => rpc.code.is_server_error(),
+                    _ => true,
+                };
+                if server_fault {
+                    span.record("otel.status_code", "ERROR");
+                }
+                e.status_word()
+            }
+        };
+        sspr_telemetry::metrics::catalogue()
+            .nats_client_duration
+            .observe_since(&[endpoint, status], started);
+        result
+    }
+
+    /// [`Bus::request`] without its span and metrics.
+    async fn send_request<Req, Resp>(&self, subject: &str, request: &Req) -> Result<Resp, BusError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        {
             let mut headers = HeaderMap::new();
             trace::inject_current(&mut headers);
             let budget = crate::deadline::remaining();
@@ -222,13 +266,50 @@ impl Bus {
                 source,
             })
         }
-        .instrument(span)
-        .await
     }
 
     /// Publishes to JetStream with `Nats-Msg-Id` = `msg_id` and waits for the stream's ack.
     /// A publish the stream recognises as a duplicate counts as success.
+    ///
+    /// Traced as a producer span `send <subject>`. When `headers` carry no `traceparent`, the
+    /// message carries this span's context. When they already carry one from another trace
+    /// (the outbox relay publishes rows written earlier under the requests that caused them),
+    /// that context stays on the message, so its consumers join the trace of the request, and
+    /// the publish span gets a link to it rather than a parent.
     pub async fn publish_durable(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let span = tracing::info_span!(
+            "nats.publish",
+            otel.name = %format!("send {subject}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %subject,
+            error.type = tracing::field::Empty,
+        );
+        match trace::context_in(&headers) {
+            Some(origin) => trace::link_if_foreign(&span, origin),
+            None => trace::inject(&span, &mut headers),
+        }
+        let result = self
+            .send_durable(subject, msg_id, headers, payload)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.record("error.type", e.status_word());
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn send_durable(
         &self,
         subject: &str,
         msg_id: &str,

@@ -199,6 +199,7 @@ where
         otel.status_code = tracing::field::Empty,
         messaging.system = "nats",
         messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = %subject,
         messaging.consumer.group.name = spec.durable,
     );

@@ -28,6 +28,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as a lower-case word (`invalid_argument`, `unavailable`, ...): the `status`
+    /// label of the RPC metrics and the `error.type` of spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::PermissionDenied => "permission_denied",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// Whether the code means the server failed (OpenTelemetry marks such spans as errors);
+    /// the others are the caller's fault or an expected refusal.
+    pub fn is_server_error(self) -> bool {
+        matches!(
+            self,
+            Self::Internal | Self::Unavailable | Self::DeadlineExceeded
+        )
+    }
+
     /// Parses the numeric gRPC code; unknown values become `Internal`.
     pub fn from_number(n: usize) -> Self {
         match n {
@@ -263,6 +289,22 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// What the caller saw, as one word: the remote refusal's code word, or `timeout`,
+    /// `no_responders`, `deadline_exceeded`, `malformed_reply`, `request_failed`,
+    /// `publish_failed`, `jetstream_failed`. The `status` label of the client RPC metrics.
+    pub fn status_word(&self) -> &'static str {
+        match self {
+            BusError::Rpc(e) => e.code.as_str(),
+            BusError::NoResponders(_) => "no_responders",
+            BusError::Timeout(_) => "timeout",
+            BusError::DeadlineExceeded(_) => "deadline_exceeded",
+            BusError::Request { .. } => "request_failed",
+            BusError::Decode { .. } => "malformed_reply",
+            BusError::Publish { .. } => "publish_failed",
+            BusError::JetStream(_) => "jetstream_failed",
+        }
+    }
+
     /// The error to hand on to our own caller: a remote refusal passes through unchanged, an
     /// infrastructure failure becomes `UNAVAILABLE` / `INTERNAL` without its details.
     pub fn into_rpc(self) -> RpcError {

@@ -13,6 +13,11 @@
 //! work. Deadlines: a request carrying `Sspr-Deadline-Ms` runs with that budget as its task's
 //! deadline ([`crate::deadline`]); one whose budget is spent before its handler starts is
 //! dropped unanswered (its caller stopped waiting). Idempotency: see [`crate::idempotency`].
+//!
+//! Metrics: every request is recorded in `sspr_nats_server_duration_seconds{service,endpoint,
+//! status}` from its arrival to its reply, `status` being `ok` or the code word of the refusal
+//! (`unavailable` for a load-shed refusal, `deadline_exceeded` for one dropped unanswered).
+//! `endpoint` is `<service>.<method>` ([`subjects::endpoint_of`]), never a raw subject.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -176,6 +181,7 @@ pub async fn serve(
             .clone()
             .filter(|_| router.idempotent.contains(subject));
         let endpoint = Arc::new(Endpoint {
+            service: router.service.clone(),
             subject,
             handler,
             idempotency,
@@ -199,6 +205,8 @@ pub async fn serve(
 
 /// One served subject.
 struct Endpoint {
+    /// The service's short name (`directory`): the `service` label of its metrics.
+    service: String,
     subject: &'static str,
     handler: Handler,
     /// Set when the route is marked idempotent and the router has a store.
@@ -225,7 +233,7 @@ async fn endpoint_loop(
                     }
                     // Full: refuse now rather than queue; the reply is cheap and needs no permit.
                     Err(_) => {
-                        in_flight.spawn(refuse_busy(endpoint.subject, request));
+                        in_flight.spawn(refuse_busy(Arc::clone(&endpoint), request, received));
                     }
                 }
             }
@@ -236,10 +244,27 @@ async fn endpoint_loop(
 }
 
 /// Answers `UNAVAILABLE` without running the handler: the service is at its in-flight limit.
-async fn refuse_busy(subject: &'static str, request: service::Request) {
-    tracing::debug!(subject, "refused: too many requests in flight");
+async fn refuse_busy(endpoint: Arc<Endpoint>, request: service::Request, received: Instant) {
+    tracing::debug!(
+        subject = endpoint.subject,
+        "refused: too many requests in flight"
+    );
     let busy = RpcError::unavailable("server busy, try again shortly").with_retry_after(1);
     respond(request, Err(busy)).await;
+    endpoint.observe(ErrorCode::Unavailable.as_str(), received);
+}
+
+impl Endpoint {
+    /// Records one request in `sspr_nats_server_duration_seconds`: `status` is `ok` or the
+    /// code word of the refusal, the time counts from when the request was received.
+    fn observe(&self, status: &str, received: Instant) {
+        sspr_telemetry::metrics::catalogue()
+            .nats_server_duration
+            .observe(
+                &[&self.service, subjects::endpoint_of(self.subject), status],
+                received.elapsed().as_secs_f64(),
+            );
+    }
 }
 
 async fn handle(
@@ -261,11 +286,15 @@ async fn handle(
             subject,
             "dropped: the caller's deadline passed before it was served"
         );
+        endpoint.observe(ErrorCode::DeadlineExceeded.as_str(), received);
         return;
     }
     let raw_request_id = headers
         .and_then(|h| h.get(REQUEST_ID_HEADER))
         .map(|v| v.as_str().to_owned());
+    // OpenTelemetry messaging conventions (the request is a message processed by this
+    // consumer) with the RPC attributes of the call it carries. The subject is a constant of
+    // `subjects`: it never holds an id or a secret.
     let span = tracing::info_span!(
         "nats.process",
         otel.name = %format!("process {subject}"),
@@ -273,10 +302,14 @@ async fn handle(
         otel.status_code = tracing::field::Empty,
         messaging.system = "nats",
         messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = %subject,
+        messaging.consumer.group.name = %format!("sspr-{}", endpoint.service),
         rpc.system = "nats",
+        rpc.service = %endpoint.service,
         rpc.method = %subjects::method_of(subject),
         error.code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
     );
     trace::set_parent_from(&span, headers);
     async {
@@ -308,14 +341,20 @@ async fn handle(
         };
         let (result, work) = crate::work::measure(deadline::scope(deadline, run)).await;
         crate::work::add(subject, &work);
-        if let Err(e) = &result {
-            let span = tracing::Span::current();
-            span.record("error.code", e.code as i32);
-            if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
-                span.record("otel.status_code", "ERROR");
+        let status = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                let span = tracing::Span::current();
+                span.record("error.code", e.code as i32);
+                span.record("error.type", e.code.as_str());
+                if e.code.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+                e.code.as_str()
             }
-        }
+        };
         respond(request, result).await;
+        endpoint.observe(status, received);
     }
     .instrument(span)
     .await

@@ -152,3 +152,48 @@ pub mod rpc {
 pub fn method_of(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)
 }
+
+/// The endpoint name of a request/reply subject, `<service>.<method>` for
+/// `sspr.rpc.<service>.<method>` (e.g. `verification.start_reset`), and `other` for any other
+/// subject: the `endpoint` label of the RPC metrics, so a label value is always a name from
+/// this module, never a subject built at run time.
+pub fn endpoint_of(subject: &str) -> &str {
+    let Some(rest) = subject.strip_prefix("sspr.rpc.") else {
+        return "other";
+    };
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 64
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    match rest.split_once('.') {
+        Some((service, method)) if word(service) && word(method) => rest,
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_names_not_raw_subjects() {
+        assert_eq!(
+            endpoint_of(rpc::verification::START_RESET),
+            "verification.start_reset"
+        );
+        assert_eq!(endpoint_of(rpc::audit::LIST_EVENTS), "audit.list_events");
+        for other in [
+            "sspr.rpc.verification",
+            "sspr.rpc.a.b.c",
+            "sspr.rpc.A.b",
+            "sspr.rpc..b",
+            "sspr.events.v1.code.issued",
+            "$SRV.PING",
+            "",
+        ] {
+            assert_eq!(endpoint_of(other), "other", "{other:?}");
+        }
+    }
+}

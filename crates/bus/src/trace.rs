@@ -5,6 +5,7 @@
 
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -29,8 +30,35 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Writes the current span's trace context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
-    let cx = tracing::Span::current().context();
+    inject(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s trace context into `headers`.
+pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
+    let cx = span.context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// The valid trace context carried by `headers` (`traceparent`/`tracestate`), if any.
+pub fn context_in(headers: &HeaderMap) -> Option<SpanContext> {
+    // Against an empty context: `extract` falls back to the current one when the headers
+    // carry nothing, which would pass the caller's own context off as the message's.
+    let cx = TraceContextPropagator::new()
+        .extract_with_context(&opentelemetry::Context::new(), &HeaderExtractor(headers));
+    let span_context = cx.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// Links `span` to `origin` when `origin` belongs to another trace than the current span's
+/// (work done in a batch for requests of other traces); within the same trace `origin` is an
+/// ancestor already and needs no link.
+pub fn link_if_foreign(span: &tracing::Span, origin: SpanContext) {
+    let current = tracing::Span::current().context();
+    let current = current.span();
+    let current = current.span_context();
+    if !(current.is_valid() && current.trace_id() == origin.trace_id()) {
+        span.add_link(origin);
+    }
 }
 
 /// The `traceparent` of the current span, if it has a valid trace context (for storing with

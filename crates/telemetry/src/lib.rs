@@ -1,7 +1,8 @@
 //! Telemetry for every sspr binary: structured logs, OpenTelemetry traces, health endpoints.
 //!
 //! - [`init`] installs the global `tracing` subscriber (logs to stderr, filter from `RUST_LOG`)
-//!   with an OpenTelemetry layer, so every span has a W3C trace id that the bus propagates.
+//!   with an OpenTelemetry layer, so every span has a W3C trace id that the bus propagates;
+//!   every log line inside a traced span ends in `trace_id=<32 hex digits>`.
 //!   Spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`health`] serves `/healthz` (the process is up), `/readyz` (its dependencies answer) and
 //!   `/metrics` (the Prometheus text format of [`metrics::catalogue`]).
@@ -10,6 +11,7 @@
 //! Never record a secret (code, password, session id, token, key) in a span field or log line.
 
 pub mod health;
+mod log_format;
 pub mod metrics;
 mod tracing_setup;
 

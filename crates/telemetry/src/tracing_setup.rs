@@ -152,17 +152,30 @@ fn install(
     ansi: bool,
 ) -> Telemetry {
     let tracer = provider.tracer("sspr");
+    let dispatch = crate::log_format::DispatchSlot::default();
+    let format = tracing_subscriber::fmt::format().with_target(true);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(log_writer)
-        .with_target(true);
+        .fmt_fields(crate::log_format::TraceIdFields::default());
     // Production keeps the default (colours unless NO_COLOR is set); captures want plain text.
-    let fmt = if ansi { fmt } else { fmt.with_ansi(false) };
-    let fmt = fmt.with_filter(filter.and(no_protocol_dumps()));
+    let (fmt, format) = if ansi {
+        (fmt, format)
+    } else {
+        (fmt.with_ansi(false), format.with_ansi(false))
+    };
+    // Every line inside a traced span ends in `trace_id=<32 hex>` (see `log_format`).
+    let fmt = fmt
+        .event_format(crate::log_format::TraceIdFormat {
+            inner: format,
+            dispatch: dispatch.clone(),
+        })
+        .with_filter(filter.and(no_protocol_dumps()));
     // Spans reach OpenTelemetry whatever the log level, so traces stay whole.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let installed = tracing_subscriber::registry()
+        .with(crate::log_format::DispatchCapture(dispatch))
         .with(fmt)
         .with(otel)
         .try_init()

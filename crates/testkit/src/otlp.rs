@@ -47,6 +47,9 @@ pub struct ReceivedSpan {
     pub status: String,
     /// The status message (set with an error status).
     pub status_message: String,
+    /// The span's links, as (trace id, span id) in lower-case hex: the contexts of other
+    /// traces the span's work was done for (a batch publishing messages of several requests).
+    pub links: Vec<(String, String)>,
 }
 
 impl ReceivedSpan {
@@ -56,6 +59,11 @@ impl ReceivedSpan {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// True when the span links to a span of trace `trace_id`.
+    pub fn links_to_trace(&self, trace_id: &str) -> bool {
+        self.links.iter().any(|(t, _)| t == trace_id)
     }
 
     /// True for a span without a parent.
@@ -193,6 +201,11 @@ impl TraceService for Receiver {
                         scope_name: scope_name.clone(),
                         status: status_name(status).to_owned(),
                         status_message,
+                        links: span
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
                     });
                 }
             }

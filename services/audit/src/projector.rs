@@ -158,11 +158,18 @@ pub async fn consume(
 }
 
 async fn handle(store: &AuditStore, clock: &SharedClock, message: jetstream::Message) {
+    // OpenTelemetry messaging conventions for processing a consumed message. The record keeps
+    // the trace id of the message's `traceparent` (the request that caused the event), which
+    // is also this span's trace.
     let span = tracing::info_span!(
         "audit.project",
+        otel.name = %format!("process {}", message.subject),
         otel.kind = "consumer",
         messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = %message.subject,
+        messaging.consumer.group.name = subjects::AUDIT_CONSUMER,
     );
     sspr_bus::trace::set_parent_from(&span, message.headers.as_ref());
     let traceparent = message

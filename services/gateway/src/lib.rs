@@ -7,7 +7,8 @@
 //! It determines the client IP (peer address, or `X-Forwarded-For` behind trusted proxies) and
 //! continues the caller's W3C trace. It passes the client's deadline (`grpc-timeout`) and, on
 //! mutating calls, its idempotency key (`x-request-id`) on to the services, and sheds load
-//! beyond `SSPR_GATEWAY_MAX_IN_FLIGHT` concurrent calls with `UNAVAILABLE`.
+//! beyond `SSPR_GATEWAY_MAX_IN_FLIGHT` concurrent calls with `UNAVAILABLE`. Every call is
+//! counted and timed by method and status code (`sspr_grpc_server_duration_seconds`).
 //!
 //! Invariants: no password, code, session id or token is ever logged, traced or put in a status
 //! message; passwords are forwarded byte for byte (never trimmed or truncated); admin calls are
@@ -20,6 +21,7 @@ mod call;
 pub mod challenge;
 pub mod domain;
 mod error;
+mod grpc_metrics;
 mod oversized;
 mod server;
 mod shed;

@@ -91,6 +91,8 @@ pub(crate) async fn bind(
     }
     let router = server
         .timeout(CALL_TIMEOUT)
+        // Outermost, so it measures what the client gets, refusals and size limits included.
+        .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(
             crate::oversized::map_response,
         ))
