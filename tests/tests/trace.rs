@@ -437,6 +437,14 @@ async fn one_trace_across_processes() {
     assert_eq!(publish.kind, "producer");
     assert_ne!(publish.trace_id, trace_id);
     assert_eq!(publish.attribute("messaging.operation.type"), Some("send"));
+    // ... inside the span of the relay's batch.
+    let batch = spans
+        .iter()
+        .find(|s| s.span_id == publish.parent_span_id)
+        .expect("the publish is a child of the relay's batch span");
+    assert_eq!(batch.name, "outbox relay", "{batch:?}");
+    assert_eq!(batch.service_name, "sspr-verification");
+    assert_eq!(batch.trace_id, publish.trace_id);
 
     // The delivery span in notification is a child of a span of the SendCode call.
     let span_ids: BTreeSet<&str> = ours.iter().map(|s| s.span_id.as_str()).collect();

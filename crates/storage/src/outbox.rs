@@ -30,6 +30,7 @@ use sea_orm_migration::prelude::{
 };
 use sspr_bus::Bus;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 /// The `outbox` table.
@@ -318,6 +319,22 @@ impl OutboxRelay {
             .limit(self.batch)
             .all(&self.db)
             .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // One span per batch: each row's publish span is its child and links to the trace the
+        // row was committed under (its stored traceparent), as batched work should.
+        let span = tracing::info_span!(
+            "outbox relay",
+            otel.kind = "internal",
+            messaging.system = "nats",
+            messaging.batch.message_count = rows.len(),
+            sspr.service = %self.service,
+        );
+        self.publish_rows(rows).instrument(span).await
+    }
+
+    async fn publish_rows(&self, rows: Vec<entity::Model>) -> Result<usize, RelayError> {
         let mut published = 0;
         for row in rows {
             let mut headers = async_nats::HeaderMap::new();
