@@ -932,8 +932,20 @@ const EXPECTED_AFTER_ONE_RESET: &[Expected] = &[
     },
     Expected {
         series: "sspr_nats_server_duration_seconds_count",
-        labels: &[("service", "*verification")],
+        labels: &[
+            ("service", "verification"),
+            ("endpoint", "verification.complete_reset"),
+            ("status", "ok"),
+        ],
         recorded_by: "every service's NATS endpoints (rpc)",
+    },
+    Expected {
+        series: "sspr_nats_client_duration_seconds_count",
+        labels: &[
+            ("endpoint", "verification.complete_reset"),
+            ("status", "ok"),
+        ],
+        recorded_by: "the gateway's requests (rpc)",
     },
     Expected {
         series: "sspr_code_delivery_duration_seconds_count",
