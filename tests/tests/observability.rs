@@ -1070,7 +1070,11 @@ async fn scrape(process: &str, port: u16) -> Scrape {
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
-            types.insert(name.to_owned(), kind.to_owned());
+            // Prometheus refuses a scrape that types one family twice.
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{process}: # TYPE {name} twice"
+            );
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let sample = parse_sample(line)
                 .unwrap_or_else(|| panic!("{process}: unparsable sample line {line:?}"));
