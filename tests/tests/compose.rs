@@ -1,8 +1,11 @@
-//! Validates `docker-compose.yml`, `deploy/Dockerfile` and `deploy/otel-collector.yaml` without
-//! Docker: every service the stack needs exists, each sspr service runs its own binary from the
-//! multi-stage image, points at the right infrastructure by service name, depends on what it
-//! talks to, gets its secrets from the environment (never hard-coded), and sets only variables the
-//! code actually reads.
+//! Validates `docker-compose.yml`, `deploy/Dockerfile` and `deploy/observability/` (collector,
+//! Prometheus, Grafana provisioning) without Docker: every service the stack needs exists, each
+//! sspr service runs its own binary from the multi-stage image, points at the right
+//! infrastructure by service name, depends on what it talks to, gets its secrets from the
+//! environment (never hard-coded), and sets only variables the code actually reads; Prometheus
+//! scrapes every sspr service where compose serves its metrics, and Grafana gets the dashboard and
+//! the datasource. (What the alert rules and the dashboard query is checked against the metrics
+//! catalogue in `observability.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -650,4 +653,222 @@ fn host_port_parses_urls() {
         Some(("0.0.0.0".into(), Some(9100)))
     );
     assert_eq!(host_port("${SSPR_CODE_KEY:?set it}"), None);
+}
+
+/// `host:container[:mode]` bind mounts of a service as (host path relative to the repo, path in
+/// the container); named volumes are left out.
+fn bind_mounts(svc: &Value) -> Vec<(String, String)> {
+    svc.get("volumes")
+        .and_then(Value::as_sequence)
+        .map(|v| v.iter().map(str_of).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.starts_with("./"))
+        .map(|m| {
+            let mut parts = m.split(':');
+            (
+                parts.next().unwrap().trim_start_matches("./").to_owned(),
+                parts.next().expect("a container path").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The container path where `host` (relative to the repo) is mounted in `svc`.
+fn mounted_at(svc: &Value, name: &str, host: &str) -> String {
+    let mounts = bind_mounts(svc);
+    let (_, at) = mounts
+        .iter()
+        .find(|(h, _)| h == host)
+        .unwrap_or_else(|| panic!("{name} does not mount {host}: {mounts:?}"));
+    at.clone()
+}
+
+fn profiles(svc: &Value) -> Vec<String> {
+    svc.get("profiles")
+        .and_then(Value::as_sequence)
+        .map(|p| p.iter().map(str_of).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn collector_turns_otlp_metrics_into_a_prometheus_endpoint() {
+    let config: Value =
+        serde_yaml::from_str(&read("deploy/observability/otel-collector.yaml")).unwrap();
+    for pipeline in ["traces", "metrics"] {
+        let p = &config["service"]["pipelines"][pipeline];
+        let list = |key: &str| -> Vec<String> {
+            p[key]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{pipeline} pipeline has {key}"))
+                .iter()
+                .map(str_of)
+                .collect()
+        };
+        assert_eq!(list("receivers"), ["otlp"], "{pipeline}");
+        let processors = list("processors");
+        assert_eq!(
+            processors.first().map(String::as_str),
+            Some("memory_limiter"),
+            "{pipeline}: the memory limiter comes first"
+        );
+        assert_eq!(
+            processors.last().map(String::as_str),
+            Some("batch"),
+            "{pipeline}: batch comes last"
+        );
+        for processor in &processors {
+            assert!(
+                !config["processors"][processor.as_str()].is_null(),
+                "processor {processor} is defined"
+            );
+        }
+        for exporter in list("exporters") {
+            assert!(
+                config["exporters"].get(exporter.as_str()).is_some(),
+                "exporter {exporter} is defined"
+            );
+        }
+    }
+    let metrics_exporters: Vec<String> = config["service"]["pipelines"]["metrics"]["exporters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    assert!(metrics_exporters.iter().any(|e| e == "prometheus"));
+    let prometheus = &config["exporters"]["prometheus"];
+    assert_eq!(
+        host_port(prometheus["endpoint"].as_str().expect("endpoint")),
+        Some(("0.0.0.0".to_owned(), Some(8889)))
+    );
+    assert_eq!(
+        prometheus["add_metric_suffixes"].as_bool(),
+        Some(false),
+        "the names already end in their unit and _total: keep them as the services serve them"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_every_sspr_service_where_compose_serves_its_metrics() {
+    let doc = compose();
+    let prometheus = service(&doc, "prometheus");
+    assert!(image(prometheus).starts_with("prom/prometheus:"));
+    assert_eq!(profiles(prometheus), ["observability"], "optional");
+    let config_at = mounted_at(
+        prometheus,
+        "prometheus",
+        "deploy/observability/prometheus.yml",
+    );
+    let alerts_at = mounted_at(prometheus, "prometheus", "deploy/observability/alerts.yml");
+    // rule_files: [alerts.yml] is relative to the config file.
+    assert_eq!(
+        Path::new(&alerts_at).parent(),
+        Path::new(&config_at).parent(),
+        "alerts.yml sits beside prometheus.yml"
+    );
+    for (host, _) in bind_mounts(prometheus) {
+        assert!(repo_root().join(&host).is_file(), "{host} exists");
+    }
+    assert!(
+        command(prometheus)
+            .iter()
+            .any(|w| w == &format!("--config.file={config_at}")),
+        "prometheus reads the mounted config"
+    );
+
+    let config: Value = serde_yaml::from_str(&read("deploy/observability/prometheus.yml")).unwrap();
+    let jobs: BTreeMap<String, Vec<String>> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .map(|job| {
+            let targets = job["static_configs"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["targets"].as_sequence().into_iter().flatten())
+                .map(str_of)
+                .collect();
+            (str_of(&job["job_name"]), targets)
+        })
+        .collect();
+    let all: BTreeSet<String> = services(&doc).keys().map(str_of).collect();
+    for (name, _) in SSPR_SERVICES {
+        let env = environment(service(&doc, name));
+        let (_, port) = host_port(&env["SSPR_METRICS_ADDR"]).unwrap();
+        let job = format!("sspr-{name}");
+        let targets = jobs
+            .get(&job)
+            .unwrap_or_else(|| panic!("no scrape job {job}: {jobs:?}"));
+        assert_eq!(
+            targets,
+            &[format!("{name}:{}", port.unwrap())],
+            "{job} scrapes {name}'s SSPR_METRICS_ADDR"
+        );
+    }
+    for (job, targets) in &jobs {
+        for target in targets {
+            let (host, _) = host_port(target).unwrap();
+            assert!(all.contains(&host), "{job} scrapes unknown host {host}");
+        }
+    }
+    assert!(
+        jobs.contains_key("otel-collector"),
+        "the collector's own metrics"
+    );
+}
+
+#[test]
+fn grafana_is_provisioned_with_prometheus_and_the_dashboard() {
+    let doc = compose();
+    let grafana = service(&doc, "grafana");
+    assert!(image(grafana).starts_with("grafana/grafana:"));
+    assert_eq!(profiles(grafana), ["observability"], "optional");
+    assert!(depends_on(grafana).contains_key("prometheus"));
+    let provisioning = mounted_at(
+        grafana,
+        "grafana",
+        "deploy/observability/grafana/provisioning",
+    );
+    assert_eq!(provisioning, "/etc/grafana/provisioning");
+    let dashboard_at = mounted_at(
+        grafana,
+        "grafana",
+        "deploy/observability/grafana/code-delivery.json",
+    );
+
+    let providers: Value = serde_yaml::from_str(&read(
+        "deploy/observability/grafana/provisioning/dashboards/sspr.yml",
+    ))
+    .unwrap();
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("a file provider path");
+    assert_eq!(
+        Path::new(&dashboard_at).parent(),
+        Some(Path::new(path)),
+        "the dashboard is mounted where the provider looks"
+    );
+
+    let datasources: Value = serde_yaml::from_str(&read(
+        "deploy/observability/grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .unwrap();
+    let ds = &datasources["datasources"][0];
+    assert_eq!(ds["type"].as_str(), Some("prometheus"));
+    assert_eq!(
+        host_port(ds["url"].as_str().unwrap()),
+        Some(("prometheus".to_owned(), Some(9090)))
+    );
+
+    // Nothing the sspr services need waits for the optional ones.
+    for (name, _) in SSPR_SERVICES {
+        let deps = depends_on(service(&doc, name));
+        assert!(!deps.contains_key("prometheus") && !deps.contains_key("grafana"));
+        assert!(
+            profiles(service(&doc, name)).is_empty(),
+            "{name} always runs"
+        );
+    }
 }
