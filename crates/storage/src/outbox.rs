@@ -30,8 +30,8 @@ use sea_orm_migration::prelude::{
 };
 use sspr_bus::Bus;
 use tokio::sync::Notify;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The `outbox` table.
 pub mod entity {
