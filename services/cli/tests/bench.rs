@@ -177,3 +177,169 @@ fn bench_runs_the_full_flow_against_its_own_stack_and_prints_every_table() {
     assert!(stdout.contains("## against the targets"), "{stdout}");
     assert!(stdout.contains("of the hashing ceiling"), "{stdout}");
 }
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The parts of a policy the bench may touch, to compare before and after.
+fn touched(p: &sspr_proto::admin::v1::Policy) -> impl PartialEq + std::fmt::Debug {
+    (
+        p.scope,
+        p.group_ids.clone(),
+        p.methods_required,
+        p.allowed_methods.clone(),
+        p.require_full_destination,
+        p.limits.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_a_running_stack_puts_the_policy_back_after_ctrl_c() -> anyhow::Result<()> {
+    use sspr_proto::admin::v1::{self as admin, admin_client::AdminClient};
+    use sspr_proto::common::v1::MethodKind;
+    use tokio::io::AsyncBufReadExt;
+
+    const TOKEN: &str = "bench-test-admin-token-0123456789";
+    let sspr = PathBuf::from(env!("CARGO_BIN_EXE_sspr"));
+    let nats = sspr_testkit::NatsServer::start().await?;
+    let data = tempfile::tempdir()?;
+    let smtp_port = free_port();
+    let stack = sspr_cli::dev::Stack::start(sspr_cli::dev::StackOptions {
+        nats_url: nats.url(),
+        db: sspr_storage::DbSettings {
+            data_dir: data.path().to_path_buf(),
+            database_url: None,
+        },
+        mail: sspr_cli::dev::smtp_transport(&format!("smtp://127.0.0.1:{smtp_port}"))?,
+        mail_from: None,
+        sms_webhook_url: None,
+        sms_dir: None,
+        code_key: [7u8; 32],
+        code_key_ring: None,
+        admin_token: TOKEN.to_owned(),
+        named_admin_tokens: None,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        clock: sspr_clock::system(),
+        resend_after: std::time::Duration::ZERO,
+        directory: sspr_directory::Config::default(),
+        policy: sspr_policy::Config::default(),
+        bus_config: None,
+        verification_replicas: 1,
+        trusted_proxy_hops: 1,
+        challenge_verify_url: None,
+        challenge_secret: None,
+        sms: Default::default(),
+    })
+    .await?;
+    let gateway = format!("http://{}", stack.grpc_addr());
+    let mut client = AdminClient::connect(gateway.clone()).await?;
+    let as_admin = |body| {
+        let mut req = tonic::Request::new(body);
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {TOKEN}").parse().expect("ascii"),
+        );
+        req
+    };
+    let get = |client: &mut AdminClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        let req = as_admin(admin::GetPolicyRequest {});
+        async move { anyhow::Ok(client.get_policy(req).await?.into_inner()) }
+    };
+    // The organisation's own policy, which the bench must leave as it found it.
+    let mut req = tonic::Request::new(admin::SetPolicyRequest {
+        policy: Some(admin::Policy {
+            scope: admin::Scope::Selected as i32,
+            group_ids: vec!["staff".to_owned()],
+            methods_required: 2,
+            allowed_methods: vec![MethodKind::Email as i32, MethodKind::Sms as i32],
+            limits: Some(admin::Limits {
+                email_sends_per_10_minutes: Some(7),
+                code_length: Some(9),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
+    client.set_policy(req).await?;
+    let before = get(&mut client).await?;
+
+    let mut bench = tokio::process::Command::new(&sspr)
+        .args([
+            "bench",
+            "--gateway",
+            &gateway,
+            "--smtp-listen",
+            &format!("127.0.0.1:{smtp_port}"),
+            "--nats-url",
+            &nats.url(),
+            "--rates",
+            "3",
+            "--duration",
+            "120s",
+            "--warmup",
+            "0s",
+            "--users",
+            "4",
+            "--floor-samples",
+            "20",
+        ])
+        .env("SSPR_ADMIN_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = bench.stderr.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let running = tokio::time::timeout(std::time::Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await? {
+            let started = line.contains("rate 3/s");
+            seen.push(line);
+            if started {
+                return anyhow::Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    assert!(
+        matches!(running, Ok(Ok(true))),
+        "the bench never reached its load: {seen:?}"
+    );
+    // Under load, the throttles are out of the way and the bench's users are in scope.
+    let during = get(&mut client).await?;
+    let limits = during.limits.clone().unwrap_or_default();
+    assert_eq!(limits.ip_start_reset_per_minute, Some(10_000));
+    assert_eq!(limits.code_length, Some(9), "unrelated limits are kept");
+    assert!(during.group_ids.contains(&"sspr-bench".to_owned()));
+    assert_eq!(during.methods_required, 1);
+
+    let pid = bench.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await?;
+    assert!(sent.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), bench.wait()).await??;
+    assert!(!status.success(), "an interrupted bench reports failure");
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("restoring the previous policy")),
+        "{seen:?}"
+    );
+    let after = get(&mut client).await?;
+    assert_eq!(touched(&after), touched(&before));
+    stack.stop().await;
+    Ok(())
+}
