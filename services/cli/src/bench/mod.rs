@@ -47,8 +47,10 @@ pub struct BenchOptions {
     /// Unrecorded warm-up before each rate's recorded time, at the same rate.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub warmup: Duration,
-    /// Users in the population, used in turn; default: twice the highest rate (at least 20), so
-    /// no user has two flows at once unless a flow takes over two seconds.
+    /// Users in the population, used in turn; default: enough that no user has two flows at
+    /// once unless a flow takes over half a second (half the highest rate) and that no user gets
+    /// more than 80 codes in the whole run (the email throttle allows 100 per 10 minutes), at
+    /// least 20. Each costs two Argon2id hashes to set up.
     #[arg(long)]
     pub users: Option<usize>,
     /// `start-send`: StartReset + SendCode (+ the mail's delivery); `full`: also VerifyCode
@@ -224,6 +226,15 @@ pub async fn main(opts: BenchOptions) -> anyhow::Result<()> {
     result
 }
 
+/// See `--users`.
+fn default_users(opts: &BenchOptions) -> usize {
+    let max_rate = opts.rates.iter().cloned().fold(0.0, f64::max);
+    let per_rate = (opts.warmup + opts.duration).as_secs_f64();
+    let total: f64 = opts.rates.iter().map(|r| r * per_rate).sum();
+    let users = (max_rate / 2.0).max(total / 80.0).ceil();
+    (users as usize).max(20)
+}
+
 fn process_name(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
@@ -268,11 +279,7 @@ async fn run(
         pid: std::process::id(),
         sspr: false,
     });
-    let max_rate = opts.rates.iter().cloned().fold(0.0, f64::max);
-    let users = opts
-        .users
-        .unwrap_or_else(|| ((max_rate * 2.0).ceil() as usize).max(20))
-        .max(1);
+    let users = opts.users.unwrap_or_else(|| default_users(opts)).max(1);
     let gw = Gateway::connect(gateway_url, admin_token, opts.connections).await?;
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -553,8 +560,37 @@ async fn run_rate(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchOptions,
+    }
+
+    fn options(args: &[&str]) -> BenchOptions {
+        Cli::parse_from(std::iter::once("bench").chain(args.iter().copied())).bench
+    }
+
+    #[test]
+    fn the_default_population_spreads_flows_and_codes_thin_enough() {
+        // 22,200 flows in all; the highest rate alone needs 500 users for 0.5 s per flow.
+        assert_eq!(default_users(&options(&[])), 500);
+        // A long run at a low rate: at most 80 codes per user.
+        assert_eq!(
+            default_users(&options(&[
+                "--rates",
+                "50",
+                "--duration",
+                "10m",
+                "--warmup",
+                "0s"
+            ])),
+            375
+        );
+        assert_eq!(default_users(&options(&["--rates", "4"])), 20);
+    }
 
     #[test]
     fn durations_parse_with_units() {
