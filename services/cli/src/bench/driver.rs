@@ -45,6 +45,29 @@ pub fn client_ip(i: usize) -> String {
     format!("198.18.{}.{}", i / 256, i % 256)
 }
 
+/// The users not in a flow, least recently used first.
+#[derive(Clone)]
+pub struct UserPool(Arc<std::sync::Mutex<std::collections::VecDeque<usize>>>);
+
+impl UserPool {
+    pub fn new(users: usize) -> Self {
+        Self(Arc::new(std::sync::Mutex::new((0..users).collect())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle user, now busy; `None` when every user is in a flow.
+    pub fn take(&self) -> Option<usize> {
+        self.lock().pop_front()
+    }
+
+    pub fn give_back(&self, user: usize) {
+        self.lock().push_back(user);
+    }
+}
+
 /// gRPC channels to the gateway, used in turn (HTTP/2 multiplexes many calls on each).
 #[derive(Clone)]
 pub struct Gateway {
@@ -519,6 +542,17 @@ fn new_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_is_in_one_flow_at_a_time_and_idle_users_go_round() {
+        let pool = UserPool::new(2);
+        assert_eq!(pool.take(), Some(0));
+        assert_eq!(pool.take(), Some(1));
+        assert_eq!(pool.take(), None, "both are busy");
+        pool.give_back(1);
+        pool.give_back(0);
+        assert_eq!(pool.take(), Some(1), "least recently used first");
+    }
 
     #[test]
     fn client_addresses_stay_in_the_benchmarking_range() {

@@ -427,7 +427,7 @@ async fn load(
 
     let ticks = cpu::ticks_per_second();
     let mut results = Vec::new();
-    let mut next_user = 0usize;
+    let pool = driver::UserPool::new(users);
     for &rate in &opts.rates {
         eprintln!("sspr bench: rate {rate}/s");
         let schedule = Schedule {
@@ -435,17 +435,7 @@ async fn load(
             warmup: opts.warmup,
             duration: opts.duration,
         };
-        let r = run_rate(
-            schedule,
-            opts.flow,
-            gw,
-            sink,
-            users,
-            &mut next_user,
-            &watched,
-            ticks,
-        )
-        .await;
+        let r = run_rate(schedule, opts.flow, gw, sink, &pool, &watched, ticks).await;
         let _ = write!(stdout, "{}", report::rate(&r, floors));
         let _ = stdout.flush();
         results.push(r);
@@ -464,8 +454,7 @@ async fn run_rate(
     kind: FlowKind,
     gw: &Gateway,
     sink: &Arc<SmtpSink>,
-    users: usize,
-    next_user: &mut usize,
+    pool: &driver::UserPool,
     watched: &[cpu::Watched],
     ticks: u64,
 ) -> RateResult {
@@ -486,10 +475,26 @@ async fn run_rate(
         } else if schedule.is_recorded(i) {
             max_start_lag = max_start_lag.max(now - due);
         }
-        let user = *next_user % users;
-        *next_user += 1;
-        let flow = driver::run_flow(gw.clone(), sink.clone(), kind, i, user, due);
-        flows.push((schedule.is_recorded(i), tokio::spawn(flow)));
+        // A user has one flow at a time (its mails are told apart by recipient); when every
+        // user is busy the flow fails at once, as a client that found no account to use.
+        let flow = match pool.take() {
+            Some(user) => {
+                let (gw, sink, pool) = (gw.clone(), sink.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let outcome = driver::run_flow(gw, sink, kind, i, user, due).await;
+                    pool.give_back(user);
+                    outcome
+                })
+            }
+            None => tokio::spawn(async {
+                driver::FlowOutcome {
+                    error: Some((Step::StartReset, "no idle bench user".to_owned())),
+                    ended: Some(Instant::now()),
+                    ..Default::default()
+                }
+            }),
+        };
+        flows.push((schedule.is_recorded(i), flow));
     }
     let mut steps: BTreeMap<Step, hdrhistogram::Histogram<u64>> = kind
         .steps()
