@@ -61,6 +61,10 @@ enum Command {
         #[command(subcommand)]
         command: ResetCommand,
     },
+    /// Open-loop load benchmark of the reset flow at fixed arrival rates, with the machine's
+    /// physical floors (NATS, JetStream, tonic, SMTP, Argon2id) measured in the same run.
+    /// Starts its own stack (the sspr-* binaries beside this one) unless --gateway is given.
+    Bench(sspr_cli::bench::BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +110,7 @@ async fn main() -> ExitCode {
         Command::Admin { gateway, command } => client::admin(&gateway, command).await,
         Command::Register { gateway, command } => client::register(&gateway, command).await,
         Command::Reset { gateway, command } => client::reset(&gateway, command).await,
+        Command::Bench(options) => sspr_cli::bench::main(options).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

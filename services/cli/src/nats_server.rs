@@ -60,6 +60,11 @@ impl LocalNatsServer {
         &self.url
     }
 
+    /// The server's process id (for `sspr bench`'s CPU accounting); `None` once it exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the server and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
