@@ -27,7 +27,7 @@ pub mod trace;
 pub mod work;
 
 pub use access::{NatsAuth, NatsTls};
-pub use client::{Bus, BusConfig, DEFAULT_MAX_IN_FLIGHT};
+pub use client::{Bus, BusConfig, DEFAULT_MAX_IN_FLIGHT, DurableMessage};
 pub use error::{
     BadRequest, BusError, DETAILS_HEADER, ErrorCode, FieldViolation, REASON_HEADER,
     RETRY_AFTER_HEADER, RpcError,

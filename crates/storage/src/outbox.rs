@@ -335,31 +335,53 @@ impl OutboxRelay {
     }
 
     async fn publish_rows(&self, rows: Vec<entity::Model>) -> Result<usize, RelayError> {
-        let mut published = 0;
+        // Pipelined: the whole batch goes out before any ack is awaited, then every row that
+        // reached the stream is marked in one statement. A row that failed stays unpublished
+        // for the next pass (a copy that did reach the stream is dropped as a duplicate).
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             let mut headers = async_nats::HeaderMap::new();
             if let Some(tp) = &row.traceparent {
                 headers.insert("traceparent", tp.as_str());
             }
-            self.bus
-                .publish_durable(
-                    &row.subject,
-                    &row.msg_id,
-                    headers,
-                    Bytes::from(row.payload.clone()),
+            ids.push(row.id);
+            messages.push(sspr_bus::DurableMessage {
+                subject: row.subject,
+                msg_id: row.msg_id,
+                headers,
+                payload: Bytes::from(row.payload),
+            });
+        }
+        let results = self.bus.publish_durable_batch(messages).await;
+        let mut first_error = None;
+        let mut sent = Vec::with_capacity(ids.len());
+        for (id, result) in ids.into_iter().zip(results) {
+            match result {
+                Ok(()) => sent.push(id),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !sent.is_empty() {
+            entity::Entity::update_many()
+                .col_expr(
+                    entity::Column::PublishedAt,
+                    sea_orm::sea_query::Expr::value(chrono::Utc::now()),
                 )
+                .filter(entity::Column::Id.is_in(sent.iter().copied()))
+                .exec(&self.db)
                 .await?;
-            let id = row.id;
-            let mut active: entity::ActiveModel = row.into();
-            active.published_at = Set(Some(chrono::Utc::now()));
-            active.update(&self.db).await?;
-            tracing::debug!(outbox_id = id, "outbox row published");
+            tracing::debug!(rows = sent.len(), "outbox rows published");
             sspr_telemetry::metrics::catalogue()
                 .outbox_published
-                .inc(&[self.service.as_str()]);
-            published += 1;
+                .add(&[self.service.as_str()], sent.len() as u64);
         }
-        Ok(published)
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(sent.len()),
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //!   rows reach the stream exactly once each, in insertion order;
 //! - published but not yet marked (a crash between ack and mark): the next drain republishes
 //!   the row and the stream's duplicate window drops the copy;
+//! - a batch is pipelined (sent whole, then acked) and keeps its order; a row no stream takes
+//!   fails alone;
 //! - retention: published rows older than the cutoff go in batches; unpublished rows stay
 //!   whatever their age.
 
@@ -220,6 +222,59 @@ async fn a_row_published_but_not_marked_is_dropped_as_a_duplicate() -> anyhow::R
             "{}: the duplicate window keeps one copy",
             db.backend()
         );
+        db.cleanup().await?;
+    }
+    Ok(())
+}
+
+/// The relay sends a whole batch before it awaits the acks (one round trip per batch, not per
+/// row) and marks what reached the stream in one statement: order is kept across batches, and
+/// a row no stream takes fails alone, staying unpublished while the rest are marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_batch_keeps_order_and_a_refused_row_stays_alone() -> anyhow::Result<()> {
+    for db in TestDb::all().await? {
+        let nats = NatsServer::start().await?;
+        let bus = Bus::connect(&BusConfig::new(nats.url(), "outbox-test")).await?;
+        streams::ensure(bus.jetstream(), &StreamSettings::default()).await?;
+        let conn = database(&db).await?;
+        // 300 rows: more than one batch (256); row 100 goes to a subject no stream holds.
+        let mut want = Vec::new();
+        for i in 0..300 {
+            let (subject, id) = if i == 100 {
+                ("sspr.nostream.v1.test".to_owned(), format!("event-{i}"))
+            } else {
+                (
+                    format!("sspr.events.v1.test.n{}", i % 7),
+                    format!("event-{i}"),
+                )
+            };
+            outbox::enqueue(&conn, message(&subject, &id), chrono::Utc::now()).await?;
+            if i != 100 {
+                want.push((subject, id));
+            }
+        }
+        let relay = OutboxRelay::new(
+            "outboxbatch",
+            conn.clone(),
+            bus.clone(),
+            OutboxSignal::default(),
+        );
+        let before = published_total("outboxbatch");
+        let first = relay.drain_once().await;
+        assert!(first.is_err(), "the refused row fails the pass: {first:?}");
+        assert_eq!(
+            unpublished(&conn).await?,
+            300 - 255,
+            "{}: the 255 others of the first batch are marked",
+            db.backend()
+        );
+        assert_eq!(published_total("outboxbatch") - before, 255);
+        // Next passes: the refused row fails again on its own; the rest go.
+        let second = relay.drain_once().await;
+        assert!(second.is_err(), "{second:?}");
+        assert_eq!(unpublished(&conn).await?, 1, "only the refused row is left");
+        let seen = stream_messages(&bus).await?;
+        assert_eq!(seen, want, "{}: every row once, in order", db.backend());
         db.cleanup().await?;
     }
     Ok(())
