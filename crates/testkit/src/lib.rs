@@ -35,7 +35,7 @@ mod support;
 pub use db::{TEST_POSTGRES_URL_ENV, TestDb};
 pub use http::{HttpSink, ReceivedRequest};
 pub use nats::{NATS_SERVER_BIN_ENV, NatsConfig, NatsServer};
-pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedMetricPoint, ReceivedSpan};
 pub use postgres::PrivatePostgres;
 pub use process::{Exited, RunningService, ServiceBinary, UNREACHABLE_NATS_URL};
 pub use slapd::{REQUIRE_LDAP_TESTS_ENV, SLAPD_BIN, Slapd};

@@ -1,6 +1,8 @@
-//! An OTLP/gRPC trace receiver for tests: what an OpenTelemetry collector would receive.
+//! An OTLP/gRPC trace and metrics receiver for tests: what an OpenTelemetry collector would
+//! receive.
 //!
-//! It implements the real `opentelemetry.proto.collector.trace.v1.TraceService` over tonic, so
+//! It implements the real `opentelemetry.proto.collector.trace.v1.TraceService` and
+//! `opentelemetry.proto.collector.metrics.v1.MetricsService` over tonic, so
 //! services export to it exactly as to a production collector (`OTEL_EXPORTER_OTLP_ENDPOINT` =
 //! [`OtlpReceiver::endpoint`]). Invariant: every span of every export request is kept, flattened,
 //! with the `service.name` of its resource, so a test can follow one trace across processes.
@@ -11,6 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use tokio::net::TcpListener;
@@ -72,11 +81,36 @@ impl ReceivedSpan {
     }
 }
 
+/// One data point of a metric as received: the metric's name and kind, the exporting
+/// service, the point's attributes, and its value (a sum's or gauge's value, a histogram's
+/// count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMetricPoint {
+    pub name: String,
+    /// `sum`, `gauge`, `histogram` or `exponential_histogram`.
+    pub kind: String,
+    pub unit: String,
+    pub service_name: String,
+    pub attributes: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl ReceivedMetricPoint {
+    /// The value of attribute `key`, rendered as text.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A running OTLP gRPC receiver on 127.0.0.1; stops when dropped.
 #[derive(Debug)]
 pub struct OtlpReceiver {
     addr: SocketAddr,
     spans: Arc<Collector<ReceivedSpan>>,
+    metrics: Arc<Collector<ReceivedMetricPoint>>,
     server: JoinHandle<()>,
 }
 
@@ -88,13 +122,18 @@ impl OtlpReceiver {
             .context("binding the OTLP receiver")?;
         let addr = listener.local_addr().context("OTLP receiver address")?;
         let spans = Collector::new();
+        let metrics = Collector::new();
         let service = TraceServiceServer::new(Receiver {
             spans: Arc::clone(&spans),
+        });
+        let metrics_service = MetricsServiceServer::new(MetricsReceiver {
+            points: Arc::clone(&metrics),
         });
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let server = tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics_service)
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -104,6 +143,7 @@ impl OtlpReceiver {
         Ok(OtlpReceiver {
             addr,
             spans,
+            metrics,
             server,
         })
     }
@@ -129,6 +169,12 @@ impl OtlpReceiver {
             .into_iter()
             .filter(|s| s.trace_id == trace_id)
             .collect()
+    }
+
+    /// Every metric data point received so far, in order of arrival (a metric exported
+    /// periodically shows once per export).
+    pub fn metric_points(&self) -> Vec<ReceivedMetricPoint> {
+        self.metrics.snapshot()
     }
 
     /// Forgets the spans received so far.
@@ -211,6 +257,79 @@ impl TraceService for Receiver {
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+struct MetricsReceiver {
+    points: Arc<Collector<ReceivedMetricPoint>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        for resource_metrics in request.into_inner().resource_metrics {
+            let service_name = resource_metrics
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref())
+                .map(render_value)
+                .unwrap_or_default();
+            for scope_metrics in resource_metrics.scope_metrics {
+                for m in scope_metrics.metrics {
+                    let point =
+                        |kind: &str, attributes: &[KeyValue], value: f64| ReceivedMetricPoint {
+                            name: m.name.clone(),
+                            kind: kind.to_owned(),
+                            unit: m.unit.clone(),
+                            service_name: service_name.clone(),
+                            attributes: attributes.iter().map(render_attribute).collect(),
+                            value,
+                        };
+                    let number = |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| {
+                        match p.value {
+                            Some(number_data_point::Value::AsDouble(v)) => v,
+                            Some(number_data_point::Value::AsInt(v)) => v as f64,
+                            None => 0.0,
+                        }
+                    };
+                    match &m.data {
+                        Some(metric::Data::Sum(sum)) => {
+                            for p in &sum.data_points {
+                                self.points.push(point("sum", &p.attributes, number(p)));
+                            }
+                        }
+                        Some(metric::Data::Gauge(gauge)) => {
+                            for p in &gauge.data_points {
+                                self.points.push(point("gauge", &p.attributes, number(p)));
+                            }
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                self.points
+                                    .push(point("histogram", &p.attributes, p.count as f64));
+                            }
+                        }
+                        Some(metric::Data::ExponentialHistogram(h)) => {
+                            for p in &h.data_points {
+                                self.points.push(point(
+                                    "exponential_histogram",
+                                    &p.attributes,
+                                    p.count as f64,
+                                ));
+                            }
+                        }
+                        Some(metric::Data::Summary(_)) | None => {}
+                    }
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
     }

@@ -224,14 +224,7 @@ impl Stack {
 
     /// Waits until every service answers `$SRV.PING`, or one of them fails to start.
     async fn wait_until_serving(&mut self, bus: &Bus) -> anyhow::Result<()> {
-        let services = [
-            "directory",
-            "policy",
-            "enrolment",
-            "verification",
-            "notification",
-            "audit",
-        ];
+        let services = crate::bench::stack::SERVICES;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for service in services {
             let subject = format!("$SRV.PING.sspr-{service}");

@@ -4,7 +4,8 @@
 //! `rpc.grpc.status_code`, a child of the client's `traceparent`; the NATS request it makes is
 //! a client span `send <subject>` with `messaging.*` and `rpc.*` attributes, a child of the
 //! gRPC span. Server-side failures (`UNAVAILABLE`) mark both spans as errors, a client's
-//! mistake (`INVALID_ARGUMENT`) does not.
+//! mistake (`INVALID_ARGUMENT`) does not. The calls' metrics reach OTLP too, under the names and
+//! labels `/metrics` serves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -172,4 +173,56 @@ async fn grpc_and_nats_spans_follow_the_conventions() {
     assert_eq!(send_request[0].parent_span_id, sends[0].span_id);
     assert_eq!(send_request[0].attribute("error.type"), Some("unavailable"));
     assert_eq!(send_request[0].status, "error");
+
+    // The same calls reached OTLP as metrics (flushed on SIGTERM), under exactly the names and
+    // labels `/metrics` serves.
+    let points = otlp.metric_points();
+    let names = sspr_telemetry::metrics::DESCRIPTORS;
+    for p in points.iter().filter(|p| p.name.starts_with("sspr_")) {
+        let d = names
+            .iter()
+            .find(|d| d.name == p.name)
+            .unwrap_or_else(|| panic!("OTLP metric {} is not in the catalogue", p.name));
+        let mut keys: Vec<&str> = p.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        let mut want = d.labels.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want, "attributes of {}", p.name);
+        assert_eq!(p.service_name, "sspr-gateway");
+    }
+    let grpc = |method: &str, code: &str| {
+        points
+            .iter()
+            .filter(|p| {
+                p.name == "sspr_grpc_server_duration_seconds"
+                    && p.attribute("method") == Some(method)
+                    && p.attribute("code") == Some(code)
+            })
+            .map(|p| p.value)
+            .fold(0.0, f64::max)
+    };
+    let start = "sspr.reset.v1.PasswordReset/StartReset";
+    assert_eq!(grpc(start, "OK"), 1.0, "{points:#?}");
+    assert_eq!(grpc(start, "INVALID_ARGUMENT"), 1.0);
+    assert_eq!(
+        grpc("sspr.reset.v1.PasswordReset/SendCode", "UNAVAILABLE"),
+        1.0
+    );
+    let histogram = points
+        .iter()
+        .find(|p| p.name == "sspr_grpc_server_duration_seconds")
+        .expect("the gRPC histogram");
+    assert_eq!(
+        (histogram.kind.as_str(), histogram.unit.as_str()),
+        ("histogram", "s")
+    );
+    assert!(
+        points
+            .iter()
+            .any(|p| p.name == "sspr_nats_client_duration_seconds"
+                && p.attribute("endpoint") == Some("verification.start_reset")
+                && p.attribute("status") == Some("ok")
+                && p.value == 1.0),
+        "the NATS request's duration: {points:#?}"
+    );
 }

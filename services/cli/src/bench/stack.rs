@@ -20,7 +20,8 @@ use tokio::process::{Child, Command};
 use super::cpu::Watched;
 use crate::nats_server::LocalNatsServer;
 
-/// The services, in start order (the gateway last: it needs the others to answer).
+/// The services behind the gateway, in start order (the gateway last: it needs the others to
+/// answer); also what `sspr dev` waits for.
 pub const SERVICES: [&str; 6] = [
     "directory",
     "policy",
