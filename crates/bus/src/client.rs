@@ -280,19 +280,21 @@ impl Bus {
         &self,
         subject: &str,
         msg_id: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        let span = publish_span(subject, &mut headers);
-        let result = self
-            .send_durable(subject, msg_id, headers, payload)
-            .instrument(span.clone())
+        let mut results = self
+            .publish_durable_batch(vec![DurableMessage {
+                subject: subject.to_owned(),
+                msg_id: msg_id.to_owned(),
+                headers,
+                payload,
+            }])
             .await;
-        if let Err(e) = &result {
-            span.record("error.type", e.status_word());
-            span.record("otel.status_code", "ERROR");
+        match results.pop() {
+            Some(result) => result,
+            None => unreachable!("one result per message"),
         }
-        result
     }
 
     /// Publishes `messages` to JetStream in order, pipelined: every message is handed to the
@@ -326,57 +328,32 @@ impl Bus {
                 .await;
             pending.push((span, subject, sent));
         }
-        let acks = pending.into_iter().map(|(span, subject, sent)| async move {
-            let err = |message: String| BusError::Publish {
-                subject: subject.clone(),
-                message,
-            };
-            let result = match sent {
-                Err(e) => Err(err(e.to_string())),
-                Ok(ack) => match ack.await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == PublishErrorKind::TimedOut => {
-                        Err(err("ack timed out".into()))
-                    }
+        let acks = pending.into_iter().map(|(span, subject, sent)| {
+            let in_span = span.clone();
+            async move {
+                let err = |message: String| BusError::Publish {
+                    subject: subject.clone(),
+                    message,
+                };
+                let result = match sent {
                     Err(e) => Err(err(e.to_string())),
-                },
-            };
-            if let Err(e) = &result {
-                span.record("error.type", e.status_word());
-                span.record("otel.status_code", "ERROR");
+                    Ok(ack) => match ack.await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.kind() == PublishErrorKind::TimedOut => {
+                            Err(err("ack timed out".into()))
+                        }
+                        Err(e) => Err(err(e.to_string())),
+                    },
+                };
+                if let Err(e) = &result {
+                    span.record("error.type", e.status_word());
+                    span.record("otel.status_code", "ERROR");
+                }
+                result
             }
-            result
+            .instrument(in_span)
         });
         futures::future::join_all(acks).await
-    }
-
-    async fn send_durable(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        mut headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        headers.insert("Nats-Msg-Id", msg_id);
-        let err = |message: String| BusError::Publish {
-            subject: subject.to_owned(),
-            message,
-        };
-        let ack = self
-            .js
-            .send_publish(
-                subject.to_owned(),
-                jetstream::message::PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers),
-            )
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        match ack.await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(err("ack timed out".into())),
-            Err(e) => Err(err(e.to_string())),
-        }
     }
 
     /// Flushes pending writes to the server (used at shutdown).
