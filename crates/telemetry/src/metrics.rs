@@ -166,9 +166,14 @@ impl Histogram {
 pub struct Gauge {
     d: Descriptor,
     prom: Family<Labels, PromGauge>,
-    otel_set: opentelemetry::metrics::Gauge<i64>,
-    otel_add: opentelemetry::metrics::UpDownCounter<i64>,
-    updown: bool,
+    otel: OtelGauge,
+}
+
+/// The one OpenTelemetry instrument behind a [`Gauge`]: a gauge for readings, an up-down
+/// counter for work in flight.
+enum OtelGauge {
+    Set(opentelemetry::metrics::Gauge<i64>),
+    Add(opentelemetry::metrics::UpDownCounter<i64>),
 }
 
 impl Gauge {
@@ -176,38 +181,38 @@ impl Gauge {
         let prom = Family::<Labels, PromGauge>::default();
         lock(state()).register(d.name, d.help, prom.clone());
         let m = meter();
-        // Only one of the two instruments is ever used; the other is never recorded to, so it
-        // exports nothing.
-        let otel_set = m.i64_gauge(d.name).with_description(d.help).build();
-        let otel_add = m
-            .i64_up_down_counter(d.name)
-            .with_description(d.help)
-            .build();
-        Gauge {
-            d,
-            prom,
-            otel_set,
-            otel_add,
-            updown,
-        }
+        let otel = if updown {
+            OtelGauge::Add(
+                m.i64_up_down_counter(d.name)
+                    .with_description(d.help)
+                    .build(),
+            )
+        } else {
+            OtelGauge::Set(m.i64_gauge(d.name).with_description(d.help).build())
+        };
+        Gauge { d, prom, otel }
     }
 
     /// Sets the series to a reading. For gauges that are read, not moved.
     pub fn set(&self, values: &[&str], v: i64) {
-        debug_assert!(!self.updown, "{} is moved with add()", self.d.name);
         self.prom
             .get_or_create(&labels(self.d.labels, values))
             .set(v);
-        self.otel_set.record(v, &attributes(self.d.labels, values));
+        match &self.otel {
+            OtelGauge::Set(g) => g.record(v, &attributes(self.d.labels, values)),
+            OtelGauge::Add(_) => debug_assert!(false, "{} is moved with add()", self.d.name),
+        }
     }
 
     /// Moves the series by `delta`. For gauges of work in flight.
     pub fn add(&self, values: &[&str], delta: i64) {
-        debug_assert!(self.updown, "{} is set, not moved", self.d.name);
         self.prom
             .get_or_create(&labels(self.d.labels, values))
             .inc_by(delta);
-        self.otel_add.add(delta, &attributes(self.d.labels, values));
+        match &self.otel {
+            OtelGauge::Add(c) => c.add(delta, &attributes(self.d.labels, values)),
+            OtelGauge::Set(_) => debug_assert!(false, "{} is set, not moved", self.d.name),
+        }
     }
 
     pub fn get(&self, values: &[&str]) -> i64 {
