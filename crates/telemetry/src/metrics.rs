@@ -355,6 +355,18 @@ pub fn catalogue() -> &'static Catalogue {
     CATALOGUE.get_or_init(Catalogue::build)
 }
 
+/// Runs one Argon2id computation (`operation`: `hash` or `verify`), timed in
+/// `sspr_argon2_duration_seconds{operation}` and counted in `sspr_argon2_in_flight` while it
+/// runs. Call it around the computation alone (on the blocking pool, not around a queue wait).
+pub fn argon2<T>(operation: &'static str, work: impl FnOnce() -> T) -> T {
+    let metrics = catalogue();
+    let _in_flight = metrics.argon2_in_flight.track(&[]);
+    let started = std::time::Instant::now();
+    let result = work();
+    metrics.argon2_duration.observe_since(&[operation], started);
+    result
+}
+
 /// The registry in the Prometheus text format (version 0.0.4), as `/metrics` serves it.
 pub fn encode() -> String {
     let _ = catalogue();

@@ -207,16 +207,7 @@ impl Hasher {
             .map_err(|_| Error::HashPoolClosed)?;
         let result = tokio::task::spawn_blocking(move || {
             let result = match operation {
-                Some(operation) => {
-                    let metrics = sspr_telemetry::metrics::catalogue();
-                    let _in_flight = metrics.argon2_in_flight.track(&[]);
-                    let started = std::time::Instant::now();
-                    let result = work();
-                    metrics
-                        .argon2_duration
-                        .observe_since(&[operation.as_str()], started);
-                    result
-                }
+                Some(operation) => sspr_telemetry::metrics::argon2(operation.as_str(), work),
                 None => work(),
             };
             drop(permit);

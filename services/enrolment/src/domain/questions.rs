@@ -138,20 +138,9 @@ pub fn parse_answers<'a>(
     Ok(parsed)
 }
 
-/// Runs one Argon2id computation, measured as `sspr_argon2_duration_seconds{operation}` and
-/// counted in `sspr_argon2_in_flight` while it runs (callers run it on the blocking pool).
-fn measured<T>(operation: &'static str, work: impl FnOnce() -> T) -> T {
-    let metrics = sspr_telemetry::metrics::catalogue();
-    let _in_flight = metrics.argon2_in_flight.track(&[]);
-    let started = std::time::Instant::now();
-    let result = work();
-    metrics.argon2_duration.observe_since(&[operation], started);
-    result
-}
-
 /// Hashes an answer with a fresh random salt.
 pub fn hash_answer(answer: &NormalisedAnswer) -> Result<AnswerHash, String> {
-    measured("hash", || {
+    sspr_telemetry::metrics::argon2("hash", || {
         argon2()
             .hash_password(answer.0.as_bytes())
             .map(|h| AnswerHash(h.to_string()))
@@ -162,7 +151,7 @@ pub fn hash_answer(answer: &NormalisedAnswer) -> Result<AnswerHash, String> {
 /// True when `answer` matches `stored`. Without a stored hash (unknown question) it does the
 /// same work against a dummy hash and returns false.
 pub fn verify_answer(answer: &NormalisedAnswer, stored: Option<&AnswerHash>) -> bool {
-    measured("verify", || verify_unmeasured(answer, stored))
+    sspr_telemetry::metrics::argon2("verify", || verify_unmeasured(answer, stored))
 }
 
 fn verify_unmeasured(answer: &NormalisedAnswer, stored: Option<&AnswerHash>) -> bool {
@@ -332,7 +321,7 @@ mod tests {
         assert!(verify_answer(&answer, Some(&stored)));
         assert!(!verify_answer(&answer, None));
         assert!(argon2_count("verify") >= verifies + 2.0);
-        let in_flight = measured("hash", || {
+        let in_flight = sspr_telemetry::metrics::argon2("hash", || {
             sspr_telemetry::metrics::catalogue()
                 .argon2_in_flight
                 .get(&[])
